@@ -1,0 +1,114 @@
+//! The frames of the web chat wire protocol (docs/webchat-protocol.md).
+
+use serde::{Deserialize, Serialize};
+use switchboard_connector::{AuthorKind, ChannelMessage};
+
+/// A frame from the browser.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Hello {
+        #[serde(default)]
+        token: Option<String>,
+    },
+    Message {
+        client_id: String,
+        text: String,
+    },
+    Typing {
+        active: bool,
+    },
+}
+
+/// A message as the widget shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MessageView {
+    pub id: String,
+    pub seq: i64,
+    pub author: AuthorKind,
+    pub text: String,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl MessageView {
+    pub fn from_channel(message: &ChannelMessage) -> MessageView {
+        MessageView {
+            id: message.id.clone(),
+            seq: message.seq,
+            author: message.author,
+            text: message.text.clone(),
+            created_at: format_time(message.created_at_ms),
+            client_id: message
+                .platform_message_id
+                .as_deref()
+                .and_then(|platform_id| platform_id.split_once(':'))
+                .map(|(_, client_id)| client_id.to_string()),
+        }
+    }
+}
+
+pub fn format_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A frame to the browser.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        token: String,
+        visitor_id: String,
+        conversation_id: Option<String>,
+        resumed: bool,
+        history: Vec<MessageView>,
+    },
+    Ack {
+        client_id: String,
+        id: String,
+        seq: i64,
+        duplicate: bool,
+    },
+    Message(MessageView),
+    Typing {
+        author: AuthorKind,
+        active: bool,
+    },
+    Error {
+        code: &'static str,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    },
+}
+
+impl ServerFrame {
+    pub fn error(code: &'static str, message: impl Into<String>) -> ServerFrame {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            client_id: None,
+        }
+    }
+}
+
+/// Close codes the server uses (see the protocol document).
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INVALID_TOKEN: u16 = 4001;
+    pub const HELLO_REQUIRED: u16 = 4002;
+}
+
+/// Whether a client id is 1 to 64 characters of `[A-Za-z0-9_-]`.
+pub fn valid_client_id(client_id: &str) -> bool {
+    !client_id.is_empty()
+        && client_id.len() <= 64
+        && client_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}

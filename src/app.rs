@@ -1,0 +1,244 @@
+//! Wiring: build every part from [`Settings`], start serving, and stop in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use switchboard_connector::{Connector, ConnectorHost};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::assistant::{self, Assistant};
+use crate::channels::Channels;
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::outbox::Delivery;
+use crate::router::Router;
+use crate::store::{Backend, Store};
+
+/// What a caller can swap in: tests and the benchmark bring their own assistant or channels.
+#[derive(Default)]
+pub struct AppOptions {
+    pub assistant: Option<Arc<dyn Assistant>>,
+    pub connectors: Vec<Arc<dyn Connector>>,
+}
+
+pub struct App {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub router: Arc<Router>,
+    pub metrics: Arc<Metrics>,
+    http_stop: CancellationToken,
+    connectors_stop: CancellationToken,
+    delivery_stop: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    delivery_task: JoinHandle<()>,
+    connector_tasks: Vec<JoinHandle<()>>,
+    open_sessions: Arc<dyn Fn() -> usize + Send + Sync>,
+    grace: Duration,
+}
+
+/// The web chat signing secret: from config, or generated once and kept in the data directory.
+fn webchat_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if !settings.webchat.session_secret.is_empty() {
+        return Ok(settings.webchat.session_secret.as_bytes().to_vec());
+    }
+    let path = settings.data_dir.join("webchat.secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        if secret.trim().len() >= 32 {
+            return Ok(secret.trim().as_bytes().to_vec());
+        }
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let bytes: [u8; 32] = rand::random();
+    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    // Write then rename, so a crash never leaves a half-written secret behind.
+    let partial = path.with_extension("secret.partial");
+    std::fs::write(&partial, &secret).context("writing webchat secret")?;
+    std::fs::rename(&partial, &path).context("writing webchat secret")?;
+    Ok(secret.into_bytes())
+}
+
+impl App {
+    pub async fn start(settings: Settings, options: AppOptions) -> anyhow::Result<App> {
+        let url = settings.database_url();
+        let store = Store::connect(&url, settings.database.max_connections)
+            .await
+            .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
+        if store.backend() == Backend::Sqlite {
+            // One process owns a SQLite file: reservations left by a killed process are stale.
+            let released = store.release_outbox_locks().await?;
+            if released > 0 {
+                tracing::info!(
+                    rows = released,
+                    "outbox rows from a previous run will be delivered"
+                );
+            }
+        }
+        let metrics = Arc::new(Metrics::default());
+
+        let mut channels = Channels::default();
+        let mut open_sessions: Arc<dyn Fn() -> usize + Send + Sync> = Arc::new(|| 0);
+        #[cfg(feature = "channel-webchat")]
+        if settings.webchat.enabled {
+            let secret = webchat_secret(&settings)?;
+            let config = &settings.webchat;
+            let mut webchat = switchboard_webchat::WebchatSettings::new(&secret);
+            webchat.signer = switchboard_webchat::session::SessionSigner::new(
+                &secret,
+                i64::from(config.session_ttl_days) * 24 * 3600,
+            );
+            webchat.max_frame_bytes = config.max_frame_bytes;
+            webchat.max_text_chars = config.max_text_chars;
+            webchat.rate_per_minute = config.rate_per_minute;
+            webchat.rate_burst = config.rate_burst;
+            webchat.history_limit = config.history_limit;
+            let connector = switchboard_webchat::WebchatConnector::new(webchat);
+            let sessions = connector.clone();
+            open_sessions = Arc::new(move || sessions.open_sessions());
+            channels.register(connector);
+        }
+        for connector in options.connectors {
+            channels.register(connector);
+        }
+        let channels = Arc::new(channels);
+
+        let assistant = match options.assistant {
+            Some(assistant) => assistant,
+            None => assistant::from_kind(&settings.assistant.kind).map_err(anyhow::Error::msg)?,
+        };
+        let delivery = Delivery::new(
+            store.clone(),
+            channels.clone(),
+            metrics.clone(),
+            settings.outbox.clone(),
+        );
+        let router = Router::new(
+            store.clone(),
+            assistant,
+            channels.clone(),
+            metrics.clone(),
+            delivery.clone(),
+            settings.router.clone(),
+        );
+        // Old work first: messages stored before a crash queue ahead of anything new.
+        router.recover().await?;
+        let delivery_stop = CancellationToken::new();
+        let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
+
+        let host: Arc<dyn ConnectorHost> = router.clone();
+        let connectors_stop = CancellationToken::new();
+        let connector_tasks = channels
+            .all()
+            .map(|connector| {
+                let connector = connector.clone();
+                let host = host.clone();
+                let stop = connectors_stop.clone();
+                tokio::spawn(async move { connector.run(host, stop).await })
+            })
+            .collect();
+
+        let state = AppState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            open_sessions: open_sessions.clone(),
+        };
+        let app = http::router(state, &channels, host);
+        let listener =
+            tokio::net::TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+                .await
+                .with_context(|| {
+                    format!("binding {}:{}", settings.http.host, settings.http.port)
+                })?;
+        let addr = listener.local_addr()?;
+        let http_stop = CancellationToken::new();
+        let server = {
+            let stop = http_stop.clone();
+            // Chat frames are small and latency-bound: no Nagle delay.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(error) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %error, "could not set TCP_NODELAY");
+                }
+            });
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            })
+        };
+        tracing::info!(%addr, database = store.backend().name(), channels = ?channels.kinds(), "switchboard listening");
+        Ok(App {
+            addr,
+            store,
+            router,
+            metrics,
+            http_stop,
+            connectors_stop,
+            delivery_stop,
+            server,
+            delivery_task,
+            connector_tasks,
+            open_sessions,
+            grace: Duration::from_secs(settings.http.shutdown_grace_secs),
+        })
+    }
+
+    /// Stop in order: no new connections, no new messages, finish every turn, deliver what
+    /// those turns sent, then close the channels and the database.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down: draining in-flight work");
+        self.http_stop.cancel();
+        let drained = async {
+            self.router.drain().await;
+            self.delivery_stop.cancel();
+            let _ = self.delivery_task.await;
+        };
+        if tokio::time::timeout(self.grace, drained).await.is_err() {
+            tracing::warn!(
+                "in-flight work did not finish within the grace period; it resumes on the next start"
+            );
+        }
+        self.connectors_stop.cancel();
+        for task in self.connector_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        for _ in 0..100 {
+            if (self.open_sessions)() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        self.store.close().await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

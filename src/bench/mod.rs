@@ -1,0 +1,38 @@
+//! `switchboard bench ...`: load generators that print their figures.
+//!
+//! Each benchmark prints a human-readable report and, as its last line, the headline figures
+//! as space-separated `name=value` pairs, so scripts can pick them up.
+
+pub mod router;
+
+use clap::Subcommand;
+
+use crate::config::Settings;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load the conversation router over real WebSockets from many simulated web chat visitors.
+    Router(router::RouterBench),
+}
+
+pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Router(options) => router::run(options, settings).await,
+    }
+}
+
+/// Latency percentiles from a histogram of microseconds, in milliseconds.
+pub fn percentile_ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+/// Raise the open-files limit to its hard maximum: thousands of sockets need it.
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(error) => {
+            eprintln!("could not raise the open files limit: {error}");
+            0
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! `switchboard bench router`: web chat visitors over real WebSockets against the router.
+//!
+//! Three modes:
+//! - closed loop (default): every visitor sends a message, waits for the bot's reply, sends the
+//!   next; measures the most the router sustains;
+//! - `--rate R`: open loop at R messages/s in all, spread over the visitors, sent on schedule
+//!   whether or not replies have come; measures latency at a given load;
+//! - `--idle N`: N visitors connect, say hello and sit idle; measures the server's resident
+//!   memory. The server runs as a child process so that the figure is the server's alone.
+//!
+//! Without `--url` the server is started in-process (or as a child for `--idle`) with the echo
+//! assistant, on `--database` (default: a fresh SQLite file), so the figures are the router's,
+//! not the assistant's. With `--url` it drives a server already running; that server's web chat
+//! rate limit must allow the load (`SWITCHBOARD__WEBCHAT__RATE_PER_MINUTE`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::app::{App, AppOptions};
+use crate::assistant::EchoAssistant;
+use crate::config::Settings;
+
+#[derive(Debug, clap::Args)]
+pub struct RouterBench {
+    /// Drive a server that is already running, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    url: Option<String>,
+    /// Database for the in-process server (sqlite://... or postgres://...); default: a new
+    /// SQLite file in a temporary directory.
+    #[arg(long)]
+    database: Option<String>,
+    /// Concurrent visitors.
+    #[arg(long, default_value_t = 200)]
+    visitors: usize,
+    /// Seconds of measured load (after one second of warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Open loop: messages per second in all. 0 means closed loop (as fast as replies come).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Memory mode: connect this many idle visitors and report the server's resident memory.
+    #[arg(long)]
+    idle: Option<usize>,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    ws_url: String,
+    app: Option<App>,
+    child: Option<tokio::process::Child>,
+    _data_dir: Option<tempdir::TempDir>,
+}
+
+mod tempdir {
+    /// A directory removed on drop (the bench's scratch database).
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new(label: &str) -> std::io::Result<TempDir> {
+            let path = std::env::temp_dir().join(format!(
+                "switchboard-bench-{label}-{}",
+                uuid::Uuid::new_v4()
+            ));
+            std::fs::create_dir_all(&path)?;
+            Ok(TempDir(path))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn ws_url(base: &str) -> anyhow::Result<String> {
+    let base = base.trim_end_matches('/');
+    let rest = base
+        .strip_prefix("http://")
+        .map(|rest| format!("ws://{rest}"))
+        .or_else(|| {
+            base.strip_prefix("https://")
+                .map(|rest| format!("wss://{rest}"))
+        })
+        .context("--url must start with http:// or https://")?;
+    Ok(format!("{rest}/channels/webchat/ws"))
+}
+
+fn bench_settings(
+    mut settings: Settings,
+    data_dir: &std::path::Path,
+    database: &Option<String>,
+) -> Settings {
+    settings.data_dir = data_dir.to_path_buf();
+    settings.http.host = "127.0.0.1".into();
+    settings.http.port = 0;
+    settings.database.url = database.clone().unwrap_or_default();
+    settings.assistant.kind = "echo".into();
+    settings.webchat.enabled = true;
+    settings.webchat.rate_per_minute = 1_000_000;
+    settings.webchat.rate_burst = 100_000;
+    settings
+}
+
+async fn start_in_process(options: &RouterBench, settings: Settings) -> anyhow::Result<Server> {
+    let data_dir = tempdir::TempDir::new("router")?;
+    let settings = bench_settings(settings, &data_dir.0, &options.database);
+    let app = App::start(
+        settings,
+        AppOptions {
+            assistant: Some(Arc::new(EchoAssistant)),
+            ..AppOptions::default()
+        },
+    )
+    .await?;
+    Ok(Server {
+        ws_url: format!("ws://{}/channels/webchat/ws", app.addr),
+        app: Some(app),
+        child: None,
+        _data_dir: Some(data_dir),
+    })
+}
+
+async fn start_child(options: &RouterBench) -> anyhow::Result<Server> {
+    let data_dir = tempdir::TempDir::new("idle")?;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let exe = std::env::current_exe()?;
+    let child = tokio::process::Command::new(exe)
+        .arg("serve")
+        .env("SWITCHBOARD__DATA_DIR", &data_dir.0)
+        .env("SWITCHBOARD__HTTP__HOST", "127.0.0.1")
+        .env("SWITCHBOARD__HTTP__PORT", port.to_string())
+        .env(
+            "SWITCHBOARD__DATABASE__URL",
+            options.database.clone().unwrap_or_default(),
+        )
+        .env("SWITCHBOARD__ASSISTANT__KIND", "echo")
+        .env("SWITCHBOARD__LOG__LEVEL", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the server process")?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await?;
+    Ok(Server {
+        ws_url: ws_url(&base)?,
+        app: None,
+        child: Some(child),
+        _data_dir: Some(data_dir),
+    })
+}
+
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
+    let address = base.trim_start_matches("http://").to_string();
+    for _ in 0..300 {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let request =
+                format!("GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+            if stream.write_all(request.as_bytes()).await.is_ok() {
+                let mut response = String::new();
+                let _ = stream.read_to_string(&mut response).await;
+                if response.starts_with("HTTP/1.1 200") {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("server at {base} did not become ready")
+}
+
+/// Connect and complete the hello/welcome handshake.
+async fn connect(url: &str) -> anyhow::Result<Socket> {
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+    socket
+        .send(Message::text(r#"{"type":"hello","token":null}"#))
+        .await?;
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("\"welcome\"") => return Ok(socket),
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(error.into()),
+            None => bail!("closed before welcome"),
+        }
+    }
+}
+
+fn message_frame(visitor: usize, n: u64) -> Message {
+    Message::text(format!(
+        r#"{{"type":"message","client_id":"v{visitor}-m{n}","text":"bench message {n} from visitor {visitor}"}}"#
+    ))
+}
+
+fn is_bot_reply(text: &str) -> bool {
+    text.starts_with(r#"{"type":"message""#) && text.contains(r#""author":"bot""#)
+}
+
+struct Totals {
+    sent: AtomicU64,
+    replies: AtomicU64,
+    errors: AtomicU64,
+    latency: Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()> {
+    let fd_limit = super::raise_fd_limit();
+    if let Some(idle) = options.idle {
+        return run_idle(&options, idle, fd_limit).await;
+    }
+    let mut server = match &options.url {
+        Some(url) => Server {
+            ws_url: ws_url(url)?,
+            app: None,
+            child: None,
+            _data_dir: None,
+        },
+        None => start_in_process(&options, settings).await?,
+    };
+    let target = options
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("in-process, database {}", describe_db(&options.database)));
+    let mode = if options.rate == 0 {
+        "closed loop".to_string()
+    } else {
+        format!("open loop at {} msg/s", options.rate)
+    };
+    println!(
+        "bench router: {} visitors, {} s, {mode}, against {target}",
+        options.visitors, options.seconds
+    );
+
+    let totals = Arc::new(Totals {
+        sent: AtomicU64::new(0),
+        replies: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        latency: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?),
+    });
+    let mut sockets = Vec::with_capacity(options.visitors);
+    for _ in 0..options.visitors {
+        sockets.push(connect(&server.ws_url).await?);
+    }
+    let warmup = Duration::from_secs(1);
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let stop_at = measure_from + Duration::from_secs(options.seconds);
+    let per_visitor_interval = if options.rate == 0 {
+        None
+    } else {
+        Some(Duration::from_secs_f64(
+            options.visitors as f64 / options.rate as f64,
+        ))
+    };
+    let mut tasks = Vec::with_capacity(options.visitors);
+    for (visitor, socket) in sockets.into_iter().enumerate() {
+        let totals = totals.clone();
+        tasks.push(tokio::spawn(async move {
+            let result = match per_visitor_interval {
+                None => closed_loop(visitor, socket, &totals, measure_from, stop_at).await,
+                Some(interval) => {
+                    open_loop(visitor, socket, &totals, interval, measure_from, stop_at).await
+                }
+            };
+            if let Err(error) = result {
+                totals.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("visitor {visitor}: {error}");
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let measured = options.seconds as f64;
+    let replies = totals.replies.load(Ordering::Relaxed);
+    let latency = totals.latency.lock().await;
+    let msgs_per_s = replies as f64 / measured;
+    let (p50, p90, p99, max) = (
+        super::percentile_ms(&latency, 0.50),
+        super::percentile_ms(&latency, 0.90),
+        super::percentile_ms(&latency, 0.99),
+        latency.max() as f64 / 1000.0,
+    );
+    println!(
+        "messages answered in the measured window: {replies} (sent {}), visitor errors: {}",
+        totals.sent.load(Ordering::Relaxed),
+        totals.errors.load(Ordering::Relaxed)
+    );
+    println!(
+        "latency inbound frame -> reply frame: p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
+    );
+    if let Some(app) = server.app.take() {
+        app.shutdown().await;
+    }
+    if let Some(mut child) = server.child.take() {
+        let _ = child.kill().await;
+    }
+    println!(
+        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}",
+        options.visitors,
+        totals.errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+fn describe_db(database: &Option<String>) -> String {
+    match database {
+        Some(url) => crate::config::redact_url(url),
+        None => "sqlite (temporary file)".into(),
+    }
+}
+
+async fn closed_loop(
+    visitor: usize,
+    mut socket: Socket,
+    totals: &Totals,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> anyhow::Result<()> {
+    let mut n = 0u64;
+    let mut local = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut answered = 0u64;
+    while Instant::now() < stop_at {
+        n += 1;
+        let sent_at = Instant::now();
+        socket.send(message_frame(visitor, n)).await?;
+        wait_reply(&mut socket).await?;
+        let now = Instant::now();
+        if sent_at >= measure_from && now <= stop_at {
+            local.record(now.duration_since(sent_at).as_micros().max(1) as u64)?;
+            answered += 1;
+        }
+    }
+    totals.sent.fetch_add(n, Ordering::Relaxed);
+    totals.replies.fetch_add(answered, Ordering::Relaxed);
+    totals.latency.lock().await.add(&local)?;
+    let _ = socket.close(None).await;
+    Ok(())
+}
+
+async fn wait_reply(socket: &mut Socket) -> anyhow::Result<()> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .context("no reply within 30 s")?;
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                if is_bot_reply(&text) {
+                    return Ok(());
+                }
+                if text.contains(r#""type":"error""#) {
+                    bail!("server error: {text}");
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(error.into()),
+            None => bail!("connection closed"),
+        }
+    }
+}
+
+async fn open_loop(
+    visitor: usize,
+    socket: Socket,
+    totals: &Totals,
+    interval: Duration,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> anyhow::Result<()> {
+    let (mut sink, mut stream) = socket.split();
+    // Replies of one conversation come back in order, so a queue of send times matches them.
+    let pending: Arc<std::sync::Mutex<std::collections::VecDeque<Instant>>> = Arc::default();
+    let receiver = {
+        let pending = pending.clone();
+        async move {
+            let mut local = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut answered = 0u64;
+            let grace = stop_at + Duration::from_secs(5);
+            loop {
+                let remaining = grace.saturating_duration_since(Instant::now());
+                let frame = match tokio::time::timeout(remaining, stream.next()).await {
+                    Ok(frame) => frame,
+                    Err(_) => break,
+                };
+                let Some(frame) = frame else { break };
+                let Message::Text(text) = frame? else {
+                    continue;
+                };
+                if !is_bot_reply(&text) {
+                    continue;
+                }
+                let now = Instant::now();
+                let sent_at = pending.lock().expect("pending lock").pop_front();
+                if let Some(sent_at) = sent_at {
+                    if sent_at >= measure_from && sent_at <= stop_at {
+                        local.record(now.duration_since(sent_at).as_micros().max(1) as u64)?;
+                        answered += 1;
+                    }
+                    if sent_at > stop_at
+                        || (Instant::now() > stop_at
+                            && pending.lock().expect("pending lock").is_empty())
+                    {
+                        break;
+                    }
+                }
+            }
+            anyhow::Ok((local, answered))
+        }
+    };
+    let sender = async {
+        // Spread visitors over the interval so that the load is smooth, not in waves.
+        let offset = interval.mul_f64((visitor as f64 * 0.618_034) % 1.0);
+        let mut next = Instant::now() + offset;
+        let mut n = 0u64;
+        while next < stop_at {
+            tokio::time::sleep_until(next.into()).await;
+            n += 1;
+            pending
+                .lock()
+                .expect("pending lock")
+                .push_back(Instant::now());
+            sink.send(message_frame(visitor, n)).await?;
+            next += interval;
+        }
+        anyhow::Ok(n)
+    };
+    let (sent, received) = tokio::join!(sender, receiver);
+    let sent = sent?;
+    let (local, answered) = received?;
+    totals.sent.fetch_add(sent, Ordering::Relaxed);
+    totals.replies.fetch_add(answered, Ordering::Relaxed);
+    totals.latency.lock().await.add(&local)?;
+    Ok(())
+}
+
+fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS not found")
+}
+
+async fn run_idle(options: &RouterBench, idle: usize, fd_limit: u64) -> anyhow::Result<()> {
+    if options.url.is_some() {
+        bail!("--idle measures a server it starts itself; it cannot read another host's memory");
+    }
+    if fd_limit > 0 && (fd_limit as usize) < idle + 100 {
+        bail!("open files limit {fd_limit} is too low for {idle} sessions; raise ulimit -n");
+    }
+    let mut server = start_child(options).await?;
+    let pid = server
+        .child
+        .as_ref()
+        .and_then(|child| child.id())
+        .context("server process id")?;
+    println!(
+        "bench router --idle: {idle} idle web chat sessions against a server process (pid {pid}), database {}",
+        describe_db(&options.database)
+    );
+    let before = resident_kib(pid)?;
+    let mut sockets = Vec::with_capacity(idle);
+    let started = Instant::now();
+    let mut batch = Vec::new();
+    for _ in 0..idle {
+        batch.push(connect(&server.ws_url));
+        if batch.len() == 100 {
+            for socket in futures::future::join_all(batch.drain(..)).await {
+                sockets.push(socket?);
+            }
+        }
+    }
+    for socket in futures::future::join_all(batch.drain(..)).await {
+        sockets.push(socket?);
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = resident_kib(pid)?;
+    let rss_mb = after as f64 / 1024.0;
+    let per_session_kib = (after.saturating_sub(before)) as f64 / idle as f64;
+    println!(
+        "server resident memory: {:.1} MB before, {rss_mb:.1} MB with {idle} sessions ({per_session_kib:.1} KiB per session); connected in {connect_secs:.1} s",
+        before as f64 / 1024.0
+    );
+    drop(sockets);
+    if let Some(mut child) = server.child.take() {
+        let _ = child.kill().await;
+    }
+    println!(
+        "idle_sessions={idle} rss_mb={rss_mb:.1} baseline_mb={:.1} per_session_kib={per_session_kib:.1}",
+        before as f64 / 1024.0
+    );
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Settings: `config/switchboard.toml`, overridden by `SWITCHBOARD__SECTION__KEY` variables.
+//!
+//! Every key is documented in the shipped file; the defaults here match it, so a missing key
+//! behaves as documented. Secrets never appear in `Debug` output.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub log: LogSettings,
+    pub router: RouterSettings,
+    pub assistant: AssistantSettings,
+    pub outbox: OutboxSettings,
+    pub webchat: WebchatConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            data_dir: PathBuf::from("data"),
+            http: HttpSettings::default(),
+            database: DatabaseSettings::default(),
+            log: LogSettings::default(),
+            router: RouterSettings::default(),
+            assistant: AssistantSettings::default(),
+            outbox: OutboxSettings::default(),
+            webchat: WebchatConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    pub host: String,
+    pub port: u16,
+    /// Seconds to wait for in-flight work after SIGTERM before giving up.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> HttpSettings {
+        HttpSettings {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Empty: SQLite in `data_dir/switchboard.db`. `sqlite://PATH` or `postgres://...` otherwise.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> DatabaseSettings {
+        DatabaseSettings {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` shown as `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` for people, `json` for log collectors.
+    pub format: String,
+    /// A tracing filter such as `info` or `switchboard=debug,info`; `RUST_LOG` wins if set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterSettings {
+    /// The queue a conversation goes to when the bot hands it over.
+    pub default_queue: String,
+    /// If the assistant takes longer than this, the customer sees a typing indicator.
+    pub typing_after_ms: u64,
+}
+
+impl Default for RouterSettings {
+    fn default() -> RouterSettings {
+        RouterSettings {
+            default_queue: "support".into(),
+            typing_after_ms: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssistantSettings {
+    /// `echo` repeats the customer's message (for load tests and wiring checks).
+    pub kind: String,
+}
+
+impl Default for AssistantSettings {
+    fn default() -> AssistantSettings {
+        AssistantSettings {
+            kind: "echo".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSettings {
+    /// How often the worker looks for due retries and for rows left by a crashed process.
+    pub poll_interval_ms: u64,
+    /// After this many failed attempts a row is dead-lettered.
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How long a claimed row stays reserved for the instance that claimed it.
+    pub lease_secs: u64,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> OutboxSettings {
+        OutboxSettings {
+            poll_interval_ms: 500,
+            max_attempts: 12,
+            backoff_base_ms: 500,
+            backoff_max_ms: 300_000,
+            lease_secs: 30,
+            concurrency: 64,
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebchatConfig {
+    pub enabled: bool,
+    /// Signs visitor session tokens. Empty: generated once into `data_dir/webchat.secret`.
+    /// Several instances behind one load balancer must share it.
+    pub session_secret: String,
+    pub session_ttl_days: u32,
+    pub max_frame_bytes: usize,
+    pub max_text_chars: usize,
+    pub rate_per_minute: u32,
+    pub rate_burst: u32,
+    pub history_limit: u32,
+}
+
+impl Default for WebchatConfig {
+    fn default() -> WebchatConfig {
+        WebchatConfig {
+            enabled: true,
+            session_secret: String::new(),
+            session_ttl_days: 90,
+            max_frame_bytes: 16 * 1024,
+            max_text_chars: 4000,
+            rate_per_minute: 120,
+            rate_burst: 20,
+            history_limit: 100,
+        }
+    }
+}
+
+impl std::fmt::Debug for WebchatConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebchatConfig")
+            .field("enabled", &self.enabled)
+            .field("session_secret", &"<redacted>")
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("rate_per_minute", &self.rate_per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// Read the file (if it exists) and then the environment.
+    pub fn load(path: &Path) -> Result<Settings, config::ConfigError> {
+        let builder = config::Config::builder()
+            .add_source(config::File::from(path).required(false))
+            .add_source(
+                config::Environment::with_prefix("SWITCHBOARD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        builder.build()?.try_deserialize()
+    }
+
+    /// The database URL, with the SQLite default filled in.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("switchboard.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_file_parses_and_matches_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/switchboard.toml");
+        let text = std::fs::read_to_string(&path).expect("config file ships");
+        let parsed: Settings = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("shipped config parses");
+        let defaults = Settings::default();
+        assert_eq!(parsed.http.port, defaults.http.port);
+        assert_eq!(parsed.outbox.max_attempts, defaults.outbox.max_attempts);
+        assert_eq!(
+            parsed.webchat.rate_per_minute,
+            defaults.webchat.rate_per_minute
+        );
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/sb"),
+            "postgres://app:***@db:5432/sb"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

@@ -1,0 +1,112 @@
+//! The HTTP surface: the demo page and widget assets, channel endpoints under `/channels`,
+//! health, readiness and metrics.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use switchboard_connector::ConnectorHost;
+
+use crate::channels::Channels;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub open_sessions: Arc<dyn Fn() -> usize + Send + Sync>,
+}
+
+pub fn router(state: AppState, channels: &Channels, host: Arc<dyn ConnectorHost>) -> Router {
+    let mut app = Router::<AppState>::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    #[cfg(feature = "channel-webchat")]
+    {
+        app = app
+            .route("/", get(demo_page))
+            .route("/widget.js", get(widget_js))
+            .route("/widget.css", get(widget_css));
+    }
+    let mut app: Router = app.with_state(state);
+    for connector in channels.all() {
+        if let Some(routes) = connector.clone().routes(host.clone()) {
+            app = app.nest(&format!("/channels/{}", connector.kind()), routes);
+        }
+    }
+    app.layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(error) => {
+            tracing::warn!(error = %error, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let depth = match state.store.outbox_depth().await {
+        Ok(depth) => depth,
+        Err(error) => {
+            tracing::warn!(error = %error, "outbox depth unavailable");
+            -1
+        }
+    };
+    let body = state.metrics.render(depth, (state.open_sessions)());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(feature = "channel-webchat")]
+async fn demo_page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        switchboard_webchat::DEMO_HTML,
+    )
+        .into_response()
+}
+
+#[cfg(feature = "channel-webchat")]
+async fn widget_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            // Any site may embed the widget.
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        switchboard_webchat::WIDGET_JS,
+    )
+        .into_response()
+}
+
+#[cfg(feature = "channel-webchat")]
+async fn widget_css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        switchboard_webchat::WIDGET_CSS,
+    )
+        .into_response()
+}

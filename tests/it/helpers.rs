@@ -1,0 +1,302 @@
+//! Test scaffolding: the real app on port 0 with a fresh database per test, on SQLite or
+//! PostgreSQL, and a web chat visitor speaking the real WebSocket protocol.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchboard::app::{App, AppOptions};
+use switchboard::assistant::Assistant;
+use switchboard::config::Settings;
+use switchboard::store::Store;
+use switchboard_connector::Connector;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server the tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable".into())
+}
+
+/// A fresh database for one test: a SQLite file in a temporary directory, or a new
+/// PostgreSQL database. Kept alive as long as the value lives.
+pub struct TestDatabase {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match backend {
+            Backend::Sqlite => {
+                format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display())
+            }
+            Backend::Postgres => {
+                use sqlx::Connection;
+                sqlx::any::install_default_drivers();
+                let admin = postgres_admin_url();
+                let name = format!("sb_test_{}", uuid::Uuid::new_v4().simple());
+                let mut connection =
+                    sqlx::AnyConnection::connect(&admin)
+                        .await
+                        .unwrap_or_else(|error| {
+                            panic!("PostgreSQL must be reachable at {admin} for the tests: {error}")
+                        });
+                sqlx::Executor::execute(
+                    &mut connection,
+                    sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+                )
+                .await
+                .expect("create test database");
+                let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+                let server = base
+                    .rsplit_once('/')
+                    .map(|(server, _)| server)
+                    .unwrap_or(base);
+                if query.is_empty() {
+                    format!("{server}/{name}")
+                } else {
+                    format!("{server}/{name}?{query}")
+                }
+            }
+        };
+        TestDatabase { url, dir }
+    }
+}
+
+pub fn settings(database: &TestDatabase) -> Settings {
+    let mut settings = Settings::default();
+    settings.data_dir = database.dir.path().to_path_buf();
+    settings.database.url = database.url.clone();
+    settings.http.host = "127.0.0.1".into();
+    settings.http.port = 0;
+    settings.outbox.poll_interval_ms = 50;
+    settings.outbox.backoff_base_ms = 20;
+    settings.outbox.backoff_max_ms = 200;
+    settings.webchat.session_secret = "test-secret-0123456789abcdef0123456789".into();
+    settings.webchat.rate_per_minute = 6000;
+    settings.webchat.rate_burst = 500;
+    settings
+}
+
+pub struct TestApp {
+    pub app: App,
+    pub database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, |_| {}, AppOptions::default()).await
+    }
+
+    pub async fn spawn_with(
+        backend: Backend,
+        configure: impl FnOnce(&mut Settings),
+        options: AppOptions,
+    ) -> TestApp {
+        let database = TestDatabase::new(backend).await;
+        let mut settings = settings(&database);
+        configure(&mut settings);
+        let app = App::start(settings, options).await.expect("app starts");
+        TestApp { app, database }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/channels/webchat/ws", self.app.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.addr)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.app.store
+    }
+
+    pub async fn visitor(&self) -> Visitor {
+        Visitor::connect(&self.ws_url(), None).await
+    }
+}
+
+pub fn options_with(
+    assistant: Option<Arc<dyn Assistant>>,
+    connectors: Vec<Arc<dyn Connector>>,
+) -> AppOptions {
+    AppOptions {
+        assistant,
+        connectors,
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A browser tab speaking the web chat protocol.
+pub struct Visitor {
+    pub socket: Socket,
+    pub token: String,
+    pub visitor_id: String,
+    pub welcome: Value,
+    /// Frames read while waiting for something else.
+    pub backlog: std::collections::VecDeque<Value>,
+}
+
+pub enum Next {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+impl Visitor {
+    pub async fn connect(url: &str, token: Option<&str>) -> Visitor {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        socket
+            .send(Message::text(
+                json!({"type": "hello", "token": token}).to_string(),
+            ))
+            .await
+            .expect("send hello");
+        let welcome = read_frame(&mut socket).await;
+        let Next::Frame(welcome) = welcome else {
+            panic!("closed before welcome")
+        };
+        assert_eq!(
+            welcome["type"], "welcome",
+            "first frame is welcome: {welcome}"
+        );
+        Visitor {
+            socket,
+            token: welcome["token"].as_str().expect("token").to_string(),
+            visitor_id: welcome["visitor_id"]
+                .as_str()
+                .expect("visitor id")
+                .to_string(),
+            welcome,
+            backlog: Default::default(),
+        }
+    }
+
+    pub fn history(&self) -> Vec<Value> {
+        self.welcome["history"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn send_raw(&mut self, frame: Message) {
+        self.socket.send(frame).await.expect("send frame");
+    }
+
+    pub async fn send(&mut self, client_id: &str, text: &str) {
+        let frame = json!({"type": "message", "client_id": client_id, "text": text});
+        self.send_raw(Message::text(frame.to_string())).await;
+    }
+
+    pub async fn next(&mut self) -> Next {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Next::Frame(frame);
+        }
+        read_frame(&mut self.socket).await
+    }
+
+    /// The next frame matching `wanted`; others are kept for later.
+    pub async fn expect(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        if let Some(index) = self.backlog.iter().position(&wanted) {
+            return self.backlog.remove(index).expect("index valid");
+        }
+        loop {
+            match read_frame(&mut self.socket).await {
+                Next::Frame(frame) if wanted(&frame) => return frame,
+                Next::Frame(frame) => self.backlog.push_back(frame),
+                Next::Closed(code) => panic!("closed ({code:?}) while waiting for {what}"),
+            }
+        }
+    }
+
+    pub async fn send_and_ack(&mut self, client_id: &str, text: &str) -> Value {
+        self.send(client_id, text).await;
+        let id = client_id.to_string();
+        self.expect("ack", move |frame| {
+            frame["type"] == "ack" && frame["client_id"] == id.as_str()
+        })
+        .await
+    }
+
+    pub async fn bot_reply(&mut self) -> Value {
+        self.expect("bot message", |frame| {
+            frame["type"] == "message" && frame["author"] == "bot"
+        })
+        .await
+    }
+
+    /// Read until the server closes; the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            if let Next::Closed(code) = read_frame(&mut self.socket).await {
+                return code;
+            }
+        }
+    }
+}
+
+async fn read_frame(socket: &mut Socket) -> Next {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("a frame within 20 s");
+        match frame {
+            Some(Ok(Message::Text(text))) => {
+                return Next::Frame(serde_json::from_str(&text).expect("server frames are JSON"));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                return Next::Closed(frame.map(|frame| u16::from(frame.code)));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Next::Closed(None),
+        }
+    }
+}
+
+/// Poll `check` until it holds or `seconds` pass.
+pub async fn eventually<F, Fut>(seconds: u64, what: &str, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out after {seconds} s waiting for {what}");
+}
+
+/// Run a test body against both stores: `both_backends!(name, body)` makes `name::sqlite` and
+/// `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$body($crate::helpers::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$body($crate::helpers::Backend::Postgres).await;
+            }
+        }
+    };
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real app on port 0, a fresh database per test, both backends.
+
+mod helpers;
+
+mod browser;
+mod crash;
+mod http;
+mod outbox;
+mod router;
+mod webchat;

@@ -1,0 +1,292 @@
+//! The router's promises: dedupe at the door, order per conversation, one owner.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchboard::assistant::{Assistant, AssistantError, Handoff, Reply, Turn};
+use switchboard_connector::AuthorKind;
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, eventually, options_with};
+
+async fn resent_message_is_stored_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut visitor = app.visitor().await;
+    let first = visitor.send_and_ack("c-1", "where is my parcel?").await;
+    assert_eq!(first["duplicate"], false);
+    visitor.bot_reply().await;
+    // The connection dropped before the ack arrived, say: the widget resends.
+    let again = visitor.send_and_ack("c-1", "where is my parcel?").await;
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(
+        again["id"], first["id"],
+        "the resend maps to the original message"
+    );
+    // Even from another tab of the same visitor after a reconnect.
+    let mut tab = crate::helpers::Visitor::connect(&app.ws_url(), Some(&visitor.token)).await;
+    let third = tab.send_and_ack("c-1", "where is my parcel?").await;
+    assert_eq!(third["duplicate"], true);
+
+    let history = app
+        .store()
+        .history("webchat", &visitor.visitor_id, 100)
+        .await
+        .unwrap();
+    let customer: Vec<_> = history
+        .iter()
+        .filter(|m| m.author == AuthorKind::Customer)
+        .collect();
+    let bot: Vec<_> = history
+        .iter()
+        .filter(|m| m.author == AuthorKind::Bot)
+        .collect();
+    assert_eq!(customer.len(), 1, "stored once: {history:?}");
+    assert_eq!(bot.len(), 1, "answered once: {history:?}");
+    // The same client id from a different visitor is a different message.
+    let mut other = app.visitor().await;
+    let theirs = other.send_and_ack("c-1", "hello").await;
+    assert_eq!(theirs["duplicate"], false);
+}
+both_backends!(dedupe_of_a_resent_message, resent_message_is_stored_once);
+
+/// Records, per conversation, the order in which turns ran and whether two ever overlapped.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<HashMap<String, Vec<String>>>,
+    running: Mutex<HashMap<String, u32>>,
+    overlaps: Mutex<u32>,
+    most_at_once: Mutex<u32>,
+    at_once: Mutex<u32>,
+}
+
+#[async_trait]
+impl Assistant for Recorder {
+    async fn respond(&self, turn: &Turn) -> Result<Reply, AssistantError> {
+        {
+            let mut running = self.running.lock().unwrap();
+            let count = running.entry(turn.conversation_id.clone()).or_default();
+            *count += 1;
+            if *count > 1 {
+                *self.overlaps.lock().unwrap() += 1;
+            }
+            let mut at_once = self.at_once.lock().unwrap();
+            *at_once += 1;
+            let mut most = self.most_at_once.lock().unwrap();
+            *most = (*most).max(*at_once);
+        }
+        // Uneven work: without per-conversation serialisation later turns would overtake.
+        let n: u64 = turn.text.rsplit(' ').next().unwrap().parse().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(1 + (n * 7) % 11)).await;
+        self.seen
+            .lock()
+            .unwrap()
+            .entry(turn.conversation_id.clone())
+            .or_default()
+            .push(turn.text.clone());
+        *self
+            .running
+            .lock()
+            .unwrap()
+            .get_mut(&turn.conversation_id)
+            .unwrap() -= 1;
+        *self.at_once.lock().unwrap() -= 1;
+        Ok(Reply {
+            messages: vec![format!("re: {}", turn.text)],
+            ..Reply::default()
+        })
+    }
+}
+
+async fn turns_keep_order_per_conversation(backend: Backend) {
+    let recorder = Arc::new(Recorder::default());
+    let app = TestApp::spawn_with(
+        backend,
+        |_| {},
+        options_with(Some(recorder.clone()), Vec::new()),
+    )
+    .await;
+    let visitors = 6;
+    let messages = 15;
+    let mut tasks = Vec::new();
+    for v in 0..visitors {
+        let url = app.ws_url();
+        tasks.push(tokio::spawn(async move {
+            let mut visitor = crate::helpers::Visitor::connect(&url, None).await;
+            // Pipelined: all sent before any reply is awaited.
+            for m in 0..messages {
+                visitor
+                    .send(&format!("m{m}"), &format!("visitor {v} message {m}"))
+                    .await;
+            }
+            let mut replies = Vec::new();
+            while replies.len() < messages {
+                let reply = visitor.bot_reply().await;
+                replies.push((
+                    reply["seq"].as_i64().unwrap(),
+                    reply["text"].as_str().unwrap().to_string(),
+                ));
+            }
+            (v, replies)
+        }));
+    }
+    for task in tasks {
+        let (v, replies) = task.await.unwrap();
+        let texts: Vec<String> = replies.iter().map(|(_, text)| text.clone()).collect();
+        let expected: Vec<String> = (0..messages)
+            .map(|m| format!("re: visitor {v} message {m}"))
+            .collect();
+        assert_eq!(texts, expected, "visitor {v} got replies in order");
+        assert!(replies.windows(2).all(|w| w[0].0 < w[1].0), "seq increases");
+    }
+    let seen = recorder.seen.lock().unwrap();
+    assert_eq!(seen.len(), visitors);
+    for turns in seen.values() {
+        let v = turns[0].split(' ').nth(1).unwrap().to_string();
+        let expected: Vec<String> = (0..messages)
+            .map(|m| format!("visitor {v} message {m}"))
+            .collect();
+        assert_eq!(turns, &expected, "turns ran in arrival order");
+    }
+    assert_eq!(
+        *recorder.overlaps.lock().unwrap(),
+        0,
+        "no two turns of one conversation at once"
+    );
+    assert!(
+        *recorder.most_at_once.lock().unwrap() > 1,
+        "different conversations ran in parallel"
+    );
+}
+both_backends!(
+    ordering_under_concurrency,
+    turns_keep_order_per_conversation
+);
+
+/// Hands off when asked for a person; otherwise answers.
+struct HandsOff;
+
+#[async_trait]
+impl Assistant for HandsOff {
+    async fn respond(&self, turn: &Turn) -> Result<Reply, AssistantError> {
+        if turn.text.contains("human") {
+            return Ok(Reply {
+                messages: vec!["Connecting you with a person.".into()],
+                handoff: Some(Handoff {
+                    reason: "customer_request".into(),
+                    queue: None,
+                    summary: serde_json::json!({"intent": "talk_to_human"}),
+                }),
+                ..Reply::default()
+            });
+        }
+        Ok(Reply {
+            messages: vec![format!("bot: {}", turn.text)],
+            ..Reply::default()
+        })
+    }
+}
+
+async fn handoff_makes_the_bot_silent(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        |_| {},
+        options_with(Some(Arc::new(HandsOff)), Vec::new()),
+    )
+    .await;
+    let mut visitor = app.visitor().await;
+    let ack = visitor.send_and_ack("a", "hello").await;
+    visitor.bot_reply().await;
+    visitor.send_and_ack("b", "let me talk to a human").await;
+    let reply = visitor.bot_reply().await;
+    assert_eq!(reply["text"], "Connecting you with a person.");
+    let conversation_id = ack_conversation(&app, &visitor).await;
+    let conversation = app.store().conversation(&conversation_id).await.unwrap();
+    assert_eq!(conversation.status, "queued");
+    assert_eq!(conversation.owner, "queue:support");
+    let events = app
+        .store()
+        .conversation_events(&conversation_id)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["conversation.opened", "conversation.handoff"]);
+    assert_eq!(events[1].data["reason"], "customer_request");
+    assert_eq!(events[1].data["from"], "bot");
+    assert_eq!(events[1].data["to"], "queue:support");
+    assert_eq!(events[1].data["summary"]["intent"], "talk_to_human");
+
+    // The queue owns it now: the customer's next message is stored and handled, not answered.
+    visitor.send_and_ack("c", "are you there?").await;
+    let store = app.store().clone();
+    let id = conversation_id.clone();
+    eventually(10, "the message to be handled", || {
+        let store = store.clone();
+        let id = id.clone();
+        async move {
+            store
+                .unhandled_inbound()
+                .await
+                .unwrap()
+                .iter()
+                .all(|m| m.conversation_id != id)
+        }
+    })
+    .await;
+    let messages = app
+        .store()
+        .conversation_messages(&conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(messages.last().unwrap().text, "are you there?");
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.author == AuthorKind::Bot)
+            .count(),
+        2
+    );
+    let _ = ack;
+}
+both_backends!(handoff_to_the_queue, handoff_makes_the_bot_silent);
+
+async fn ack_conversation(app: &TestApp, visitor: &crate::helpers::Visitor) -> String {
+    let history = app
+        .store()
+        .history("webchat", &visitor.visitor_id, 10)
+        .await
+        .unwrap();
+    history[0].conversation_id.clone()
+}
+
+struct Failing;
+
+#[async_trait]
+impl Assistant for Failing {
+    async fn respond(&self, _turn: &Turn) -> Result<Reply, AssistantError> {
+        Err(AssistantError::Failed("model unavailable".into()))
+    }
+}
+
+async fn assistant_failure_hands_over(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        |_| {},
+        options_with(Some(Arc::new(Failing)), Vec::new()),
+    )
+    .await;
+    let mut visitor = app.visitor().await;
+    visitor.send_and_ack("x", "hi").await;
+    let reply = visitor.bot_reply().await;
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("A person will take over")
+    );
+    let conversation_id = ack_conversation(&app, &visitor).await;
+    let conversation = app.store().conversation(&conversation_id).await.unwrap();
+    assert_eq!(conversation.status, "queued");
+}
+both_backends!(assistant_error_goes_to_people, assistant_failure_hands_over);

@@ -1,0 +1,161 @@
+//! Web chat through the whole app: session resume with history, several tabs, typing.
+
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::both_backends;
+use crate::helpers::{Backend, Next, TestApp, Visitor};
+
+async fn session_resumes_with_history(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut visitor = app.visitor().await;
+    assert_eq!(visitor.welcome["resumed"], false);
+    assert!(visitor.history().is_empty());
+    let ack = visitor
+        .send_and_ack("first", "do you ship to Girona?")
+        .await;
+    let reply = visitor.bot_reply().await;
+    assert_eq!(reply["text"], "echo: do you ship to Girona?");
+    let token = visitor.token.clone();
+    drop(visitor);
+
+    // A reload: the same visitor, the same conversation, its history.
+    let mut resumed = Visitor::connect(&app.ws_url(), Some(&token)).await;
+    assert_eq!(resumed.welcome["resumed"], true);
+    let history = resumed.history();
+    assert_eq!(history.len(), 2, "{history:?}");
+    assert_eq!(history[0]["id"], ack["id"]);
+    assert_eq!(history[0]["author"], "customer");
+    assert_eq!(history[0]["client_id"], "first");
+    assert_eq!(history[1]["id"], reply["id"]);
+    assert_eq!(history[1]["author"], "bot");
+    assert!(history[0]["seq"].as_i64() < history[1]["seq"].as_i64());
+    assert_eq!(
+        resumed.welcome["conversation_id"],
+        resumed.welcome["conversation_id"]
+    );
+
+    // A second tab sees what the first sends, and both get the reply.
+    let mut second = Visitor::connect(&app.ws_url(), Some(&token)).await;
+    resumed.send_and_ack("second", "and to Lleida?").await;
+    let copy = second
+        .expect("the other tab's message", |f| {
+            f["type"] == "message" && f["author"] == "customer"
+        })
+        .await;
+    assert_eq!(copy["text"], "and to Lleida?");
+    assert_eq!(copy["client_id"], "second");
+    assert_eq!(resumed.bot_reply().await["text"], "echo: and to Lleida?");
+    assert_eq!(second.bot_reply().await["text"], "echo: and to Lleida?");
+}
+both_backends!(session_resume_with_history, session_resumes_with_history);
+
+async fn protocol_errors_are_answered_and_contained(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut bystander = app.visitor().await;
+    let mut visitor = app.visitor().await;
+
+    visitor.send_raw(Message::text("{not json")).await;
+    let error = visitor.expect("an error", |f| f["type"] == "error").await;
+    assert_eq!(error["code"], "bad_frame");
+    visitor
+        .send_raw(Message::text(
+            json!({"type": "message", "client_id": "bad id!", "text": "x"}).to_string(),
+        ))
+        .await;
+    let error = visitor.expect("an error", |f| f["type"] == "error").await;
+    assert_eq!(error["code"], "bad_frame");
+    visitor.send_and_ack("ok-1", "still here").await;
+
+    let long = "x".repeat(4001);
+    visitor.send("long", &long).await;
+    let error = visitor.expect("an error", |f| f["type"] == "error").await;
+    assert_eq!(error["code"], "text_too_long");
+    assert_eq!(error["client_id"], "long");
+
+    // An oversized frame closes only that socket.
+    visitor.send("huge", &"y".repeat(40_000)).await;
+    assert_eq!(visitor.closed().await, Some(1009));
+    bystander.send_and_ack("b-1", "unaffected").await;
+    assert_eq!(bystander.bot_reply().await["text"], "echo: unaffected");
+
+    // A forged token is refused with 4001.
+    let forged = bystander
+        .token
+        .replace(&bystander.visitor_id, "someone-else");
+    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
+    use futures::{SinkExt, StreamExt};
+    socket
+        .send(Message::text(
+            json!({"type": "hello", "token": forged}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let mut codes = Vec::new();
+    while let Some(Ok(frame)) = socket.next().await {
+        match frame {
+            Message::Text(text) => codes
+                .push(serde_json::from_str::<serde_json::Value>(&text).unwrap()["code"].clone()),
+            Message::Close(Some(close)) => {
+                assert_eq!(u16::from(close.code), 4001);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(codes, [json!("invalid_token")]);
+
+    // Nothing acknowledged was lost: the acked message is stored and answered.
+    let history = app
+        .store()
+        .history("webchat", &visitor.visitor_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.iter().filter(|m| m.text == "still here").count(), 1);
+}
+both_backends!(
+    bad_input_is_contained,
+    protocol_errors_are_answered_and_contained
+);
+
+async fn flooding_client_is_cut_off(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        |settings| {
+            settings.webchat.rate_burst = 5;
+            settings.webchat.rate_per_minute = 60;
+        },
+        Default::default(),
+    )
+    .await;
+    let mut bystander = app.visitor().await;
+    let mut flooder = app.visitor().await;
+    for n in 0..200 {
+        flooder.send(&format!("f{n}"), "spam").await;
+    }
+    let mut acked = 0;
+    let mut limited = 0;
+    let code = loop {
+        match flooder.next().await {
+            Next::Frame(frame) if frame["type"] == "ack" => acked += 1,
+            Next::Frame(frame) if frame["code"] == "rate_limited" => limited += 1,
+            Next::Frame(_) => {}
+            Next::Closed(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(1008), "persistent flooding closes the socket");
+    assert_eq!(acked, 5, "the burst was accepted");
+    assert!(limited >= 10, "the rest was refused ({limited})");
+    let history = app
+        .store()
+        .history("webchat", &flooder.visitor_id, 500)
+        .await
+        .unwrap();
+    let stored = history.iter().filter(|m| m.text == "spam").count();
+    assert_eq!(stored, acked, "refused messages were not stored");
+    bystander.send_and_ack("calm", "hello").await;
+    assert_eq!(bystander.bot_reply().await["text"], "echo: hello");
+}
+both_backends!(flood_from_one_client, flooding_client_is_cut_off);
