@@ -47,10 +47,10 @@ fn webchat_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
         return Ok(settings.webchat.session_secret.as_bytes().to_vec());
     }
     let path = settings.data_dir.join("webchat.secret");
-    if let Ok(secret) = std::fs::read_to_string(&path) {
-        if secret.trim().len() >= 32 {
-            return Ok(secret.trim().as_bytes().to_vec());
-        }
+    if let Ok(secret) = std::fs::read_to_string(&path)
+        && secret.trim().len() >= 32
+    {
+        return Ok(secret.trim().as_bytes().to_vec());
     }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;

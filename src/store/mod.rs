@@ -199,11 +199,11 @@ impl Store {
         let options = AnyConnectOptions::from_str(url)?;
         let store = match backend {
             Backend::Sqlite => {
-                if let Some(path) = sqlite_path(url) {
-                    if let Some(parent) = std::path::Path::new(&path).parent() {
-                        std::fs::create_dir_all(parent)
-                            .map_err(|error| StoreError::Database(sqlx::Error::Io(error)))?;
-                    }
+                if let Some(path) = sqlite_path(url)
+                    && let Some(parent) = std::path::Path::new(&path).parent()
+                {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|error| StoreError::Database(sqlx::Error::Io(error)))?;
                 }
                 let pragmas = |pool: AnyPoolOptions| {
                     pool.after_connect(|connection, _meta| {

@@ -73,8 +73,10 @@ impl TestDatabase {
 }
 
 pub fn settings(database: &TestDatabase) -> Settings {
-    let mut settings = Settings::default();
-    settings.data_dir = database.dir.path().to_path_buf();
+    let mut settings = Settings {
+        data_dir: database.dir.path().to_path_buf(),
+        ..Settings::default()
+    };
     settings.database.url = database.url.clone();
     settings.http.host = "127.0.0.1".into();
     settings.http.port = 0;

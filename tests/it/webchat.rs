@@ -30,9 +30,14 @@ async fn session_resumes_with_history(backend: Backend) {
     assert_eq!(history[1]["id"], reply["id"]);
     assert_eq!(history[1]["author"], "bot");
     assert!(history[0]["seq"].as_i64() < history[1]["seq"].as_i64());
+    let stored = app
+        .store()
+        .history("webchat", &resumed.visitor_id, 10)
+        .await
+        .unwrap();
     assert_eq!(
         resumed.welcome["conversation_id"],
-        resumed.welcome["conversation_id"]
+        stored[0].conversation_id.as_str()
     );
 
     // A second tab sees what the first sends, and both get the reply.

@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
 use switchboard_connector::{
-    AuthorKind, Connector, ConnectorError, ConnectorHost, HostError, InboundEvent,
-    OutboundMessage, PlatformIdentity, SendReceipt, TypingSignal,
+    AuthorKind, Connector, ConnectorError, ConnectorHost, HostError, InboundEvent, OutboundMessage,
+    PlatformIdentity, SendReceipt, TypingSignal,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -140,7 +140,11 @@ impl WebchatConnector {
                     true
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(visitor = visitor_id, tab = tab.id, "slow web chat tab dropped");
+                    tracing::warn!(
+                        visitor = visitor_id,
+                        tab = tab.id,
+                        "slow web chat tab dropped"
+                    );
                     false
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -253,10 +257,7 @@ async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> bool {
 }
 
 /// Wait for `hello`, then check or issue the session token.
-async fn handshake(
-    state: &SocketState,
-    socket: &mut WebSocket,
-) -> Option<(String, String, bool)> {
+async fn handshake(state: &SocketState, socket: &mut WebSocket) -> Option<(String, String, bool)> {
     let settings = &state.connector.settings;
     let first = tokio::time::timeout(settings.hello_timeout, socket.recv()).await;
     let frame = match first {
@@ -425,7 +426,11 @@ async fn handle_incoming(
         }
     };
     if text.len() > settings.max_frame_bytes {
-        tracing::info!(visitor = visitor_id, bytes = text.len(), "web chat frame too large");
+        tracing::info!(
+            visitor = visitor_id,
+            bytes = text.len(),
+            "web chat frame too large"
+        );
         close_with(socket, close::TOO_BIG, "frame too large").await;
         return false;
     }

@@ -81,7 +81,10 @@ mod tests {
         let forged = token.replace("visitor-1", "visitor-2");
         assert_eq!(signer.verify(&forged, 1001), None);
         assert_eq!(signer.verify(&token, 1000 + 3601), None, "expired");
-        assert_eq!(SessionSigner::new(b"other", 3600).verify(&token, 1001), None);
+        assert_eq!(
+            SessionSigner::new(b"other", 3600).verify(&token, 1001),
+            None
+        );
         assert_eq!(signer.verify("garbage", 1001), None);
         assert_eq!(signer.verify("v1.a.b.c.d", 1001), None);
     }
