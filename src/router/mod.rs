@@ -27,7 +27,7 @@ use crate::channels::Channels;
 use crate::config::RouterSettings;
 use crate::metrics::Metrics;
 use crate::outbox::Delivery;
-use crate::store::{Conversation, NewReply, Store, Transfer, TurnCommit};
+use crate::store::{Conversation, NewReply, Store, StoreError, Transfer, TurnCommit};
 use lanes::Lanes;
 
 /// Longest inbound text the router stores; platforms cap far below this.
@@ -51,7 +51,14 @@ pub struct Router {
     settings: RouterSettings,
     lanes: std::sync::OnceLock<Arc<Lanes<Job>>>,
     accepting: AtomicBool,
+    /// Conversations as the last turn left them, so a turn need not read its row first. A
+    /// stale entry is harmless: the turn's commit is guarded by the row's version and is redone
+    /// on the fresh row if anything changed it.
+    conversations: dashmap::DashMap<String, Conversation>,
 }
+
+/// Most conversations kept in the router's cache.
+const CACHED_CONVERSATIONS: usize = 100_000;
 
 impl Router {
     pub fn new(
@@ -71,6 +78,7 @@ impl Router {
             settings,
             lanes: std::sync::OnceLock::new(),
             accepting: AtomicBool::new(true),
+            conversations: dashmap::DashMap::new(),
         });
         let weak = Arc::downgrade(&router);
         let lanes = Lanes::new(Arc::new(move |job: Job| {
@@ -134,35 +142,80 @@ impl Router {
         }
     }
 
-    async fn try_turn(&self, job: &Job) -> Result<(), crate::store::StoreError> {
-        let conversation = self.store.conversation(&job.conversation_id).await?;
-        let commit = if conversation.status == "bot" {
-            let reply = self.ask_assistant(&conversation, job).await;
-            self.commit_for_bot(&conversation, job, reply)
-        } else {
-            // A queue or an agent owns the conversation: the bot stays silent.
-            TurnCommit {
-                conversation_id: conversation.id.clone(),
-                inbound_message_id: job.message_id.clone(),
-                ..TurnCommit::default()
-            }
-        };
-        let handoff = commit.transfer.is_some();
-        let rows = self
-            .store
-            .commit_turn(
-                &conversation,
-                &commit,
-                self.delivery.instance(),
-                self.delivery.lease(),
-            )
-            .await?;
-        self.metrics.router_latency.observe(job.received.elapsed());
-        if handoff {
-            self.metrics.handoff();
+    async fn conversation(&self, id: &str) -> Result<Conversation, StoreError> {
+        if let Some(conversation) = self.conversations.get(id) {
+            return Ok(conversation.clone());
         }
-        self.delivery.submit(rows);
-        Ok(())
+        let conversation = self.store.conversation(id).await?;
+        if self.conversations.len() >= CACHED_CONVERSATIONS {
+            self.conversations.clear();
+        }
+        self.conversations
+            .insert(id.to_string(), conversation.clone());
+        Ok(conversation)
+    }
+
+    async fn try_turn(&self, job: &Job) -> Result<(), StoreError> {
+        loop {
+            let conversation = self.conversation(&job.conversation_id).await?;
+            let commit = if conversation.status == "bot" {
+                let reply = self.ask_assistant(&conversation, job).await;
+                self.commit_for_bot(&conversation, job, reply)
+            } else {
+                // A queue or an agent owns the conversation: the bot stays silent.
+                TurnCommit {
+                    conversation_id: conversation.id.clone(),
+                    inbound_message_id: job.message_id.clone(),
+                    ..TurnCommit::default()
+                }
+            };
+            let committed = match self
+                .store
+                .commit_turn(
+                    &conversation,
+                    &commit,
+                    self.delivery.instance(),
+                    self.delivery.lease(),
+                )
+                .await
+            {
+                Ok(committed) => committed,
+                Err(StoreError::OwnerChanged(_)) => {
+                    // Taken over (or changed) while the turn ran: redo it on the fresh row.
+                    tracing::debug!(conversation = %conversation.id, "conversation changed during the turn, redoing it");
+                    self.conversations.remove(&conversation.id);
+                    continue;
+                }
+                Err(error) => {
+                    self.conversations.remove(&conversation.id);
+                    return Err(error);
+                }
+            };
+            self.remember(conversation, &commit, committed.version);
+            self.metrics.router_latency.observe(job.received.elapsed());
+            if commit.transfer.is_some() {
+                self.metrics.handoff();
+            }
+            self.delivery.submit(committed.outbox);
+            return Ok(());
+        }
+    }
+
+    /// Keep the conversation as the committed turn left it.
+    fn remember(&self, mut conversation: Conversation, commit: &TurnCommit, version: i64) {
+        if let Some(state) = &commit.assistant_state {
+            conversation.assistant_state = state.clone();
+        }
+        if let Some(language) = &commit.language {
+            conversation.language = Some(language.clone());
+        }
+        if let Some(transfer) = &commit.transfer {
+            conversation.status = transfer.status.to_string();
+            conversation.owner = transfer.owner.clone();
+        }
+        conversation.updated_at_ms = version;
+        self.conversations
+            .insert(conversation.id.clone(), conversation);
     }
 
     async fn ask_assistant(&self, conversation: &Conversation, job: &Job) -> Reply {

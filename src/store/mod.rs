@@ -34,6 +34,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The conversation changed owner since the turn began; nothing was written.
+    #[error("conversation {0} changed owner")]
+    OwnerChanged(String),
 }
 
 impl StoreError {
@@ -92,6 +95,8 @@ pub struct Conversation {
     pub language: Option<String>,
     pub assistant_state: serde_json::Value,
     pub verified: bool,
+    /// Changes whenever the row does: a turn commits only if it is still the same.
+    pub updated_at_ms: i64,
 }
 
 /// The result of storing an inbound event.
@@ -141,6 +146,15 @@ pub struct Transfer {
     pub event_kind: &'static str,
     pub actor: String,
     pub data: serde_json::Value,
+}
+
+/// What a committed turn left behind.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Replies to deliver, reserved for this instance.
+    pub outbox: Vec<OutboxRow>,
+    /// The conversation's version after the turn.
+    pub version: i64,
 }
 
 /// A conversation event row.
@@ -483,7 +497,7 @@ impl Store {
     pub async fn conversation(&self, id: &str) -> StoreResult<Conversation> {
         let row = sqlx::query(
             "SELECT c.id, c.contact_id, c.channel, c.thread, c.status, c.owner, c.language, \
-             c.assistant_state, \
+             c.assistant_state, c.updated_at, \
              (SELECT MAX(i.verified) FROM contact_identities i \
               WHERE i.contact_id = c.contact_id AND i.channel = c.channel) AS verified \
              FROM conversations c WHERE c.id = $1",
@@ -504,6 +518,7 @@ impl Store {
             assistant_state: serde_json::from_str(state)
                 .map_err(|error| StoreError::Corrupt(format!("assistant state: {error}")))?,
             verified: row.try_get::<Option<i64>, _>("verified")?.unwrap_or(0) == 1,
+            updated_at_ms: row.try_get("updated_at")?,
         })
     }
 
@@ -532,6 +547,46 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Give a conversation to a new owner (an agent taking over, a hand-back to the bot), with
+    /// the event that explains it. Turns in flight for the old owner then commit nothing.
+    pub async fn transfer_conversation(
+        &self,
+        conversation_id: &str,
+        transfer: &Transfer,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        let current = self.conversation(conversation_id).await?;
+        let mut data = transfer.data.clone();
+        if let Some(object) = data.as_object_mut() {
+            object.insert("from".into(), current.owner.clone().into());
+            object.insert("to".into(), transfer.owner.clone().into());
+        }
+        self.run_script(vec![
+            Statement::new(
+                "INSERT INTO conversation_events (conversation_id, kind, actor, data, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    conversation_id.into(),
+                    transfer.event_kind.into(),
+                    (&transfer.actor).into(),
+                    data.to_string().into(),
+                    now.into(),
+                ],
+            ),
+            Statement::new(
+                "UPDATE conversations SET status = $1, owner = $2, updated_at = $3 WHERE id = $4",
+                vec![
+                    transfer.status.into(),
+                    (&transfer.owner).into(),
+                    now.into(),
+                    conversation_id.into(),
+                ],
+            ),
+        ])
+        .await?;
+        Ok(())
     }
 
     /// Inbound messages that no owner has taken yet, in conversation order.
@@ -564,7 +619,7 @@ impl Store {
         turn: &TurnCommit,
         instance: &str,
         lease: Duration,
-    ) -> StoreResult<Vec<OutboxRow>> {
+    ) -> StoreResult<Committed> {
         let mut attempt = 0;
         loop {
             match self
@@ -583,9 +638,15 @@ impl Store {
         turn: &TurnCommit,
         instance: &str,
         lease: Duration,
-    ) -> StoreResult<Vec<OutboxRow>> {
+    ) -> StoreResult<Committed> {
         let now = now_ms();
         let lease_until = now + lease.as_millis() as i64;
+        // Every statement is guarded by the conversation as the turn saw it (owner and
+        // version): if an agent took the conversation meanwhile, or anything else changed it,
+        // the script writes nothing and the turn is redone on the fresh row. So the bot never
+        // answers a conversation it does not own.
+        let owner = &conversation.owner;
+        let version = conversation.updated_at_ms;
         let mut statements = Vec::new();
         let mut messages = Vec::with_capacity(turn.replies.len());
         for (position, reply) in turn.replies.iter().enumerate() {
@@ -611,7 +672,10 @@ impl Store {
                      SELECT $1, $2, COALESCE((SELECT seq FROM messages \
                      WHERE conversation_id = $2 AND (in_reply_to IS NULL OR in_reply_to <> $7) \
                      ORDER BY seq DESC LIMIT 1), 0) + $9, \
-                     'out', $3, $4, $5, '[]', $6, $7, $8 RETURNING seq",
+                     'out', $3, $4, $5, '[]', $6, $7, $8 \
+                     WHERE EXISTS (SELECT 1 FROM conversations \
+                     WHERE id = $2 AND owner = $10 AND updated_at = $11) \
+                     RETURNING seq",
                     vec![
                         (&message.id).into(),
                         (&message.conversation_id).into(),
@@ -622,6 +686,8 @@ impl Store {
                         (&turn.inbound_message_id).into(),
                         now.into(),
                         (position as i64 + 1).into(),
+                        owner.into(),
+                        version.into(),
                     ],
                 )
                 .returning("seq"),
@@ -630,7 +696,10 @@ impl Store {
                 Statement::new(
                     "INSERT INTO outbox (kind, channel, message_id, lane, payload, \
                      next_attempt_at, locked_until, locked_by, created_at) \
-                     VALUES ('message', $1, $2, $3, '{}', $4, $5, $6, $4) RETURNING id",
+                     SELECT 'message', $1, $2, $3, '{}', $4, $5, $6, $4 \
+                     WHERE EXISTS (SELECT 1 FROM conversations \
+                     WHERE id = $3 AND owner = $7 AND updated_at = $8) \
+                     RETURNING id",
                     vec![
                         (&message.channel).into(),
                         (&message.id).into(),
@@ -638,21 +707,62 @@ impl Store {
                         now.into(),
                         lease_until.into(),
                         instance.into(),
+                        owner.into(),
+                        version.into(),
                     ],
                 )
                 .returning("id"),
             );
             messages.push(message);
         }
-        // One UPDATE for every conversation change: PostgreSQL runs the script as one
-        // statement, which may modify a row only once.
+        if let Some(transfer) = &turn.transfer {
+            let mut data = transfer.data.clone();
+            if let Some(object) = data.as_object_mut() {
+                object.insert("from".into(), conversation.owner.clone().into());
+                object.insert("to".into(), transfer.owner.clone().into());
+            }
+            statements.push(Statement::new(
+                "INSERT INTO conversation_events (conversation_id, kind, actor, data, created_at) \
+                 SELECT $1, $2, $3, $4, $5 \
+                 WHERE EXISTS (SELECT 1 FROM conversations \
+                 WHERE id = $1 AND owner = $6 AND updated_at = $7)",
+                vec![
+                    (&conversation.id).into(),
+                    transfer.event_kind.into(),
+                    (&transfer.actor).into(),
+                    data.to_string().into(),
+                    now.into(),
+                    owner.into(),
+                    version.into(),
+                ],
+            ));
+        }
+        statements.push(
+            Statement::new(
+                "UPDATE messages SET handled_at = $1 WHERE id = $2 \
+                 AND EXISTS (SELECT 1 FROM conversations \
+                 WHERE id = $3 AND owner = $4 AND updated_at = $5) RETURNING handled_at",
+                vec![
+                    now.into(),
+                    (&turn.inbound_message_id).into(),
+                    (&conversation.id).into(),
+                    owner.into(),
+                    version.into(),
+                ],
+            )
+            .returning("handled_at"),
+        );
+        // One UPDATE for every conversation change, and the last statement: on SQLite the
+        // statements run in order and the guards above must still see the old owner.
+        // (PostgreSQL runs the script as one statement, which may modify a row only once.)
         let changes_conversation =
             turn.assistant_state.is_some() || turn.language.is_some() || turn.transfer.is_some();
         if changes_conversation {
             statements.push(Statement::new(
                 "UPDATE conversations SET assistant_state = COALESCE($1, assistant_state), \
                  language = COALESCE($2, language), status = COALESCE($3, status), \
-                 owner = COALESCE($4, owner), updated_at = $5 WHERE id = $6",
+                 owner = COALESCE($4, owner), updated_at = $5 \
+                 WHERE id = $6 AND owner = $7 AND updated_at = $8",
                 vec![
                     turn.assistant_state
                         .as_ref()
@@ -669,29 +779,26 @@ impl Store {
                         .into(),
                     now.into(),
                     (&conversation.id).into(),
+                    owner.into(),
+                    version.into(),
                 ],
             ));
         }
-        if let Some(transfer) = &turn.transfer {
-            let mut data = transfer.data.clone();
-            if let Some(object) = data.as_object_mut() {
-                object.insert("from".into(), conversation.owner.clone().into());
-                object.insert("to".into(), transfer.owner.clone().into());
-            }
-            statements.push(event_statement(
-                &conversation.id,
-                transfer.event_kind,
-                &transfer.actor,
-                &data,
-                now,
-            ));
-        }
-        statements.push(Statement::new(
-            "UPDATE messages SET handled_at = $1 WHERE id = $2",
-            vec![now.into(), (&turn.inbound_message_id).into()],
-        ));
+        let expected = messages.len() * 2 + 1;
         let values = self.run_script(statements).await?;
-        // Returned values come in statement order: (seq, outbox id) per reply.
+        if values.iter().all(Option::is_none) {
+            // Nothing was written: the guard failed (an empty result on SQLite, NULLs on
+            // PostgreSQL).
+            return Err(StoreError::OwnerChanged(conversation.id.clone()));
+        }
+        let values: Vec<i64> = values.into_iter().flatten().collect();
+        if values.len() != expected {
+            return Err(StoreError::Corrupt(format!(
+                "turn script returned {} values, expected {expected}",
+                values.len()
+            )));
+        }
+        // Returned values come in statement order: (seq, outbox id) per reply, then handled_at.
         let mut queued = Vec::with_capacity(messages.len());
         for (mut message, pair) in messages.into_iter().zip(values.chunks(2)) {
             let [seq, outbox_id] = pair else {
@@ -711,28 +818,11 @@ impl Store {
                 message: Some(message),
             });
         }
-        Ok(queued)
+        Ok(Committed {
+            outbox: queued,
+            version: if changes_conversation { now } else { version },
+        })
     }
-}
-
-fn event_statement(
-    conversation_id: &str,
-    kind: &'static str,
-    actor: &str,
-    data: &serde_json::Value,
-    now: i64,
-) -> Statement {
-    Statement::new(
-        "INSERT INTO conversation_events (conversation_id, kind, actor, data, created_at) \
-              VALUES ($1, $2, $3, $4, $5)",
-        vec![
-            conversation_id.into(),
-            kind.into(),
-            actor.into(),
-            data.to_string().into(),
-            now.into(),
-        ],
-    )
 }
 
 async fn insert_event(

@@ -256,39 +256,34 @@ fn postgres_cte(statements: &[Statement]) -> (String, Vec<Bind>) {
 }
 
 impl Store {
-    /// Run `statements` atomically; returns the value each `returning` statement yielded, in
-    /// statement order. Statements must not depend on rows written earlier in the same script
-    /// (PostgreSQL runs them on one snapshot).
-    pub(super) async fn run_script(&self, statements: Vec<Statement>) -> StoreResult<Vec<i64>> {
+    /// Run `statements` atomically; returns the values the `returning` statements yielded, in
+    /// statement order. A statement whose RETURNING yielded no row (a guard failed) gives
+    /// `None` on PostgreSQL and is absent on SQLite: callers that guard compare counts.
+    /// Statements must not depend on rows written earlier in the same script (PostgreSQL runs
+    /// them on one snapshot).
+    pub(super) async fn run_script(
+        &self,
+        statements: Vec<Statement>,
+    ) -> StoreResult<Vec<Option<i64>>> {
         let expected = statements.iter().filter(|s| s.returning.is_some()).count();
-        let values = match &self.group {
+        match &self.group {
             Some(group) => {
                 let rows = group.run(statements).await?;
-                rows.iter()
-                    .map(|row| row.try_get::<i64, _>(0))
-                    .collect::<Result<Vec<_>, _>>()?
+                Ok(rows
+                    .iter()
+                    .map(|row| row.try_get::<i64, _>(0).map(Some))
+                    .collect::<Result<Vec<_>, _>>()?)
             }
             None => {
                 let (sql, binds) = postgres_cte(&statements);
                 let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
                     .fetch_one(&self.write)
                     .await?;
-                if expected == 0 {
-                    Vec::new()
-                } else {
-                    (0..expected)
-                        .map(|index| row.try_get::<i64, _>(index))
-                        .collect::<Result<Vec<_>, _>>()?
-                }
+                Ok((0..expected)
+                    .map(|index| row.try_get::<Option<i64>, _>(index))
+                    .collect::<Result<Vec<_>, _>>()?)
             }
-        };
-        if values.len() != expected {
-            return Err(StoreError::Corrupt(format!(
-                "script returned {} values, expected {expected}",
-                values.len()
-            )));
         }
-        Ok(values)
     }
 
     /// Run one statement and return the row its RETURNING clause yielded, if any.

@@ -290,3 +290,82 @@ async fn assistant_failure_hands_over(backend: Backend) {
     assert_eq!(conversation.status, "queued");
 }
 both_backends!(assistant_error_goes_to_people, assistant_failure_hands_over);
+
+/// Lets the test take the conversation over while a turn is running.
+struct Hesitant {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Assistant for Hesitant {
+    async fn respond(&self, turn: &Turn) -> Result<Reply, AssistantError> {
+        if turn.text == "hold on" {
+            self.started.notify_one();
+            self.release.notified().await;
+        }
+        Ok(Reply {
+            messages: vec![format!("bot: {}", turn.text)],
+            ..Reply::default()
+        })
+    }
+}
+
+async fn takeover_mid_turn_silences_the_bot(backend: Backend) {
+    let hesitant = Arc::new(Hesitant {
+        started: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let app = TestApp::spawn_with(
+        backend,
+        |_| {},
+        options_with(Some(hesitant.clone()), Vec::new()),
+    )
+    .await;
+    let mut visitor = app.visitor().await;
+    visitor.send_and_ack("1", "hello").await;
+    assert_eq!(visitor.bot_reply().await["text"], "bot: hello");
+    visitor.send_and_ack("2", "hold on").await;
+    hesitant.started.notified().await;
+    // An agent takes the conversation while the bot is still thinking.
+    let conversation_id = ack_conversation(&app, &visitor).await;
+    app.store()
+        .transfer_conversation(
+            &conversation_id,
+            &switchboard::store::Transfer {
+                status: "agent",
+                owner: "agent:ana".into(),
+                event_kind: "conversation.assigned",
+                actor: "agent:ana".into(),
+                data: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    hesitant.release.notify_one();
+    let store = app.store().clone();
+    eventually(10, "the message to be handled", || {
+        let store = store.clone();
+        async move { store.unhandled_inbound().await.unwrap().is_empty() }
+    })
+    .await;
+    let messages = app
+        .store()
+        .conversation_messages(&conversation_id)
+        .await
+        .unwrap();
+    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        ["hello", "bot: hello", "hold on"],
+        "the bot did not answer after the takeover"
+    );
+    let events = app
+        .store()
+        .conversation_events(&conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(events.last().unwrap().kind, "conversation.assigned");
+    assert_eq!(events.last().unwrap().data["from"], "bot");
+}
+both_backends!(takeover_during_a_turn, takeover_mid_turn_silences_the_bot);
