@@ -164,3 +164,65 @@ async fn flooding_client_is_cut_off(backend: Backend) {
     assert_eq!(bystander.bot_reply().await["text"], "echo: hello");
 }
 both_backends!(flood_from_one_client, flooding_client_is_cut_off);
+
+/// Thinks long enough for the typing indicator to show.
+struct Thoughtful;
+
+#[async_trait::async_trait]
+impl switchboard::assistant::Assistant for Thoughtful {
+    async fn respond(
+        &self,
+        turn: &switchboard::assistant::Turn,
+    ) -> Result<switchboard::assistant::Reply, switchboard::assistant::AssistantError> {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        Ok(switchboard::assistant::Reply {
+            messages: vec![format!("after some thought: {}", turn.text)],
+            ..Default::default()
+        })
+    }
+}
+
+async fn slow_answers_show_typing(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        |settings| settings.router.typing_after_ms = 100,
+        crate::helpers::options_with(Some(std::sync::Arc::new(Thoughtful)), Vec::new()),
+    )
+    .await;
+    let mut visitor = app.visitor().await;
+    // The customer's typing is accepted (and not stored).
+    visitor
+        .send_raw(Message::text(
+            json!({"type": "typing", "active": true}).to_string(),
+        ))
+        .await;
+    visitor.send_and_ack("q", "is it in stock?").await;
+    let mut frames = Vec::new();
+    loop {
+        let Next::Frame(frame) = visitor.next().await else {
+            panic!("closed")
+        };
+        let done = frame["type"] == "message";
+        frames.push(frame);
+        if done {
+            break;
+        }
+    }
+    let kinds: Vec<String> = frames
+        .iter()
+        .map(|f| format!("{}:{}", f["type"].as_str().unwrap(), f["active"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["typing:true", "typing:false", "message:null"],
+        "{frames:?}"
+    );
+    assert_eq!(frames[0]["author"], "bot");
+    let history = app
+        .store()
+        .history("webchat", &visitor.visitor_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 2, "typing is not stored");
+}
+both_backends!(typing_indicators, slow_answers_show_typing);
