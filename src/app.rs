@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Delivery;
 use crate::router::Router;
 use crate::store::{Backend, Store};
+use crate::workflow::WorkflowService;
 
 /// What a caller can swap in: tests and the benchmark bring their own assistant or channels.
 #[derive(Default)]
@@ -31,6 +32,8 @@ pub struct App {
     pub store: Store,
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
+    /// The back-office workflow (tasks, policies, approvals).
+    pub workflow: Arc<WorkflowService>,
     http_stop: CancellationToken,
     connectors_stop: CancellationToken,
     delivery_stop: CancellationToken,
@@ -109,7 +112,9 @@ impl App {
 
         let assistant = match options.assistant {
             Some(assistant) => assistant,
-            None => assistant::from_kind(&settings.assistant.kind).map_err(anyhow::Error::msg)?,
+            None => assistant::from_settings(&settings)
+                .await
+                .context("starting the assistant")?,
         };
         let delivery = Delivery::new(
             store.clone(),
@@ -117,6 +122,10 @@ impl App {
             metrics.clone(),
             settings.outbox.clone(),
         );
+        let workflow =
+            WorkflowService::start(store.clone(), &settings.workflow, Some(delivery.clone()))
+                .await
+                .context("starting the workflow")?;
         let router = Router::new(
             store.clone(),
             assistant,
@@ -146,6 +155,7 @@ impl App {
             store: store.clone(),
             metrics: metrics.clone(),
             open_sessions: open_sessions.clone(),
+            workflow: workflow.clone(),
         };
         let app = http::router(state, &channels, host);
         let listener =
@@ -176,6 +186,7 @@ impl App {
             store,
             router,
             metrics,
+            workflow,
             http_stop,
             connectors_stop,
             delivery_stop,

@@ -16,8 +16,10 @@ pub struct Settings {
     pub log: LogSettings,
     pub router: RouterSettings,
     pub assistant: AssistantSettings,
+    pub knowledge: KnowledgeSettings,
     pub outbox: OutboxSettings,
     pub webchat: WebchatConfig,
+    pub workflow: crate::workflow::WorkflowSettings,
 }
 
 impl Default for Settings {
@@ -29,8 +31,10 @@ impl Default for Settings {
             log: LogSettings::default(),
             router: RouterSettings::default(),
             assistant: AssistantSettings::default(),
+            knowledge: KnowledgeSettings::default(),
             outbox: OutboxSettings::default(),
             webchat: WebchatConfig::default(),
+            workflow: crate::workflow::WorkflowSettings::default(),
         }
     }
 }
@@ -130,20 +134,9 @@ impl Default for RouterSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AssistantSettings {
-    /// `echo` repeats the customer's message (for load tests and wiring checks).
-    pub kind: String,
-}
-
-impl Default for AssistantSettings {
-    fn default() -> AssistantSettings {
-        AssistantSettings {
-            kind: "echo".into(),
-        }
-    }
-}
+/// `[assistant]` and `[knowledge]` live with the code that reads them.
+pub use crate::assistant::AssistantSettings;
+pub use crate::knowledge::KnowledgeSettings;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -33,6 +33,34 @@ enum Command {
         #[command(subcommand)]
         which: switchboard::bench::BenchCommand,
     },
+    /// Manage the knowledge base (stop the server first: it holds the index open).
+    Kb {
+        #[command(subcommand)]
+        which: KbCommand,
+    },
+    /// Measure the intent classifier or retrieval on labelled data; the last line printed
+    /// holds the figures as name=value pairs.
+    Eval {
+        #[command(subcommand)]
+        which: switchboard::assistant::eval::EvalCommand,
+    },
+    /// Back-office tasks: list, show, approve, reject (on the configured database).
+    Tasks {
+        #[command(subcommand)]
+        which: switchboard::workflow::cli::TasksCommand,
+    },
+    /// API keys for the REST API under /api/v1.
+    Apikey {
+        #[command(subcommand)]
+        which: switchboard::workflow::cli::ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KbCommand {
+    /// Ingest a Markdown, HTML or text file, or every such file under a folder; an article
+    /// ingested again replaces its previous version.
+    Ingest { path: PathBuf },
 }
 
 fn init_tracing(settings: &Settings) {
@@ -46,6 +74,28 @@ fn init_tracing(settings: &Settings) {
     } else {
         builder.init();
     }
+}
+
+async fn kb_ingest(path: &std::path::Path, settings: Settings) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use switchboard::knowledge::{KnowledgeBase, language::LanguageDetector};
+    let embedder = settings.assistant.embedder().await?;
+    let knowledge = KnowledgeBase::open_embedded(
+        &settings.data_dir,
+        embedder,
+        Arc::new(LanguageDetector::default()),
+        settings.knowledge.clone(),
+    )
+    .await?;
+    let report = knowledge.ingest_path(path).await?;
+    println!(
+        "ingested {} articles ({} chunks), {} unchanged; the index holds {} chunks",
+        report.articles,
+        report.chunks,
+        report.unchanged,
+        knowledge.len().await?
+    );
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,6 +113,16 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Bench { which } => switchboard::bench::run(which, settings).await,
+            Command::Kb {
+                which: KbCommand::Ingest { path },
+            } => kb_ingest(&path, settings).await,
+            Command::Eval { which } => switchboard::assistant::eval::run(which, settings).await,
+            Command::Tasks { which } => {
+                switchboard::workflow::cli::run_tasks(which, settings).await
+            }
+            Command::Apikey { which } => {
+                switchboard::workflow::cli::run_apikey(which, settings).await
+            }
         }
     })
 }

@@ -24,8 +24,15 @@ use crate::store::{DeliveryOutcome, OutboxRow, Store, now_ms};
 /// How long the outcome writer gathers outcomes before writing them in one go.
 const OUTCOME_GATHER: Duration = Duration::from_millis(10);
 
+/// Delivers outbox rows of a kind other than `message` (the workflow's webhooks).
+#[async_trait::async_trait]
+pub trait RowSender: Send + Sync {
+    async fn send(&self, row: &OutboxRow) -> Result<(), ConnectorError>;
+}
+
 pub struct Delivery {
     store: Store,
+    senders: std::sync::RwLock<Vec<(&'static str, Arc<dyn RowSender>)>>,
     channels: Arc<Channels>,
     metrics: Arc<Metrics>,
     settings: OutboxSettings,
@@ -46,6 +53,7 @@ impl Delivery {
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
         let delivery = Arc::new(Delivery {
             store,
+            senders: std::sync::RwLock::default(),
             channels,
             metrics,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
@@ -66,6 +74,21 @@ impl Delivery {
         }));
         let _ = delivery.lanes.set(lanes);
         delivery
+    }
+
+    /// Deliver rows of `kind` with `sender` (replacing an earlier sender of that kind).
+    pub fn register(&self, kind: &'static str, sender: Arc<dyn RowSender>) {
+        let mut senders = self.senders.write().expect("senders lock");
+        senders.retain(|(known, _)| *known != kind);
+        senders.push((kind, sender));
+    }
+
+    fn sender(&self, kind: &str) -> Option<Arc<dyn RowSender>> {
+        let senders = self.senders.read().expect("senders lock");
+        senders
+            .iter()
+            .find(|(known, _)| *known == kind)
+            .map(|(_, sender)| sender.clone())
     }
 
     /// This process's name in outbox reservations.
@@ -132,9 +155,12 @@ impl Delivery {
                     .map_err(|error| ConnectorError::Permanent(error.to_string()))?;
                 connector.send(message).await.map(|_receipt| ())
             }
-            other => Err(ConnectorError::Permanent(format!(
-                "unknown outbox kind {other:?}"
-            ))),
+            other => match self.sender(other) {
+                Some(sender) => sender.send(row).await,
+                None => Err(ConnectorError::Permanent(format!(
+                    "unknown outbox kind {other:?}"
+                ))),
+            },
         }
     }
 

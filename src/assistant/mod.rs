@@ -4,6 +4,19 @@
 //! at a time per conversation, and commits what it decides (replies, its state, a handoff)
 //! atomically. The assistant never writes to the store itself and never sees a conversation it
 //! does not own.
+//!
+//! Two assistants ship: [`EchoAssistant`] (wiring checks and router benchmarks) and the
+//! [`builtin`] one, which needs no LLM: it answers questions from the knowledge base with a
+//! citation, recognises intents ([`classifier`]) defined in config ([`intents`]), collects
+//! their slots over several turns and decides when to hand over to people.
+
+pub mod builtin;
+pub mod classifier;
+pub mod eval;
+pub mod intents;
+pub mod settings;
+
+pub use settings::AssistantSettings;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -33,6 +46,16 @@ pub struct Reply {
     /// Replaces the stored state when set.
     pub state: Option<Value>,
     pub language: Option<String>,
+    /// Back-office work the assistant asks for; the router hands these to the workflow
+    /// service, which decides whether the verified customer may have it.
+    pub actions: Vec<Action>,
+}
+
+/// Something the assistant asks the back office to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Open a task of `kind` (for example `refund_request`) with the collected details.
+    OpenTask { kind: String, payload: Value },
 }
 
 /// A request to pass the conversation to a queue, with what a person needs to pick it up.
@@ -48,6 +71,12 @@ pub struct Handoff {
 pub enum AssistantError {
     #[error("assistant failed: {0}")]
     Failed(String),
+    #[error("assistant configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Knowledge(#[from] crate::knowledge::KnowledgeError),
+    #[error(transparent)]
+    Embed(#[from] crate::knowledge::EmbedError),
 }
 
 #[async_trait]
@@ -68,12 +97,28 @@ impl Assistant for EchoAssistant {
     }
 }
 
-/// The assistant named in config.
+/// An assistant that needs nothing but its kind (`echo`); see [`from_settings`] for all.
 pub fn from_kind(kind: &str) -> Result<std::sync::Arc<dyn Assistant>, String> {
     match kind {
         "echo" => Ok(std::sync::Arc::new(EchoAssistant)),
+        "builtin" => {
+            Err("the builtin assistant needs its settings: use assistant::from_settings".into())
+        }
         other => Err(format!(
-            "unknown assistant kind {other:?} (available: echo)"
+            "unknown assistant kind {other:?} (available: builtin, echo)"
         )),
+    }
+}
+
+/// The assistant named in config, built with everything it needs (model, knowledge base,
+/// intents). The builtin one loads its model and trains its classifier here.
+pub async fn from_settings(
+    settings: &crate::config::Settings,
+) -> Result<std::sync::Arc<dyn Assistant>, AssistantError> {
+    match settings.assistant.kind.as_str() {
+        "builtin" => Ok(std::sync::Arc::new(
+            builtin::BuiltinAssistant::build(settings).await?,
+        )),
+        other => from_kind(other).map_err(AssistantError::Config),
     }
 }

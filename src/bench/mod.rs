@@ -3,7 +3,9 @@
 //! Each benchmark prints a human-readable report and, as its last line, the headline figures
 //! as space-separated `name=value` pairs, so scripts can pick them up.
 
+pub mod assistant;
 pub mod router;
+pub mod tasks;
 
 use clap::Subcommand;
 
@@ -13,11 +15,17 @@ use crate::config::Settings;
 pub enum BenchCommand {
     /// Load the conversation router over real WebSockets from many simulated web chat visitors.
     Router(router::RouterBench),
+    /// Answer latency and throughput of the builtin assistant with a large knowledge base.
+    Assistant(assistant::AssistantBench),
+    /// Create tasks through the REST API over HTTP, idempotency keys on.
+    Tasks(tasks::TasksBench),
 }
 
 pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()> {
     match command {
         BenchCommand::Router(options) => router::run(options, settings).await,
+        BenchCommand::Assistant(options) => assistant::run(options, settings).await,
+        BenchCommand::Tasks(options) => tasks::run(options, settings).await,
     }
 }
 

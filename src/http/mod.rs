@@ -1,5 +1,7 @@
 //! The HTTP surface: the demo page and widget assets, channel endpoints under `/channels`,
-//! health, readiness and metrics.
+//! health, readiness and metrics, and the back-office REST API under `/api/v1` ([`api`]).
+
+pub mod api;
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub open_sessions: Arc<dyn Fn() -> usize + Send + Sync>,
+    pub workflow: Arc<crate::workflow::WorkflowService>,
 }
 
 pub fn router(state: AppState, channels: &Channels, host: Arc<dyn ConnectorHost>) -> Router {
@@ -33,7 +36,8 @@ pub fn router(state: AppState, channels: &Channels, host: Arc<dyn ConnectorHost>
             .route("/widget.js", get(widget_js))
             .route("/widget.css", get(widget_css));
     }
-    let mut app: Router = app.with_state(state);
+    let workflow = state.workflow.clone();
+    let mut app: Router = app.with_state(state).merge(api::router(workflow));
     for connector in channels.all() {
         if let Some(routes) = connector.clone().routes(host.clone()) {
             app = app.nest(&format!("/channels/{}", connector.kind()), routes);

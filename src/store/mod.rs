@@ -11,9 +11,15 @@
 
 mod outbox;
 mod script;
+mod workflow;
 
 pub use outbox::{OutboxRow, Outcome as DeliveryOutcome};
 use script::Statement;
+pub use workflow::{
+    ApiKeyRow, CustomerNotice, DeliveryRow, IdempotencyHit, IdempotencyRecord, OrderRow,
+    TaskCommit, TaskConflict, TaskEventRow, TaskFilter, TaskRow, TaskUpdate, WebhookRow,
+    task_conflict,
+};
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -2,9 +2,11 @@
 
 mod helpers;
 
+mod assistant;
 mod browser;
 mod crash;
 mod http;
 mod outbox;
 mod router;
 mod webchat;
+mod workflow;

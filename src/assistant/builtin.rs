@@ -1,0 +1,608 @@
+//! The builtin assistant: no LLM, no outside service, in English, Spanish and Catalan.
+//!
+//! Each turn: detect the language (keeping the conversation's when unsure), embed the message
+//! once, classify the intent, then
+//! - while collecting slots: take a valid value, re-prompt on an invalid one (hand over after
+//!   `max_slot_attempts`), drop the flow on "forget it", or switch to a clearly different intent;
+//! - otherwise act on the intent: start collecting its slots, reply, hand over, or answer from
+//!   the knowledge base with a citation in the customer's language;
+//! - when nothing fits well enough, say so; the second unsure turn in a row hands over.
+//!
+//! All per-conversation state lives in [`DialogueState`], returned in `Reply.state` and given
+//! back in `Turn.state`: the assistant itself holds none, so any instance can take any turn.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::classifier::{
+    ClassifierParams, Example, IntentClassifier, OUT_OF_SCOPE, Prediction, fold,
+};
+use super::intents::{IntentSpec, Intents, OnComplete, Responses, render};
+use super::{Action, Assistant, AssistantError, AssistantSettings, Handoff, Reply, Turn};
+use crate::config::Settings;
+use crate::knowledge::language::{LanguageDetector, normalise};
+use crate::knowledge::{Embedder, KnowledgeBase, Passage, SearchMode};
+
+/// A passage shown to the customer, remembered for the handoff summary.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Citation {
+    pub source: String,
+    pub title: String,
+    pub section: String,
+    pub confidence: f32,
+}
+
+/// An intent whose slots are being collected.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Flow {
+    pub intent: String,
+    pub slots: BTreeMap<String, String>,
+    /// The slot last asked for.
+    pub awaiting: Option<String>,
+    /// Invalid answers to `awaiting` so far.
+    pub attempts: u32,
+}
+
+/// What the assistant remembers of a conversation between turns.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DialogueState {
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub flow: Option<Flow>,
+    /// Unsure turns in a row.
+    #[serde(default)]
+    pub low_confidence: u32,
+    #[serde(default)]
+    pub last_passages: Vec<Citation>,
+    #[serde(default)]
+    pub last_intent: Option<String>,
+}
+
+pub struct BuiltinAssistant {
+    settings: AssistantSettings,
+    intents: Intents,
+    responses: Responses,
+    classifier: IntentClassifier,
+    detector: Arc<LanguageDetector>,
+    embedder: Arc<dyn Embedder>,
+    knowledge: Arc<KnowledgeBase>,
+}
+
+/// Everything one turn decides.
+struct Outcome {
+    messages: Vec<String>,
+    handoff: Option<Handoff>,
+    actions: Vec<Action>,
+}
+
+impl BuiltinAssistant {
+    /// Load the model, the dialogue files and the knowledge base (ingesting the configured
+    /// folders), and train the intent classifier.
+    pub async fn build(settings: &Settings) -> Result<BuiltinAssistant, AssistantError> {
+        let started = Instant::now();
+        let assistant = &settings.assistant;
+        let intents = Intents::load(&assistant.intents_file)?;
+        let responses = Responses::load(&assistant.responses_file, &intents)?;
+        if normalise(&assistant.default_language) != Some(assistant.default_language.as_str()) {
+            return Err(AssistantError::Config(format!(
+                "assistant.default_language {:?} is not one of en, es, ca",
+                assistant.default_language
+            )));
+        }
+        let embedder = assistant.embedder().await?;
+        let samples: Vec<(String, String)> = intents
+            .examples()
+            .into_iter()
+            .map(|(language, text, _)| (language, text))
+            .collect();
+        let detector = Arc::new(LanguageDetector::train(&samples));
+        let knowledge = KnowledgeBase::open_embedded(
+            &settings.data_dir,
+            embedder.clone(),
+            detector.clone(),
+            settings.knowledge.clone(),
+        )
+        .await?;
+        let report = knowledge.ingest_configured().await?;
+        let classifier = train_classifier(&intents, embedder.as_ref()).await?;
+        tracing::info!(
+            embedder = embedder.name(),
+            intents = intents.intents.len(),
+            threshold = classifier.threshold(),
+            articles_ingested = report.articles,
+            articles_unchanged = report.unchanged,
+            millis = started.elapsed().as_millis() as u64,
+            "builtin assistant ready"
+        );
+        Ok(BuiltinAssistant {
+            settings: assistant.clone(),
+            intents,
+            responses,
+            classifier,
+            detector,
+            embedder,
+            knowledge: Arc::new(knowledge),
+        })
+    }
+
+    pub fn knowledge(&self) -> &Arc<KnowledgeBase> {
+        &self.knowledge
+    }
+
+    fn choose_language(&self, turn: &Turn, state: &DialogueState) -> String {
+        let previous = state
+            .language
+            .as_deref()
+            .or(turn.language.as_deref())
+            .and_then(normalise);
+        let detection = self.detector.detect(&turn.text);
+        match (detection, previous) {
+            (Some(detection), Some(previous))
+                if detection.confidence < self.settings.language_switch_confidence =>
+            {
+                previous.to_string()
+            }
+            (Some(detection), _) => detection.language.to_string(),
+            (None, Some(previous)) => previous.to_string(),
+            (None, None) => self.settings.default_language.clone(),
+        }
+    }
+
+    /// "Forget it": a cancel intent the classifier is sure of, or one of its examples word for
+    /// word (short phrases are where a classifier is least sure).
+    fn is_cancel(&self, text: &str, prediction: &Prediction) -> bool {
+        let cancel_intents = || {
+            self.intents
+                .intents
+                .iter()
+                .filter(|intent| intent.on_complete == OnComplete::Cancel)
+        };
+        let folded = fold(text);
+        let folded = folded.split_whitespace().collect::<Vec<_>>().join(" ");
+        let verbatim = cancel_intents().any(|intent| {
+            intent.examples.values().flatten().any(|example| {
+                fold(example)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    == folded
+            })
+        });
+        let predicted = prediction.intent.as_deref().is_some_and(|name| {
+            cancel_intents().any(|intent| intent.name == name)
+                && prediction.probability >= self.settings.switch_intent_probability
+        });
+        verbatim || predicted
+    }
+
+    fn summary(
+        &self,
+        reason: &str,
+        state: &DialogueState,
+        prediction: &Prediction,
+        turn: &Turn,
+        language: &str,
+    ) -> Value {
+        let flow = state.flow.as_ref();
+        json!({
+            "reason": reason,
+            "language": language,
+            "intent": flow.map(|flow| flow.intent.clone()).or(state.last_intent.clone()),
+            "slots": flow.map(|flow| json!(flow.slots)).unwrap_or(json!({})),
+            "last_passages": state.last_passages,
+            "last_message": turn.text,
+            "classifier": {"best": prediction.best, "probability": prediction.probability},
+        })
+    }
+
+    fn handoff(
+        &self,
+        outcome: &mut Outcome,
+        message: String,
+        reason: &str,
+        queue: Option<String>,
+        summary: Value,
+    ) {
+        outcome.messages.push(message);
+        outcome.handoff = Some(Handoff {
+            reason: reason.into(),
+            queue,
+            summary,
+        });
+    }
+
+    /// Ask for the first missing slot, or finish the intent.
+    fn advance(
+        &self,
+        outcome: &mut Outcome,
+        state: &mut DialogueState,
+        spec: &IntentSpec,
+        language: &str,
+        turn: &Turn,
+        prediction: &Prediction,
+    ) {
+        let texts = self.responses.language(language);
+        let Some(flow) = state.flow.as_mut() else {
+            return;
+        };
+        if let Some(missing) = spec
+            .slots
+            .iter()
+            .find(|slot| !flow.slots.contains_key(*slot))
+        {
+            if flow.awaiting.as_deref() != Some(missing.as_str()) {
+                flow.attempts = 0;
+            }
+            flow.awaiting = Some(missing.clone());
+            outcome.messages.push(texts.prompt[missing].clone());
+            return;
+        }
+        let flow = state.flow.take().expect("flow checked above");
+        let mut values: HashMap<String, String> = flow.slots.clone().into_iter().collect();
+        values.insert("language".into(), language.into());
+        match spec.on_complete {
+            OnComplete::Task => {
+                let kind = spec.task.clone().unwrap_or_else(|| spec.name.clone());
+                outcome.actions.push(Action::OpenTask {
+                    kind,
+                    payload: json!({
+                        "intent": spec.name,
+                        "slots": flow.slots,
+                        "language": language,
+                        "conversation_id": turn.conversation_id,
+                        "contact_id": turn.contact_id,
+                        "verified": turn.verified,
+                    }),
+                });
+                outcome
+                    .messages
+                    .push(render(&texts.done[&spec.name], &values));
+            }
+            OnComplete::Reply => outcome
+                .messages
+                .push(render(&texts.reply[&spec.name], &values)),
+            OnComplete::Handoff => {
+                state.flow = Some(flow);
+                let summary = self.summary("customer_request", state, prediction, turn, language);
+                state.flow = None;
+                self.handoff(
+                    outcome,
+                    texts.handoff.clone(),
+                    "customer_request",
+                    spec.queue.clone(),
+                    summary,
+                );
+            }
+            OnComplete::Knowledge | OnComplete::Cancel => {}
+        }
+    }
+
+    /// Fill slots from `text`: the awaited one from the whole message, others only by pattern.
+    fn fill_slots(&self, flow: &mut Flow, spec: &IntentSpec, text: &str) -> bool {
+        let mut awaited_filled = false;
+        for name in &spec.slots {
+            if flow.slots.contains_key(name) {
+                continue;
+            }
+            let whole = flow.awaiting.as_deref() == Some(name.as_str());
+            if let Some(value) = self.intents.slots[name].extract(text, whole) {
+                flow.slots.insert(name.clone(), value);
+                if whole {
+                    awaited_filled = true;
+                }
+            }
+        }
+        awaited_filled
+    }
+
+    fn start_intent(
+        &self,
+        outcome: &mut Outcome,
+        state: &mut DialogueState,
+        spec: &IntentSpec,
+        language: &str,
+        turn: &Turn,
+        prediction: &Prediction,
+    ) {
+        state.last_intent = Some(spec.name.clone());
+        let mut flow = Flow {
+            intent: spec.name.clone(),
+            slots: BTreeMap::new(),
+            awaiting: None,
+            attempts: 0,
+        };
+        self.fill_slots(&mut flow, spec, &turn.text);
+        state.flow = Some(flow);
+        self.advance(outcome, state, spec, language, turn, prediction);
+    }
+
+    async fn answer_from_knowledge(
+        &self,
+        outcome: &mut Outcome,
+        state: &mut DialogueState,
+        turn: &Turn,
+        embedding: Vec<f32>,
+        language: &str,
+        prediction: &Prediction,
+    ) -> Result<(), AssistantError> {
+        let passages = self
+            .knowledge
+            .search_with_vector(
+                &turn.text,
+                language,
+                embedding,
+                SearchMode::Hybrid,
+                self.knowledge.settings().top_k,
+            )
+            .await?;
+        let texts = self.responses.language(language);
+        // Fusion ranks by relevance; the answer shown is the most confident of the top passages
+        // in the customer's language (an article's introduction often ranks first on meaning
+        // alone but answers less of the question than the section that covers its words).
+        let in_language: Vec<&Passage> = passages
+            .iter()
+            .filter(|passage| passage.language == language)
+            .collect();
+        let pool = if in_language.is_empty() {
+            passages.iter().collect()
+        } else {
+            in_language
+        };
+        let best = pool
+            .into_iter()
+            .max_by(|a, b| a.confidence().total_cmp(&b.confidence()));
+        match best {
+            Some(passage) if passage.confidence() >= self.settings.answer_min_confidence => {
+                state.low_confidence = 0;
+                state.last_passages = vec![citation(passage)];
+                outcome
+                    .messages
+                    .push(render(&texts.answer, &passage_values(passage)));
+            }
+            _ => {
+                state.low_confidence += 1;
+                if let Some(passage) = best {
+                    state.last_passages = vec![citation(passage)];
+                }
+                if state.low_confidence >= self.settings.low_confidence_handoff {
+                    let summary = self.summary("low_confidence", state, prediction, turn, language);
+                    state.low_confidence = 0;
+                    self.handoff(
+                        outcome,
+                        texts.handoff.clone(),
+                        "low_confidence",
+                        None,
+                        summary,
+                    );
+                } else {
+                    outcome.messages.push(texts.not_sure.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn turn(&self, turn: &Turn) -> Result<Reply, AssistantError> {
+        let mut state: DialogueState =
+            serde_json::from_value(turn.state.clone()).unwrap_or_default();
+        let language = self.choose_language(turn, &state);
+        state.language = Some(language.clone());
+        let texts = self.responses.language(&language);
+        let embedding = self.embedder.embed_one(&turn.text).await?;
+        let prediction = self.classifier.predict(&turn.text, &embedding);
+        let predicted_spec = prediction
+            .intent
+            .as_deref()
+            .filter(|intent| *intent != OUT_OF_SCOPE)
+            .and_then(|intent| self.intents.get(intent));
+        let mut outcome = Outcome {
+            messages: Vec::new(),
+            handoff: None,
+            actions: Vec::new(),
+        };
+
+        if let Some(mut flow) = state.flow.take() {
+            let spec =
+                self.intents.get(&flow.intent).cloned().ok_or_else(|| {
+                    AssistantError::Failed(format!("unknown intent {}", flow.intent))
+                })?;
+            if self.is_cancel(&turn.text, &prediction) {
+                outcome.messages.push(texts.cancelled.clone());
+                return Ok(self.finish(outcome, state, language));
+            }
+            // A clearly different request: an explicit request for a person always wins; others
+            // only when the message is not a valid answer (checked below), except while a free
+            // text answer is awaited, which would swallow any message.
+            let other = predicted_spec.filter(|other| {
+                other.name != spec.name
+                    && other.on_complete != OnComplete::Knowledge
+                    && other.on_complete != OnComplete::Cancel
+                    && (other.on_complete == OnComplete::Handoff
+                        || prediction.probability >= self.settings.switch_intent_probability)
+            });
+            let awaiting_free_text = flow
+                .awaiting
+                .as_ref()
+                .and_then(|name| self.intents.slots.get(name))
+                .is_some_and(|slot| slot.is_free_text());
+            let switch_first = other.is_some_and(|other| {
+                other.on_complete == OnComplete::Handoff || awaiting_free_text
+            });
+            if !switch_first && self.fill_slots(&mut flow, &spec, &turn.text) {
+                state.flow = Some(flow);
+                self.advance(
+                    &mut outcome,
+                    &mut state,
+                    &spec,
+                    &language,
+                    turn,
+                    &prediction,
+                );
+                return Ok(self.finish(outcome, state, language));
+            }
+            if let Some(other) = other {
+                state.flow = Some(flow);
+                if other.on_complete == OnComplete::Handoff {
+                    let summary =
+                        self.summary("customer_request", &state, &prediction, turn, &language);
+                    state.flow = None;
+                    self.handoff(
+                        &mut outcome,
+                        texts.handoff.clone(),
+                        "customer_request",
+                        other.queue.clone(),
+                        summary,
+                    );
+                    return Ok(self.finish(outcome, state, language));
+                }
+                state.flow = None;
+                let other = other.clone();
+                self.start_intent(
+                    &mut outcome,
+                    &mut state,
+                    &other,
+                    &language,
+                    turn,
+                    &prediction,
+                );
+                return Ok(self.finish(outcome, state, language));
+            }
+            flow.attempts += 1;
+            let awaiting = flow.awaiting.clone().unwrap_or_default();
+            state.flow = Some(flow);
+            if state.flow.as_ref().map(|flow| flow.attempts).unwrap_or(0)
+                >= self.settings.max_slot_attempts
+            {
+                let summary =
+                    self.summary("slot_not_understood", &state, &prediction, turn, &language);
+                state.flow = None;
+                self.handoff(
+                    &mut outcome,
+                    texts.too_many_attempts.clone(),
+                    "slot_not_understood",
+                    None,
+                    summary,
+                );
+                return Ok(self.finish(outcome, state, language));
+            }
+            let reprompt = texts
+                .invalid
+                .get(&awaiting)
+                .cloned()
+                .unwrap_or_else(|| texts.not_sure.clone());
+            outcome.messages.push(reprompt);
+            return Ok(self.finish(outcome, state, language));
+        }
+
+        match predicted_spec.map(|spec| (spec.on_complete, spec.clone())) {
+            Some((OnComplete::Cancel, _)) => {
+                state.low_confidence = 0;
+                outcome.messages.push(texts.nothing_to_cancel.clone());
+            }
+            Some((OnComplete::Knowledge, _)) | None => {
+                self.answer_from_knowledge(
+                    &mut outcome,
+                    &mut state,
+                    turn,
+                    embedding,
+                    &language,
+                    &prediction,
+                )
+                .await?;
+            }
+            Some((_, spec)) => {
+                state.low_confidence = 0;
+                self.start_intent(
+                    &mut outcome,
+                    &mut state,
+                    &spec,
+                    &language,
+                    turn,
+                    &prediction,
+                );
+            }
+        }
+        Ok(self.finish(outcome, state, language))
+    }
+
+    fn finish(&self, outcome: Outcome, state: DialogueState, language: String) -> Reply {
+        Reply {
+            messages: outcome.messages,
+            handoff: outcome.handoff,
+            state: Some(serde_json::to_value(&state).unwrap_or(Value::Null)),
+            language: Some(language),
+            actions: outcome.actions,
+        }
+    }
+}
+
+fn citation(passage: &Passage) -> Citation {
+    Citation {
+        source: passage.source.clone(),
+        title: passage.title.clone(),
+        section: passage.section.clone(),
+        confidence: passage.confidence(),
+    }
+}
+
+fn passage_values(passage: &Passage) -> HashMap<String, String> {
+    HashMap::from([
+        ("text".to_string(), passage.text.clone()),
+        ("title".to_string(), passage.title.clone()),
+        (
+            "section".to_string(),
+            if passage.section.is_empty() {
+                passage.title.clone()
+            } else {
+                passage.section.clone()
+            },
+        ),
+        ("source".to_string(), passage.source.clone()),
+    ])
+}
+
+/// Embed every example and train (on a blocking thread).
+pub async fn train_classifier(
+    intents: &Intents,
+    embedder: &dyn Embedder,
+) -> Result<IntentClassifier, AssistantError> {
+    let examples = intents.examples();
+    let vectors = embedder
+        .embed(examples.iter().map(|(_, text, _)| text.clone()).collect())
+        .await?;
+    let examples: Vec<Example> = examples
+        .into_iter()
+        .zip(vectors)
+        .map(|((_, text, label), embedding)| Example {
+            text,
+            label,
+            embedding,
+        })
+        .collect();
+    let params = ClassifierParams {
+        // A few hundred examples: fewer buckets keep the model small and start-up fast.
+        buckets: 1 << 15,
+        epochs: 60,
+        ..ClassifierParams::default()
+    };
+    let (classifier, report) =
+        tokio::task::spawn_blocking(move || IntentClassifier::train(&examples, params))
+            .await
+            .map_err(|error| AssistantError::Failed(error.to_string()))?
+            .map_err(AssistantError::Config)?;
+    tracing::debug!(?report, "intent classifier trained");
+    Ok(classifier)
+}
+
+#[async_trait]
+impl Assistant for BuiltinAssistant {
+    async fn respond(&self, turn: &Turn) -> Result<Reply, AssistantError> {
+        self.turn(turn).await
+    }
+}

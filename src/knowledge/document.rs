@@ -1,0 +1,570 @@
+//! Articles from files: Markdown, HTML or plain text, cut into chunks along their headings.
+//!
+//! Every chunk keeps the article's source (its path, the key a re-ingest replaces), title and
+//! language, and the heading it sits under, so that an answer can cite where it came from.
+//! The language comes from front matter (`lang: ca`), a `.ca.md`-style suffix, a `ca/` folder,
+//! or else is detected from the text.
+
+use std::path::Path;
+
+use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
+use serde::{Deserialize, Serialize};
+
+use super::KnowledgeError;
+use super::language::{LanguageDetector, normalise};
+
+/// Longest chunk in characters; longer sections are split between paragraphs.
+pub const DEFAULT_CHUNK_CHARS: usize = 1200;
+
+/// One retrievable passage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The article's key: re-ingesting the same source replaces all its chunks.
+    pub source: String,
+    pub title: String,
+    /// The heading the passage sits under (empty for an article's introduction).
+    pub section: String,
+    pub language: String,
+    pub text: String,
+    /// Position of the chunk in its article.
+    pub position: usize,
+}
+
+impl Chunk {
+    /// What is embedded and indexed: headings carry much of a passage's meaning.
+    pub fn indexed_text(&self) -> String {
+        if self.section.is_empty() || self.section == self.title {
+            format!("{}\n{}", self.title, self.text)
+        } else {
+            format!("{} - {}\n{}", self.title, self.section, self.text)
+        }
+    }
+}
+
+/// An article ready to index.
+#[derive(Debug, Clone)]
+pub struct Article {
+    pub source: String,
+    pub title: String,
+    pub language: String,
+    pub chunks: Vec<Chunk>,
+    /// Content fingerprint: an unchanged article is not re-embedded.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Markdown,
+    Html,
+    Text,
+}
+
+impl Format {
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+        match extension.as_str() {
+            "md" | "markdown" => Some(Format::Markdown),
+            "html" | "htm" => Some(Format::Html),
+            "txt" | "text" => Some(Format::Text),
+            _ => None,
+        }
+    }
+}
+
+/// A heading and the paragraphs under it.
+struct Section {
+    heading: String,
+    paragraphs: Vec<String>,
+}
+
+/// Parse `content` into an article. `language_hint` wins over detection.
+pub fn parse(
+    source: &str,
+    content: &str,
+    format: Format,
+    language_hint: Option<&str>,
+    detector: &LanguageDetector,
+    max_chars: usize,
+) -> Result<Article, KnowledgeError> {
+    let (front, body) = front_matter(content);
+    let (title, sections) = match format {
+        Format::Markdown => markdown_sections(body),
+        Format::Html => html_sections(body),
+        Format::Text => text_sections(body),
+    };
+    let title = front
+        .get("title")
+        .cloned()
+        .or(title)
+        .unwrap_or_else(|| title_from_source(source));
+    let all_text: String = sections
+        .iter()
+        .flat_map(|section| section.paragraphs.iter())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    if all_text.trim().is_empty() {
+        return Err(KnowledgeError::Invalid {
+            source_name: source.to_string(),
+            message: "no text found".into(),
+        });
+    }
+    let language = match front
+        .get("lang")
+        .or(front.get("language"))
+        .map(String::as_str)
+        .or(language_hint)
+    {
+        Some(tag) => normalise(tag)
+            .ok_or_else(|| KnowledgeError::Invalid {
+                source_name: source.to_string(),
+                message: format!("unsupported language {tag:?} (supported: en, es, ca)"),
+            })?
+            .to_string(),
+        None => detector
+            .detect(&format!("{title}\n{all_text}"))
+            .map(|detection| detection.language.to_string())
+            .unwrap_or_else(|| "en".into()),
+    };
+    let mut chunks = Vec::new();
+    for section in sections {
+        for text in pack(&section.paragraphs, max_chars) {
+            chunks.push(Chunk {
+                source: source.to_string(),
+                title: title.clone(),
+                section: section.heading.clone(),
+                language: language.clone(),
+                text,
+                position: chunks.len(),
+            });
+        }
+    }
+    let fingerprint = fingerprint(&[source, &title, &language, &format!("{max_chars}"), content]);
+    Ok(Article {
+        source: source.to_string(),
+        title,
+        language,
+        chunks,
+        fingerprint,
+    })
+}
+
+/// Read and parse one file.
+pub fn read_file(
+    path: &Path,
+    source: &str,
+    detector: &LanguageDetector,
+    max_chars: usize,
+) -> Result<Article, KnowledgeError> {
+    let format = Format::from_path(path).ok_or_else(|| KnowledgeError::Invalid {
+        source_name: source.to_string(),
+        message: "unsupported file type (use .md, .markdown, .html, .htm or .txt)".into(),
+    })?;
+    let content = std::fs::read_to_string(path).map_err(|error| KnowledgeError::Io {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })?;
+    parse(
+        source,
+        &content,
+        format,
+        language_from_path(path),
+        detector,
+        max_chars,
+    )
+}
+
+/// `shipping.ca.md` or `.../ca/shipping.md` name their language.
+pub fn language_from_path(path: &Path) -> Option<&'static str> {
+    let stem = path.file_stem()?.to_str()?;
+    if let Some((_, suffix)) = stem.rsplit_once('.')
+        && let Some(language) = normalise(suffix)
+    {
+        return Some(language);
+    }
+    let parent = path.parent()?.file_name()?.to_str()?;
+    normalise(parent).filter(|_| parent.len() == 2)
+}
+
+fn title_from_source(source: &str) -> String {
+    let name = Path::new(source)
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or(source);
+    let name = name.split('.').next().unwrap_or(name);
+    name.replace(['-', '_'], " ")
+}
+
+/// A leading `---` block of `key: value` lines.
+fn front_matter(content: &str) -> (std::collections::HashMap<String, String>, &str) {
+    let mut map = std::collections::HashMap::new();
+    let trimmed = content.trim_start_matches('\u{feff}');
+    let Some(rest) = trimmed.strip_prefix("---\n") else {
+        return (map, trimmed);
+    };
+    let Some(end) = rest.find("\n---") else {
+        return (map, trimmed);
+    };
+    for line in rest[..end].lines() {
+        if let Some((key, value)) = line.split_once(':') {
+            map.insert(
+                key.trim().to_lowercase(),
+                value.trim().trim_matches('"').to_string(),
+            );
+        }
+    }
+    let body = &rest[end + 4..];
+    (map, body.trim_start_matches(['-', '\n']))
+}
+
+fn markdown_sections(body: &str) -> (Option<String>, Vec<Section>) {
+    let mut title = None;
+    let mut sections = vec![Section {
+        heading: String::new(),
+        paragraphs: Vec::new(),
+    }];
+    let mut heading: Option<(HeadingLevel, String)> = None;
+    let mut paragraph = String::new();
+    let flush = |paragraph: &mut String, sections: &mut Vec<Section>| {
+        let text = paragraph.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !text.is_empty()
+            && let Some(section) = sections.last_mut()
+        {
+            section.paragraphs.push(text);
+        }
+        paragraph.clear();
+    };
+    for event in Parser::new(body) {
+        match event {
+            Event::Start(Tag::Heading { level, .. }) => {
+                flush(&mut paragraph, &mut sections);
+                heading = Some((level, String::new()));
+            }
+            Event::End(TagEnd::Heading(_)) => {
+                if let Some((level, text)) = heading.take() {
+                    let text = text.trim().to_string();
+                    if level == HeadingLevel::H1 && title.is_none() {
+                        title = Some(text);
+                    } else {
+                        sections.push(Section {
+                            heading: text,
+                            paragraphs: Vec::new(),
+                        });
+                    }
+                }
+            }
+            Event::Text(text) | Event::Code(text) => match &mut heading {
+                Some((_, heading_text)) => heading_text.push_str(&text),
+                None => paragraph.push_str(&text),
+            },
+            Event::SoftBreak | Event::HardBreak => paragraph.push(' '),
+            Event::End(TagEnd::Paragraph | TagEnd::Item | TagEnd::CodeBlock | TagEnd::TableRow) => {
+                flush(&mut paragraph, &mut sections)
+            }
+            Event::End(TagEnd::TableCell) => paragraph.push_str(" | "),
+            _ => {}
+        }
+    }
+    flush(&mut paragraph, &mut sections);
+    sections.retain(|section| !section.paragraphs.is_empty());
+    (title, sections)
+}
+
+fn decode_entities(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('&') {
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let Some(end) = rest[..rest.len().min(12)].find(';') else {
+            out.push('&');
+            rest = &rest[1..];
+            continue;
+        };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            "nbsp" => Some(' '),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|dec| dec.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(character) => {
+                out.push(character);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A small tag scanner: headings start sections, block tags end paragraphs, script and style
+/// are dropped. Real-world knowledge-base exports are simple enough for this.
+fn html_sections(body: &str) -> (Option<String>, Vec<Section>) {
+    let mut title = None;
+    let mut sections = vec![Section {
+        heading: String::new(),
+        paragraphs: Vec::new(),
+    }];
+    let mut text = String::new();
+    let mut heading_level: Option<u8> = None;
+    let mut skip_until: Option<&str> = None;
+    let mut rest = body;
+    let flush = |text: &mut String,
+                 heading: Option<u8>,
+                 sections: &mut Vec<Section>,
+                 title: &mut Option<String>| {
+        let clean = decode_entities(text)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        text.clear();
+        if clean.is_empty() {
+            return;
+        }
+        match heading {
+            Some(1) if title.is_none() => *title = Some(clean),
+            Some(_) => sections.push(Section {
+                heading: clean,
+                paragraphs: Vec::new(),
+            }),
+            None => {
+                if let Some(section) = sections.last_mut() {
+                    section.paragraphs.push(clean);
+                }
+            }
+        }
+    };
+    while let Some(open) = rest.find('<') {
+        if skip_until.is_none() {
+            text.push_str(&rest[..open]);
+        }
+        rest = &rest[open..];
+        let Some(close) = rest.find('>') else {
+            break;
+        };
+        let tag = rest[1..close].trim().to_ascii_lowercase();
+        rest = &rest[close + 1..];
+        let closing = tag.starts_with('/');
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|character| character.is_ascii_alphanumeric())
+            .collect();
+        if let Some(until) = skip_until {
+            if closing && name == until {
+                skip_until = None;
+            }
+            continue;
+        }
+        match name.as_str() {
+            "script" | "style" | "head" if !closing => {
+                skip_until = Some(match name.as_str() {
+                    "script" => "script",
+                    "style" => "style",
+                    _ => "head",
+                })
+            }
+            "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
+                flush(&mut text, heading_level, &mut sections, &mut title);
+                heading_level = if closing {
+                    None
+                } else {
+                    name[1..].parse().ok()
+                };
+            }
+            "p" | "div" | "li" | "br" | "tr" | "section" | "article" | "ul" | "ol" | "table"
+            | "pre" | "blockquote" => flush(&mut text, heading_level, &mut sections, &mut title),
+            "td" | "th" => text.push(' '),
+            _ => {}
+        }
+    }
+    if skip_until.is_none() {
+        text.push_str(rest);
+    }
+    flush(&mut text, heading_level, &mut sections, &mut title);
+    sections.retain(|section| !section.paragraphs.is_empty());
+    (title, sections)
+}
+
+/// Plain text: the first line is the title; paragraphs are separated by blank lines.
+fn text_sections(body: &str) -> (Option<String>, Vec<Section>) {
+    let mut lines = body.lines().skip_while(|line| line.trim().is_empty());
+    let title = lines.next().map(|line| line.trim().to_string());
+    let rest: Vec<&str> = lines.collect();
+    let paragraphs = rest
+        .join("\n")
+        .split("\n\n")
+        .map(|paragraph| paragraph.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|paragraph| !paragraph.is_empty())
+        .collect();
+    (
+        title,
+        vec![Section {
+            heading: String::new(),
+            paragraphs,
+        }],
+    )
+}
+
+/// Group paragraphs into chunks of at most `max_chars` (a longer paragraph is cut at words).
+fn pack(paragraphs: &[String], max_chars: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    for paragraph in paragraphs {
+        let pieces: Vec<String> = if paragraph.chars().count() <= max_chars {
+            vec![paragraph.clone()]
+        } else {
+            let mut pieces = Vec::new();
+            let mut piece = String::new();
+            for word in paragraph.split_whitespace() {
+                if piece.chars().count() + word.chars().count() + 1 > max_chars && !piece.is_empty()
+                {
+                    pieces.push(std::mem::take(&mut piece));
+                }
+                if !piece.is_empty() {
+                    piece.push(' ');
+                }
+                piece.push_str(word);
+            }
+            if !piece.is_empty() {
+                pieces.push(piece);
+            }
+            pieces
+        };
+        for piece in pieces {
+            if !current.is_empty()
+                && current.chars().count() + piece.chars().count() + 1 > max_chars
+            {
+                chunks.push(std::mem::take(&mut current));
+            }
+            if !current.is_empty() {
+                current.push('\n');
+            }
+            current.push_str(&piece);
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// A stable 64-bit FNV-1a hash, hex: fingerprints and point ids must not change between runs.
+pub fn fingerprint(parts: &[&str]) -> String {
+    format!("{:016x}", stable_hash(parts))
+}
+
+pub fn stable_hash(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain(std::iter::once(0xff)) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_chunks_follow_headings_and_keep_metadata() {
+        let detector = LanguageDetector::default();
+        let text = "---\nlang: ca\n---\n# Enviaments\n\nEnviem a tot arreu.\n\n## Terminis\n\nGirona: dos dies.\n\n- Barcelona: un dia\n\n## Preus\n\nGratuït a partir de 50 euros.\n";
+        let article = parse(
+            "kb/enviaments.md",
+            text,
+            Format::Markdown,
+            None,
+            &detector,
+            DEFAULT_CHUNK_CHARS,
+        )
+        .expect("parses");
+        assert_eq!(article.title, "Enviaments");
+        assert_eq!(article.language, "ca");
+        let sections: Vec<&str> = article.chunks.iter().map(|c| c.section.as_str()).collect();
+        assert_eq!(sections, vec!["", "Terminis", "Preus"]);
+        assert_eq!(
+            article.chunks[1].text,
+            "Girona: dos dies.\nBarcelona: un dia"
+        );
+    }
+
+    #[test]
+    fn html_and_text_are_read_too() {
+        let detector = LanguageDetector::default();
+        let html = "<html><head><title>x</title><style>p{}</style></head><body><h1>Returns</h1><p>You can return items within 30 days &amp; free.</p><h2>Damaged items</h2><p>Send us a photo.</p><script>var a=1;</script></body></html>";
+        let article =
+            parse("returns.html", html, Format::Html, None, &detector, 1200).expect("parses");
+        assert_eq!(article.title, "Returns");
+        assert_eq!(article.language, "en");
+        assert_eq!(article.chunks.len(), 2);
+        assert_eq!(
+            article.chunks[0].text,
+            "You can return items within 30 days & free."
+        );
+        assert_eq!(article.chunks[1].section, "Damaged items");
+        let text = parse(
+            "pagos.es.txt",
+            "Pagos\n\nAceptamos tarjeta.\n\nY Bizum.",
+            Format::Text,
+            language_from_path(Path::new("pagos.es.txt")),
+            &detector,
+            1200,
+        )
+        .expect("parses");
+        assert_eq!(text.title, "Pagos");
+        assert_eq!(text.language, "es");
+    }
+
+    #[test]
+    fn bad_input_is_refused_clearly() {
+        let detector = LanguageDetector::default();
+        let error = parse(
+            "empty.md",
+            "# Title\n",
+            Format::Markdown,
+            None,
+            &detector,
+            100,
+        )
+        .expect_err("empty");
+        assert!(error.to_string().contains("no text"), "{error}");
+        let error = parse(
+            "x.md",
+            "---\nlang: fr\n---\nBonjour",
+            Format::Markdown,
+            None,
+            &detector,
+            100,
+        )
+        .expect_err("french");
+        assert!(
+            error.to_string().contains("unsupported language"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn long_sections_are_split_between_paragraphs() {
+        let paragraphs = vec!["a".repeat(50), "b".repeat(50), "c".repeat(50)];
+        let chunks = pack(&paragraphs, 110);
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(|chunk| chunk.chars().count() <= 110));
+    }
+}

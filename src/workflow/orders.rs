@@ -1,0 +1,455 @@
+//! Orders, wherever they live: the [`OrderSource`] trait, the built-in source (the `orders`
+//! table, seeded from a JSON file such as `config/demo/orders.json`) and the HTTP adapter that
+//! reads the company's own shop API through configurable URL templates and a field mapping.
+//!
+//! Whose order it is comes from the order itself (`customer_email`); the workflow compares it
+//! with the emails linked to the conversation's contact, never with anything a customer typed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::settings::HttpOrdersSettings;
+use crate::store::{OrderRow, Store, StoreError, now_ms};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderItem {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+/// An order as the workflow needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Order {
+    pub id: String,
+    pub customer_email: String,
+    /// `placed`, `paid`, `shipped`, `delivered`, `cancelled` or `returned`.
+    pub status: String,
+    pub total_cents: i64,
+    pub currency: String,
+    /// RFC 3339.
+    #[serde(with = "rfc3339")]
+    #[schema(value_type = String)]
+    pub placed_at: i64,
+    #[serde(with = "rfc3339_option")]
+    #[schema(value_type = Option<String>)]
+    pub delivered_at: Option<i64>,
+    pub items: Vec<OrderItem>,
+}
+
+impl Order {
+    pub fn is_shipped(&self) -> bool {
+        matches!(self.status.as_str(), "shipped" | "delivered" | "returned")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("order source unavailable: {0}")]
+    Unavailable(String),
+    #[error("order source answered something unexpected: {0}")]
+    Malformed(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Where orders come from.
+#[async_trait]
+pub trait OrderSource: Send + Sync {
+    /// One order, or `None` if the source does not know it.
+    async fn order(&self, order_id: &str) -> Result<Option<Order>, OrderError>;
+    /// Every order of a customer, newest first.
+    async fn orders_of(&self, customer_email: &str) -> Result<Vec<Order>, OrderError>;
+}
+
+pub(crate) mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn format(ms: i64) -> String {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+
+    pub fn parse(text: &str) -> Option<i64> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|time| time.timestamp_millis())
+    }
+
+    pub fn serialize<S: Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*ms))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time"))
+    }
+}
+
+pub(crate) mod rfc3339_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &Option<i64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match ms {
+            Some(ms) => serializer.serialize_str(&super::rfc3339::format(*ms)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<i64>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(text) => super::rfc3339::parse(&text)
+                .map(Some)
+                .ok_or_else(|| serde::de::Error::custom("not an RFC 3339 time")),
+        }
+    }
+}
+
+fn order_of_row(row: OrderRow) -> Result<Order, OrderError> {
+    let items = serde_json::from_str(&row.items)
+        .map_err(|error| OrderError::Malformed(format!("items of order {}: {error}", row.id)))?;
+    Ok(Order {
+        id: row.id,
+        customer_email: row.customer_email,
+        status: row.status,
+        total_cents: row.total_cents,
+        currency: row.currency,
+        placed_at: row.placed_at,
+        delivered_at: row.delivered_at,
+        items,
+    })
+}
+
+/// Orders kept in Switchboard's own database.
+pub struct BuiltinOrders {
+    store: Store,
+}
+
+impl BuiltinOrders {
+    pub fn new(store: Store) -> BuiltinOrders {
+        BuiltinOrders { store }
+    }
+}
+
+#[async_trait]
+impl OrderSource for BuiltinOrders {
+    async fn order(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
+        match self.store.order(order_id).await? {
+            Some(row) => Ok(Some(order_of_row(row)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn orders_of(&self, customer_email: &str) -> Result<Vec<Order>, OrderError> {
+        self.store
+            .orders_of(&normalise_email(customer_email))
+            .await?
+            .into_iter()
+            .map(order_of_row)
+            .collect()
+    }
+}
+
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// One order of a seed file. Times are relative to the moment of seeding, so that the demo
+/// shop's "delivered 3 days ago" stays true whenever it runs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedOrder {
+    id: String,
+    customer_email: String,
+    status: String,
+    total_cents: i64,
+    currency: String,
+    placed_days_ago: i64,
+    #[serde(default)]
+    delivered_days_ago: Option<i64>,
+    #[serde(default)]
+    items: Vec<OrderItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedFile {
+    /// Free text for the people who edit the file.
+    #[serde(default, rename = "_comment")]
+    _comment: Option<String>,
+    orders: Vec<SeedOrder>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("reading {path}: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("parsing {path}: {error}")]
+    Parse {
+        path: String,
+        error: serde_json::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Upsert the orders of a seed file into the built-in store; returns how many.
+pub async fn seed(store: &Store, path: &Path) -> Result<usize, SeedError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|error| SeedError::Read {
+        path: shown.clone(),
+        error,
+    })?;
+    let file: SeedFile = serde_json::from_str(&text).map_err(|error| SeedError::Parse {
+        path: shown.clone(),
+        error,
+    })?;
+    let now = now_ms();
+    let day = 24 * 3600 * 1000;
+    let rows: Vec<OrderRow> = file
+        .orders
+        .into_iter()
+        .map(|order| OrderRow {
+            id: order.id,
+            customer_email: normalise_email(&order.customer_email),
+            status: order.status,
+            total_cents: order.total_cents,
+            currency: order.currency,
+            placed_at: now - order.placed_days_ago * day,
+            delivered_at: order.delivered_days_ago.map(|days| now - days * day),
+            items: serde_json::to_string(&order.items).unwrap_or_else(|_| "[]".into()),
+        })
+        .collect();
+    let count = rows.len();
+    store.upsert_orders(&rows).await?;
+    Ok(count)
+}
+
+/// Orders read from the shop's own HTTP API.
+pub struct HttpOrders {
+    client: reqwest::Client,
+    settings: HttpOrdersSettings,
+}
+
+impl HttpOrders {
+    pub fn new(settings: HttpOrdersSettings) -> Result<HttpOrders, OrderError> {
+        if settings.order_url.is_empty() {
+            return Err(OrderError::Unavailable(
+                "workflow.http_orders.order_url is empty".into(),
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
+            .build()
+            .map_err(|error| OrderError::Unavailable(error.to_string()))?;
+        Ok(HttpOrders { client, settings })
+    }
+
+    async fn get(&self, url: String) -> Result<Option<Value>, OrderError> {
+        let mut request = self.client.get(&url);
+        if !self.settings.bearer_token.is_empty() {
+            request = request.bearer_auth(&self.settings.bearer_token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| OrderError::Unavailable(error.without_url().to_string()))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(OrderError::Unavailable(format!(
+                "the shop answered {}",
+                response.status()
+            )));
+        }
+        let body = response
+            .json::<Value>()
+            .await
+            .map_err(|error| OrderError::Malformed(error.without_url().to_string()))?;
+        Ok(Some(body))
+    }
+
+    /// Turn one order of the shop's JSON into an [`Order`] with the configured mapping.
+    pub fn map_order(&self, value: &Value) -> Result<Order, OrderError> {
+        let fields = &self.settings.fields;
+        let text = |pointer: &str, what: &str| -> Result<String, OrderError> {
+            match value.pointer(pointer) {
+                Some(Value::String(text)) => Ok(text.clone()),
+                Some(Value::Number(number)) => Ok(number.to_string()),
+                _ => Err(OrderError::Malformed(format!(
+                    "{what} missing at {pointer}"
+                ))),
+            }
+        };
+        let amount = |item: &Value, pointer: &str, what: &str| -> Result<i64, OrderError> {
+            let cents = match item.pointer(pointer) {
+                Some(Value::Number(number)) if self.settings.amounts_in_cents => number.as_i64(),
+                Some(Value::Number(number)) => number.as_f64().map(|v| (v * 100.0).round() as i64),
+                Some(Value::String(text)) if self.settings.amounts_in_cents => text.parse().ok(),
+                Some(Value::String(text)) => {
+                    text.parse::<f64>().ok().map(|v| (v * 100.0).round() as i64)
+                }
+                _ => None,
+            };
+            cents.ok_or_else(|| OrderError::Malformed(format!("{what} missing at {pointer}")))
+        };
+        let time = |pointer: &str| -> Option<i64> {
+            match value.pointer(pointer)? {
+                Value::Number(number) => number.as_i64(),
+                Value::String(text) => rfc3339::parse(text),
+                _ => None,
+            }
+        };
+        let shop_status = text(&fields.status, "status")?;
+        let status = self
+            .settings
+            .statuses
+            .get(&shop_status)
+            .cloned()
+            .unwrap_or(shop_status);
+        let mut items = Vec::new();
+        if !fields.items.is_empty()
+            && let Some(Value::Array(list)) = value.pointer(&fields.items)
+        {
+            for item in list {
+                let item_text = |pointer: &str| match item.pointer(pointer) {
+                    Some(Value::String(text)) => text.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                };
+                items.push(OrderItem {
+                    sku: item_text(&fields.item_sku),
+                    name: item_text(&fields.item_name),
+                    quantity: item
+                        .pointer(&fields.item_quantity)
+                        .and_then(Value::as_i64)
+                        .unwrap_or(1),
+                    unit_price_cents: amount(item, &fields.item_unit_price, "item price")
+                        .unwrap_or(0),
+                });
+            }
+        }
+        Ok(Order {
+            id: text(&fields.id, "id")?,
+            customer_email: normalise_email(&text(&fields.customer_email, "customer email")?),
+            status,
+            total_cents: amount(value, &fields.total, "total")?,
+            currency: text(&fields.currency, "currency")?,
+            placed_at: time(&fields.placed_at).unwrap_or(0),
+            delivered_at: time(&fields.delivered_at),
+            items,
+        })
+    }
+}
+
+fn fill(template: &str, name: &str, value: &str) -> String {
+    let encoded: String = value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (byte as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    template.replace(&format!("{{{name}}}"), &encoded)
+}
+
+#[async_trait]
+impl OrderSource for HttpOrders {
+    async fn order(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
+        let url = fill(&self.settings.order_url, "order_id", order_id);
+        match self.get(url).await? {
+            Some(body) => Ok(Some(self.map_order(&body)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn orders_of(&self, customer_email: &str) -> Result<Vec<Order>, OrderError> {
+        if self.settings.customer_orders_url.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = fill(
+            &self.settings.customer_orders_url,
+            "email",
+            &normalise_email(customer_email),
+        );
+        let Some(body) = self.get(url).await? else {
+            return Ok(Vec::new());
+        };
+        let list = if self.settings.fields.list.is_empty() {
+            Some(&body)
+        } else {
+            body.pointer(&self.settings.fields.list)
+        };
+        let Some(Value::Array(list)) = list else {
+            return Err(OrderError::Malformed(
+                "the customer orders response holds no array".into(),
+            ));
+        };
+        let mut orders = list
+            .iter()
+            .map(|value| self.map_order(value))
+            .collect::<Result<Vec<_>, _>>()?;
+        orders.sort_by_key(|order| std::cmp::Reverse(order.placed_at));
+        Ok(orders)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn maps_a_shop_order_with_pointers_and_statuses() {
+        let mut settings = HttpOrdersSettings {
+            order_url: "http://shop/orders/{order_id}".into(),
+            amounts_in_cents: false,
+            ..HttpOrdersSettings::default()
+        };
+        settings.fields.id = "/number".into();
+        settings.fields.customer_email = "/customer/email".into();
+        settings.fields.status = "/state".into();
+        settings.fields.total = "/total".into();
+        settings.fields.delivered_at = "/shipping/delivered".into();
+        settings.fields.item_unit_price = "/price".into();
+        settings
+            .statuses
+            .insert("completed".into(), "delivered".into());
+        let source = HttpOrders::new(settings).unwrap();
+        let order = source
+            .map_order(&json!({
+                "number": 7781, "customer": {"email": "Ana@Example.com"}, "state": "completed",
+                "total": "45.50", "currency": "EUR", "placed_at": "2026-01-02T10:00:00Z",
+                "shipping": {"delivered": 1767348000000i64},
+                "items": [{"sku": "MUG", "name": "Mug", "quantity": 2, "price": 10.25}]
+            }))
+            .unwrap();
+        assert_eq!(order.id, "7781");
+        assert_eq!(order.customer_email, "ana@example.com");
+        assert_eq!(order.status, "delivered");
+        assert_eq!(order.total_cents, 4550);
+        assert_eq!(order.delivered_at, Some(1767348000000));
+        assert_eq!(order.items[0].unit_price_cents, 1025);
+        assert!(source.map_order(&json!({"number": 1})).is_err());
+    }
+
+    #[test]
+    fn fills_templates_url_encoded() {
+        assert_eq!(
+            fill("http://s/c?email={email}", "email", "a+b@x.com"),
+            "http://s/c?email=a%2Bb%40x.com"
+        );
+    }
+}
