@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Delivery;
 use crate::router::Router;
 use crate::store::{Backend, Store};
-use crate::workflow::WorkflowService;
+use crate::workflow::{WorkflowActions, WorkflowService};
 
 /// What a caller can swap in: tests and the benchmark bring their own assistant or channels.
 #[derive(Default)]
@@ -129,6 +129,7 @@ impl App {
         let router = Router::new(
             store.clone(),
             assistant,
+            Some(Arc::new(WorkflowActions::new(workflow.clone()))),
             channels.clone(),
             metrics.clone(),
             delivery.clone(),

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::classifier::{
     ClassifierParams, Example, IntentClassifier, OUT_OF_SCOPE, Prediction, fold,
 };
-use super::intents::{IntentSpec, Intents, OnComplete, Responses, render};
+use super::intents::{IntentSpec, Intents, ORDER_SLOT, OnComplete, Responses, render};
 use super::{Action, Assistant, AssistantError, AssistantSettings, Handoff, Reply, Turn};
 use crate::config::Settings;
 use crate::knowledge::language::{LanguageDetector, normalise};
@@ -249,20 +249,27 @@ impl BuiltinAssistant {
         match spec.on_complete {
             OnComplete::Task => {
                 let kind = spec.task.clone().unwrap_or_else(|| spec.name.clone());
+                let mut details: serde_json::Map<String, Value> = flow
+                    .slots
+                    .iter()
+                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+                    .collect();
+                let order_id = details
+                    .remove(ORDER_SLOT)
+                    .and_then(|value| value.as_str().map(str::to_string));
+                // The workflow tells the customer what came of it (or why it cannot be).
                 outcome.actions.push(Action::OpenTask {
                     kind,
-                    payload: json!({
-                        "intent": spec.name,
-                        "slots": flow.slots,
-                        "language": language,
-                        "conversation_id": turn.conversation_id,
-                        "contact_id": turn.contact_id,
-                        "verified": turn.verified,
-                    }),
+                    order_id,
+                    details,
                 });
-                outcome
-                    .messages
-                    .push(render(&texts.done[&spec.name], &values));
+            }
+            OnComplete::OrderStatus => {
+                if let Some(order_id) = flow.slots.get(ORDER_SLOT) {
+                    outcome.actions.push(Action::OrderStatus {
+                        order_id: order_id.clone(),
+                    });
+                }
             }
             OnComplete::Reply => outcome
                 .messages
@@ -471,6 +478,31 @@ impl BuiltinAssistant {
                     turn,
                     &prediction,
                 );
+                return Ok(self.finish(outcome, state, language));
+            }
+            // A question while a slot is awaited: answer it, then ask again (not a failed
+            // attempt at the slot).
+            let question = predicted_spec
+                .is_some_and(|spec| spec.on_complete == OnComplete::Knowledge)
+                && prediction.probability >= self.settings.switch_intent_probability
+                && !awaiting_free_text;
+            if question {
+                let awaiting = flow.awaiting.clone();
+                state.flow = Some(flow);
+                self.answer_from_knowledge(
+                    &mut outcome,
+                    &mut state,
+                    turn,
+                    embedding,
+                    &language,
+                    &prediction,
+                )
+                .await?;
+                if outcome.handoff.is_some() {
+                    state.flow = None;
+                } else if let Some(prompt) = awaiting.and_then(|slot| texts.prompt.get(&slot)) {
+                    outcome.messages.push(prompt.clone());
+                }
                 return Ok(self.finish(outcome, state, language));
             }
             flow.attempts += 1;

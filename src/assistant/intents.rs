@@ -13,14 +13,20 @@ use serde::Deserialize;
 use super::AssistantError;
 use crate::knowledge::language::{LANGUAGES, normalise};
 
+/// The slot holding an order number: a task's `order_id` and the order an order-status
+/// intent looks up.
+pub const ORDER_SLOT: &str = "order_number";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum OnComplete {
     Task,
     Handoff,
     Reply,
     Knowledge,
     Cancel,
+    /// Look the order (slot `order_number`) up and tell its status.
+    OrderStatus,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,6 +170,17 @@ impl Intents {
                     ),
                 ));
             }
+            if intent.on_complete == OnComplete::OrderStatus
+                && !intent.slots.iter().any(|slot| slot == ORDER_SLOT)
+            {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "intent {:?}: on_complete = \"order_status\" needs the slot {ORDER_SLOT:?}",
+                        intent.name
+                    ),
+                ));
+            }
             for language in intent.examples.keys() {
                 if normalise(language) != Some(language.as_str()) {
                     return Err(invalid(
@@ -225,8 +242,6 @@ pub struct LanguageResponses {
     pub invalid: HashMap<String, String>,
     #[serde(default)]
     pub reply: HashMap<String, String>,
-    #[serde(default)]
-    pub done: HashMap<String, String>,
 }
 
 /// Response templates for every supported language.
@@ -264,17 +279,12 @@ impl Responses {
                         }
                     }
                 }
-                let needed = match intent.on_complete {
-                    OnComplete::Task => Some(("done", &responses.done)),
-                    OnComplete::Reply => Some(("reply", &responses.reply)),
-                    _ => None,
-                };
-                if let Some((table, map)) = needed
-                    && !map.contains_key(&intent.name)
+                if intent.on_complete == OnComplete::Reply
+                    && !responses.reply.contains_key(&intent.name)
                 {
                     return Err(invalid(
                         path,
-                        format!("[{language}.{table}] has no {:?}", intent.name),
+                        format!("[{language}.reply] has no {:?}", intent.name),
                     ));
                 }
             }

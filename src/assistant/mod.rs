@@ -51,11 +51,44 @@ pub struct Reply {
     pub actions: Vec<Action>,
 }
 
-/// Something the assistant asks the back office to do.
+/// Something the assistant asks the back office to do. It is a request, never an
+/// authorisation: the [`ActionRunner`] acts as the conversation's verified customer and the
+/// workflow's policies decide.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// Open a task of `kind` (for example `refund_request`) with the collected details.
-    OpenTask { kind: String, payload: Value },
+    /// Open a back-office task of `kind` (a workflow task type such as `refund`) about
+    /// `order_id`, with the details collected from the customer (slot name to value).
+    OpenTask {
+        kind: String,
+        order_id: Option<String>,
+        details: serde_json::Map<String, Value>,
+    },
+    /// Tell the customer where their order is.
+    OrderStatus { order_id: String },
+}
+
+impl Action {
+    pub fn order_id(&self) -> Option<&str> {
+        match self {
+            Action::OpenTask { order_id, .. } => order_id.as_deref(),
+            Action::OrderStatus { order_id } => Some(order_id),
+        }
+    }
+}
+
+/// Carries out the assistant's actions for the router, within the turn that asked for them.
+#[async_trait]
+pub trait ActionRunner: Send + Sync {
+    /// Run `action` for the customer of `conversation_id`. `key` is stable across a redone
+    /// turn (a crash, a takeover), so running it twice has the effect of once. Returns what to
+    /// tell the customer now, in `language`; nothing when the outcome is told another way.
+    async fn run(
+        &self,
+        conversation_id: &str,
+        language: Option<&str>,
+        action: &Action,
+        key: &str,
+    ) -> Vec<String>;
 }
 
 /// A request to pass the conversation to a queue, with what a person needs to pick it up.

@@ -22,7 +22,7 @@ use switchboard_connector::{
     AuthorKind, ChannelMessage, ConnectorHost, HostError, InboundEvent, IngestReceipt, TypingSignal,
 };
 
-use crate::assistant::{Assistant, Reply, Turn};
+use crate::assistant::{ActionRunner, Assistant, Reply, Turn};
 use crate::channels::Channels;
 use crate::config::RouterSettings;
 use crate::metrics::Metrics;
@@ -45,6 +45,8 @@ pub struct Job {
 pub struct Router {
     store: Store,
     assistant: Arc<dyn Assistant>,
+    /// Carries out what the assistant asks of the back office (the workflow).
+    actions: Option<Arc<dyn ActionRunner>>,
     channels: Arc<Channels>,
     metrics: Arc<Metrics>,
     delivery: Arc<Delivery>,
@@ -64,6 +66,7 @@ impl Router {
     pub fn new(
         store: Store,
         assistant: Arc<dyn Assistant>,
+        actions: Option<Arc<dyn ActionRunner>>,
         channels: Arc<Channels>,
         metrics: Arc<Metrics>,
         delivery: Arc<Delivery>,
@@ -72,6 +75,7 @@ impl Router {
         let router = Arc::new(Router {
             store,
             assistant,
+            actions,
             channels,
             metrics,
             delivery,
@@ -159,7 +163,8 @@ impl Router {
         loop {
             let conversation = self.conversation(&job.conversation_id).await?;
             let commit = if conversation.status == "bot" {
-                let reply = self.ask_assistant(&conversation, job).await;
+                let mut reply = self.ask_assistant(&conversation, job).await;
+                self.run_actions(&conversation, job, &mut reply).await;
                 self.commit_for_bot(&conversation, job, reply)
             } else {
                 // A queue or an agent owns the conversation: the bot stays silent.
@@ -256,6 +261,30 @@ impl Router {
                     ..Reply::default()
                 }
             }
+        }
+    }
+
+    /// Carry out the assistant's actions before the turn commits, so that what came of them
+    /// is said in the same turn. Keyed by the inbound message: a redone turn (a crash before
+    /// the commit, a takeover) replays them instead of doing them twice.
+    async fn run_actions(&self, conversation: &Conversation, job: &Job, reply: &mut Reply) {
+        if reply.actions.is_empty() {
+            return;
+        }
+        let Some(actions) = &self.actions else {
+            tracing::warn!(conversation = %conversation.id, "the assistant asked for back-office actions, but none can run here");
+            return;
+        };
+        let language = reply
+            .language
+            .clone()
+            .or_else(|| conversation.language.clone());
+        for (index, action) in std::mem::take(&mut reply.actions).iter().enumerate() {
+            let key = format!("turn:{}:{index}", job.message_id);
+            let said = actions
+                .run(&conversation.id, language.as_deref(), action, &key)
+                .await;
+            reply.messages.extend(said);
         }
     }
 

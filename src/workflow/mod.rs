@@ -17,6 +17,7 @@
 //! - [`notify`]: customer notices in en/es/ca; [`webhooks`]: Standard Webhooks signing and
 //!   delivery; [`cli`]: `switchboard tasks ...` and `switchboard apikey create`.
 
+pub mod actions;
 pub mod cli;
 pub mod model;
 pub mod notify;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+pub use actions::WorkflowActions;
 pub use model::{
     Actor, ApiKeyPrincipal, Delivery, DeliveryPage, Scope, Task, TaskEvent, TaskPage, TaskStatus,
     VerifiedContext, WorkflowError,
@@ -416,6 +418,10 @@ impl WorkflowService {
     }
 
     /// The task types this instance knows.
+    pub fn settings(&self) -> &WorkflowSettings {
+        &self.settings
+    }
+
     pub fn task_types(&self) -> impl Iterator<Item = &str> {
         self.types.names()
     }

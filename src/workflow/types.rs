@@ -160,8 +160,10 @@ fn builtin_schemas() -> Vec<Builtin> {
             json!({
                 "type": "object",
                 "additionalProperties": false,
-                "required": ["address"],
+                "anyOf": [{"required": ["address"]}, {"required": ["address_text"]}],
                 "properties": {
+                    "address_text": {"type": "string", "minLength": 10, "maxLength": 500,
+                        "description": "the new address as the customer wrote it (in chat)"},
                     "address": {
                         "type": "object",
                         "additionalProperties": false,

@@ -4,9 +4,10 @@
 //! that rejects a tampered one; refusals without side effects; idempotency, pagination,
 //! filters, the inbound endpoint, the HTTP order source, the CLI and the OpenAPI document.
 //!
-//! The assistant that recognises "I want a refund" is built separately (issue 3), so these
-//! tests open tasks through `WorkflowService::open_task` with the web chat conversation's
-//! verified context, exactly the door the assistant uses.
+//! `customer_asks_in_chat` goes the whole way from the customer's words: the builtin assistant
+//! recognises the request, the router runs its action through the workflow as the conversation's
+//! verified customer. The others open tasks through `WorkflowService::open_task` with the web
+//! chat conversation's verified context, the same door, to test the workflow in detail.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +27,7 @@ use switchboard::workflow::settings::{CustomType, WebhookEndpoint};
 use switchboard::workflow::{Actor, NewTask, Scope, TaskStatus, VerifiedContext, WorkflowError};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, Visitor, eventually};
+use crate::helpers::{Backend, TestApp, Visitor, eventually, options_with};
 
 const HOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const INBOUND_SECRET: &str = "whsec_c3dpdGNoYm9hcmQtaW5ib3VuZC10ZXN0LWtleQ==";
@@ -139,6 +140,14 @@ struct Shop {
 }
 
 async fn shop(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Shop {
+    shop_with(backend, configure, AppOptions::default()).await
+}
+
+async fn shop_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Settings),
+    options: AppOptions,
+) -> Shop {
     let receiver = Receiver::default();
     let receiver_url = start_receiver(receiver.clone()).await;
     let hooks = receiver_url.clone();
@@ -162,7 +171,7 @@ async fn shop(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Shop {
             settings.outbox.max_attempts = 3;
             configure(settings);
         },
-        AppOptions::default(),
+        options,
     )
     .await;
     Shop {
@@ -336,6 +345,119 @@ async fn system_frame(visitor: &mut Visitor, containing: &str) -> Value {
 }
 
 // ---- the end-to-end stories ----------------------------------------------------------------
+
+/// The bot's next message whose text contains `containing`.
+async fn bot_frame(visitor: &mut Visitor, containing: &str) -> Value {
+    let wanted = containing.to_string();
+    visitor
+        .expect(containing, move |frame| {
+            frame["type"] == "message"
+                && frame["author"] == "bot"
+                && frame["text"].as_str().unwrap_or_default().contains(&wanted)
+        })
+        .await
+}
+
+async fn customer_asks_in_chat(backend: Backend) {
+    let assistant = crate::assistant::shared_assistant().await;
+    let shop = shop_with(backend, |_| {}, options_with(Some(assistant), vec![])).await;
+    let (mut visitor, context) = shop.customer("ana@example.com").await;
+    let conversation_id = context.conversation_id.clone();
+    let reader = shop.key(&[Scope::TasksRead], &[]).await;
+    let tasks = |shop: &Shop| {
+        let reader = reader.clone();
+        let contact = context.contact_id.clone();
+        let http = shop.http.clone();
+        let url = shop
+            .app
+            .http_url(&format!("/api/v1/contacts/{contact}/tasks"));
+        async move {
+            let body: Value = http
+                .get(url)
+                .bearer_auth(reader)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["data"].as_array().unwrap().clone()
+        }
+    };
+
+    // Where is my order? Looked up among the customer's own orders.
+    visitor.send_and_ack("c-1", "where is my order 1044?").await;
+    bot_frame(&mut visitor, "Order 1044 is paid and being prepared.").await;
+
+    // A refund of a delivered order under the limit: collected over two turns, opened as the
+    // verified customer for the order's total, approved by the policy, told in the chat.
+    visitor
+        .send_and_ack("c-2", "I want a refund for order 1042")
+        .await;
+    bot_frame(&mut visitor, "What is the reason?").await;
+    visitor.send_and_ack("c-3", "the mugs arrived broken").await;
+    let approved = system_frame(&mut visitor, "approved").await;
+    assert_eq!(
+        approved["text"],
+        "Good news: your refund request (45.00 EUR) for order 1042 has been approved."
+    );
+    let opened = tasks(&shop).await;
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0]["type"], "refund");
+    assert_eq!(opened[0]["status"], "approved");
+    assert_eq!(opened[0]["conversation_id"], conversation_id.as_str());
+    assert_eq!(opened[0]["payload"]["amount_cents"], 4500);
+    assert_eq!(opened[0]["payload"]["reason"], "the mugs arrived broken");
+
+    // A larger refund waits for finance; the approval over the API reaches the chat.
+    visitor
+        .send_and_ack("c-4", "can I get a refund for order 1043?")
+        .await;
+    bot_frame(&mut visitor, "What is the reason?").await;
+    visitor.send_and_ack("c-5", "the kettle leaks").await;
+    system_frame(&mut visitor, "needs to review it").await;
+    let waiting = tasks(&shop).await;
+    let large = waiting
+        .iter()
+        .find(|task| task["order_id"] == "1043")
+        .expect("the refund of 1043 is open");
+    assert_eq!(large["status"], "awaiting_approval");
+    let finance = shop
+        .key(&[Scope::TasksRead, Scope::TasksApprove], &["finance"])
+        .await;
+    let (status, body) = shop
+        .post(
+            &finance,
+            &format!("/api/v1/tasks/{}/approve", large["id"].as_str().unwrap()),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    system_frame(
+        &mut visitor,
+        "(189.90 EUR) for order 1043 has been approved",
+    )
+    .await;
+
+    // A cancellation after shipping is refused by the policy, not by the assistant.
+    visitor.send_and_ack("c-6", "cancel order 1042").await;
+    bot_frame(&mut visitor, "Order 1042 has already shipped").await;
+    assert_eq!(tasks(&shop).await.len(), 2);
+
+    // Another customer's order: refused in the customer's words, and nothing is opened.
+    visitor
+        .send_and_ack("c-7", "quiero un reembolso del pedido 2001")
+        .await;
+    bot_frame(&mut visitor, "motivo").await;
+    visitor.send_and_ack("c-8", "no me gusta el color").await;
+    bot_frame(
+        &mut visitor,
+        "No encuentro el pedido 2001 entre tus pedidos",
+    )
+    .await;
+    assert_eq!(tasks(&shop).await.len(), 2);
+}
+both_backends!(workflow_customer_asks_in_chat, customer_asks_in_chat);
 
 async fn small_refund_is_approved_and_told(backend: Backend) {
     let shop = shop(backend, |_| {}).await;
