@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::assistant::{self, Assistant};
 use crate::channels::Channels;
 use crate::config::Settings;
+use crate::http::DemoIdentity;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::outbox::Delivery;
@@ -86,6 +87,7 @@ impl App {
 
         let mut channels = Channels::default();
         let mut open_sessions: Arc<dyn Fn() -> usize + Send + Sync> = Arc::new(|| 0);
+        let mut demo_identity = None;
         #[cfg(feature = "channel-webchat")]
         if settings.webchat.enabled {
             let secret = webchat_secret(&settings)?;
@@ -100,6 +102,21 @@ impl App {
             webchat.rate_per_minute = config.rate_per_minute;
             webchat.rate_burst = config.rate_burst;
             webchat.history_limit = config.history_limit;
+            let identity_secret = if config.identity_secret.is_empty() {
+                // Only this server signs (the demo page): a key of its own, never shared.
+                rand::random::<[u8; 32]>().to_vec()
+            } else {
+                config.identity_secret.as_bytes().to_vec()
+            };
+            let identities = switchboard_webchat::session::IdentityVerifier::new(&identity_secret);
+            if !config.demo_email.is_empty() {
+                tracing::warn!(email = %config.demo_email, "the demo page at / is signed in as a demo customer (webchat.demo_email)");
+                demo_identity = Some(DemoIdentity {
+                    signature: identities.sign(&config.demo_email),
+                    email: config.demo_email.clone(),
+                });
+            }
+            webchat.identities = Some(identities);
             let connector = switchboard_webchat::WebchatConnector::new(webchat);
             let sessions = connector.clone();
             open_sessions = Arc::new(move || sessions.open_sessions());
@@ -157,6 +174,7 @@ impl App {
             metrics: metrics.clone(),
             open_sessions: open_sessions.clone(),
             workflow: workflow.clone(),
+            demo_identity,
         };
         let app = http::router(state, &channels, host);
         let listener =

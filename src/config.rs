@@ -111,7 +111,7 @@ impl Default for LogSettings {
     fn default() -> LogSettings {
         LogSettings {
             format: "pretty".into(),
-            level: "info".into(),
+            level: "info,qdrant_edge=error".into(),
         }
     }
 }
@@ -179,6 +179,11 @@ pub struct WebchatConfig {
     pub rate_per_minute: u32,
     pub rate_burst: u32,
     pub history_limit: u32,
+    /// Lets the page embedding the widget vouch for a signed-in customer (see
+    /// docs/webchat-protocol.md). Empty: only the demo page can (with `demo_email`).
+    pub identity_secret: String,
+    /// The demo page at `/` is signed in as this customer of the demo shop. Empty: a guest.
+    pub demo_email: String,
 }
 
 impl Default for WebchatConfig {
@@ -192,6 +197,8 @@ impl Default for WebchatConfig {
             rate_per_minute: 120,
             rate_burst: 20,
             history_limit: 100,
+            identity_secret: String::new(),
+            demo_email: String::new(),
         }
     }
 }
@@ -201,6 +208,8 @@ impl std::fmt::Debug for WebchatConfig {
         f.debug_struct("WebchatConfig")
             .field("enabled", &self.enabled)
             .field("session_secret", &"<redacted>")
+            .field("identity_secret", &"<redacted>")
+            .field("demo_email", &self.demo_email)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("rate_per_minute", &self.rate_per_minute)
             .finish_non_exhaustive()

@@ -22,6 +22,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub open_sessions: Arc<dyn Fn() -> usize + Send + Sync>,
     pub workflow: Arc<crate::workflow::WorkflowService>,
+    /// The customer the demo page is signed in as (`webchat.demo_email`).
+    pub demo_identity: Option<DemoIdentity>,
+}
+
+/// A demo shop customer, signed for the widget.
+#[derive(Debug, Clone)]
+pub struct DemoIdentity {
+    pub email: String,
+    pub signature: String,
 }
 
 pub fn router(state: AppState, channels: &Channels, host: Arc<dyn ConnectorHost>) -> Router {
@@ -80,12 +89,42 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 #[cfg(feature = "channel-webchat")]
-async fn demo_page() -> Response {
+async fn demo_page(State(state): State<AppState>) -> Response {
+    let page = match &state.demo_identity {
+        None => switchboard_webchat::DEMO_HTML.to_string(),
+        Some(identity) => {
+            // Both values are checked when configured; escaped all the same.
+            let email = escape_html(&identity.email);
+            switchboard_webchat::DEMO_HTML
+                .replace(
+                    "data-open=\"true\"",
+                    &format!(
+                        "data-open=\"true\" data-user-email=\"{email}\" data-user-signature=\"{}\"",
+                        identity.signature
+                    ),
+                )
+                .replace(
+                    "<!-- signed-in -->",
+                    &format!("<p class=\"signed-in\">Signed in to the demo shop as <strong>{email}</strong>: ask about your orders (1042 to 1045), a refund or a cancellation.</p>"),
+                )
+        }
+    };
     (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        switchboard_webchat::DEMO_HTML,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
     )
         .into_response()
+}
+
+#[cfg(feature = "channel-webchat")]
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(feature = "channel-webchat")]

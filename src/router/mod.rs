@@ -57,6 +57,8 @@ pub struct Router {
     /// stale entry is harmless: the turn's commit is guarded by the row's version and is redone
     /// on the fresh row if anything changed it.
     conversations: dashmap::DashMap<String, Conversation>,
+    /// Channel identities whose vouched-for email is linked already: `(channel, user, email)`.
+    linked_emails: dashmap::DashSet<(String, String, String)>,
 }
 
 /// Most conversations kept in the router's cache.
@@ -83,6 +85,7 @@ impl Router {
             lanes: std::sync::OnceLock::new(),
             accepting: AtomicBool::new(true),
             conversations: dashmap::DashMap::new(),
+            linked_emails: dashmap::DashSet::new(),
         });
         let weak = Arc::downgrade(&router);
         let lanes = Lanes::new(Arc::new(move |job: Job| {
@@ -319,6 +322,32 @@ impl Router {
         }
     }
 
+    /// Link the email a channel vouches for to the sender's contact, once per process.
+    async fn link_email(&self, event: &InboundEvent, email: &str) -> Result<(), HostError> {
+        let email = crate::workflow::orders::normalise_email(email);
+        let key = (
+            event.channel.clone(),
+            event.sender.platform_user_id.clone(),
+            email,
+        );
+        if self.linked_emails.contains(&key) {
+            return Ok(());
+        }
+        if self.linked_emails.len() >= CACHED_CONVERSATIONS {
+            self.linked_emails.clear();
+        }
+        let source = format!("channel:{}", event.channel);
+        self.store
+            .link_identity_email(&key.0, &key.1, &key.2, &source)
+            .await
+            .map_err(|error| {
+                tracing::error!(channel = %event.channel, error = %error, "email not linked");
+                HostError::Unavailable("storage unavailable".into())
+            })?;
+        self.linked_emails.insert(key);
+        Ok(())
+    }
+
     async fn typing(&self, conversation: &Conversation, active: bool) {
         let Ok(connector) = self.channels.get(&conversation.channel) else {
             return;
@@ -366,6 +395,15 @@ impl ConnectorHost for Router {
             tracing::error!(channel = %event.channel, error = %error, "inbound message not stored");
             HostError::Unavailable("storage unavailable".into())
         })?;
+        if let Some(email) = event
+            .sender
+            .email
+            .as_deref()
+            .filter(|_| event.sender.verified)
+        {
+            // Before the turn: what the customer asks for may depend on whose orders are theirs.
+            self.link_email(&event, email).await?;
+        }
         if stored.duplicate {
             self.metrics.inbound_duplicate(&event.channel);
         } else {

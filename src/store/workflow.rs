@@ -799,6 +799,32 @@ impl Store {
         Ok(())
     }
 
+    /// Link `email` to the contact behind a channel identity (which must exist: it is created
+    /// with the identity's first message).
+    pub async fn link_identity_email(
+        &self,
+        channel: &str,
+        platform_user_id: &str,
+        email: &str,
+        source: &str,
+    ) -> StoreResult<()> {
+        self.run_script(vec![Statement::new(
+            "INSERT INTO contact_emails (contact_id, email, source, created_at) \
+             SELECT contact_id, $3, $4, $5 FROM contact_identities \
+             WHERE channel = $1 AND platform_user_id = $2 \
+             ON CONFLICT (contact_id, email) DO NOTHING",
+            vec![
+                channel.into(),
+                platform_user_id.into(),
+                email.into(),
+                source.into(),
+                now_ms().into(),
+            ],
+        )])
+        .await?;
+        Ok(())
+    }
+
     /// The contact's most recently active conversation.
     pub async fn latest_conversation(&self, contact_id: &str) -> StoreResult<Option<String>> {
         let row = sqlx::query(

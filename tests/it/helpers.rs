@@ -158,23 +158,28 @@ pub enum Next {
 
 impl Visitor {
     pub async fn connect(url: &str, token: Option<&str>) -> Visitor {
+        Visitor::hello(url, json!({"type": "hello", "token": token})).await
+    }
+
+    /// Connect with a `hello` frame of one's own. Frames before the welcome (an error about
+    /// the identity) wait in the backlog.
+    pub async fn hello(url: &str, hello: Value) -> Visitor {
         let (mut socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
         socket
-            .send(Message::text(
-                json!({"type": "hello", "token": token}).to_string(),
-            ))
+            .send(Message::text(hello.to_string()))
             .await
             .expect("send hello");
-        let welcome = read_frame(&mut socket).await;
-        let Next::Frame(welcome) = welcome else {
-            panic!("closed before welcome")
+        let mut backlog = std::collections::VecDeque::new();
+        let welcome = loop {
+            match read_frame(&mut socket).await {
+                Next::Frame(frame) if frame["type"] == "welcome" => break frame,
+                Next::Frame(frame) if frame["type"] == "error" => backlog.push_back(frame),
+                Next::Frame(frame) => panic!("first frame is welcome: {frame}"),
+                Next::Closed(code) => panic!("closed ({code:?}) before welcome"),
+            }
         };
-        assert_eq!(
-            welcome["type"], "welcome",
-            "first frame is welcome: {welcome}"
-        );
         Visitor {
             socket,
             token: welcome["token"].as_str().expect("token").to_string(),
@@ -183,7 +188,7 @@ impl Visitor {
                 .expect("visitor id")
                 .to_string(),
             welcome,
-            backlog: Default::default(),
+            backlog,
         }
     }
 

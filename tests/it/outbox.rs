@@ -55,6 +55,7 @@ fn event(thread: &str, platform_id: &str, text: &str) -> InboundEvent {
             platform_user_id: format!("user-{thread}"),
             display_name: Some("Test Customer".into()),
             verified: true,
+            email: None,
         },
         thread: thread.into(),
         text: text.into(),

@@ -1,6 +1,7 @@
 //! Web chat through the whole app: session resume with history, several tabs, typing.
 
 use serde_json::json;
+use switchboard_webchat::session::IdentityVerifier;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::both_backends;
@@ -226,3 +227,80 @@ async fn slow_answers_show_typing(backend: Backend) {
     assert_eq!(history.len(), 2, "typing is not stored");
 }
 both_backends!(typing_indicators, slow_answers_show_typing);
+
+async fn signed_in_customers_are_vouched_for(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        |settings| settings.webchat.identity_secret = "shop-secret".into(),
+        Default::default(),
+    )
+    .await;
+    let shop = IdentityVerifier::new(b"shop-secret");
+    let signed_in = |email: &str, signature: &str, token: Option<&str>| {
+        json!({"type": "hello", "token": token,
+               "identity": {"email": email, "signature": signature}})
+    };
+    let signature = shop.sign("Ana@Example.com");
+
+    // Signed in: a visitor of their own, the email linked to their contact on their first
+    // message.
+    let mut phone = Visitor::hello(
+        &app.ws_url(),
+        signed_in("ana@example.com", &signature, None),
+    )
+    .await;
+    assert!(phone.visitor_id.starts_with("id-"), "{}", phone.welcome);
+    phone.send_and_ack("p-1", "hello from my phone").await;
+    phone.bot_reply().await;
+    let linked = || async {
+        use sqlx::Connection;
+        let mut connection = sqlx::AnyConnection::connect(&app.database.url)
+            .await
+            .unwrap();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT e.email, e.source FROM contact_emails e \
+             JOIN contact_identities i ON i.contact_id = e.contact_id \
+             WHERE i.channel = 'webchat' AND i.platform_user_id = $1",
+        )
+        .bind(phone.visitor_id.clone())
+        .fetch_all(&mut connection)
+        .await
+        .unwrap();
+        rows
+    };
+    assert_eq!(
+        linked().await,
+        [("ana@example.com".to_string(), "channel:webchat".to_string())]
+    );
+
+    // Another device, same customer: the same conversation and its history.
+    let laptop = Visitor::hello(
+        &app.ws_url(),
+        signed_in("ana@example.com", &signature, None),
+    )
+    .await;
+    assert_eq!(laptop.visitor_id, phone.visitor_id);
+    assert_eq!(laptop.history().len(), 2);
+
+    // A forged signature: told, and chatting as a guest.
+    let mut forged = Visitor::hello(
+        &app.ws_url(),
+        signed_in("ana@example.com", &shop.sign("jordi@example.cat"), None),
+    )
+    .await;
+    let error = forged
+        .expect("identity error", |frame| frame["type"] == "error")
+        .await;
+    assert_eq!(error["code"], "invalid_identity");
+    assert!(!forged.visitor_id.starts_with("id-"));
+    assert!(forged.history().is_empty());
+
+    // The signed-in customer's token without the identity (they signed out, someone else uses
+    // the browser): a new guest, not their conversation.
+    let after = Visitor::connect(&app.ws_url(), Some(&phone.token)).await;
+    assert_ne!(after.visitor_id, phone.visitor_id);
+    assert_eq!(after.welcome["resumed"], false);
+    assert!(after.history().is_empty());
+    assert_eq!(linked().await.len(), 1);
+}
+both_backends!(signed_in_customers, signed_in_customers_are_vouched_for);

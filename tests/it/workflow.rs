@@ -25,6 +25,7 @@ use switchboard::config::Settings;
 use switchboard::store::Transfer;
 use switchboard::workflow::settings::{CustomType, WebhookEndpoint};
 use switchboard::workflow::{Actor, NewTask, Scope, TaskStatus, VerifiedContext, WorkflowError};
+use switchboard_webchat::session::IdentityVerifier;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, Visitor, eventually, options_with};
@@ -360,9 +361,38 @@ async fn bot_frame(visitor: &mut Visitor, containing: &str) -> Value {
 
 async fn customer_asks_in_chat(backend: Backend) {
     let assistant = crate::assistant::shared_assistant().await;
-    let shop = shop_with(backend, |_| {}, options_with(Some(assistant), vec![])).await;
-    let (mut visitor, context) = shop.customer("ana@example.com").await;
-    let conversation_id = context.conversation_id.clone();
+    let shop = shop_with(
+        backend,
+        |settings| settings.webchat.identity_secret = "shop-secret".into(),
+        options_with(Some(assistant), vec![]),
+    )
+    .await;
+    // Signed in to the shop's site, which vouches for the customer's email to the widget.
+    let identity = json!({
+        "email": "ana@example.com",
+        "signature": IdentityVerifier::new(b"shop-secret").sign("ana@example.com"),
+    });
+    let mut visitor = Visitor::hello(
+        &shop.app.ws_url(),
+        json!({"type": "hello", "token": null, "identity": identity}),
+    )
+    .await;
+    visitor.send_and_ack("c-0", "hello").await;
+    visitor.bot_reply().await;
+    let history = shop
+        .app
+        .store()
+        .history("webchat", &visitor.visitor_id, 10)
+        .await
+        .unwrap();
+    let conversation_id = history[0].conversation_id.clone();
+    let context = shop
+        .app
+        .app
+        .workflow
+        .context_for(&conversation_id)
+        .await
+        .unwrap();
     let reader = shop.key(&[Scope::TasksRead], &[]).await;
     let tasks = |shop: &Shop| {
         let reader = reader.clone();

@@ -71,6 +71,10 @@ pub struct PlatformIdentity {
     /// True when the platform itself vouches for this identity (a signed web chat session, a
     /// Telegram user id). Back-office actions only trust verified identities.
     pub verified: bool,
+    /// An email address the channel vouches for (a shop's signed-in customer in web chat). The
+    /// app links it to the contact, so the back office knows which orders are theirs.
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// A customer's message as a connector hands it to the app.

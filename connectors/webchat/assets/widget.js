@@ -41,6 +41,14 @@
     return u.href;
   })();
   var openOnLoad = !!script && script.getAttribute('data-open') === 'true';
+  // A customer signed in to the embedding site, vouched for by its server's signature.
+  var identity = null;
+  if (script && script.getAttribute('data-user-email') && script.getAttribute('data-user-signature')) {
+    identity = {
+      email: script.getAttribute('data-user-email'),
+      signature: script.getAttribute('data-user-signature')
+    };
+  }
 
   // ---- storage (localStorage may be unavailable: fall back to memory) -----------------------
 
@@ -499,7 +507,9 @@
 
     socket.onopen = function () {
       if (ws !== socket) return;
-      socket.send(JSON.stringify({ type: 'hello', token: loadToken() }));
+      var hello = { type: 'hello', token: loadToken() };
+      if (identity) hello.identity = identity;
+      socket.send(JSON.stringify(hello));
       clearTimeout(welcomeTimer);
       welcomeTimer = setTimeout(function () {
         if (ws === socket && !ready) { try { socket.close(); } catch (e) { /* ignore */ } }
@@ -646,6 +656,9 @@
         return; // the server closes with 4001 and we start over
       case 'hello_required':
         return; // the server closes with 4002 and we reconnect
+      case 'invalid_identity':
+        identity = null; // the site's signature is wrong: chat as a guest
+        return;
       case 'rate_limited':
         notice("You're sending messages too quickly. We'll send it again shortly.");
         if (cid) scheduleRetry(15000);

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{ClientFrame, MessageView, ServerFrame, close};
-use crate::session::SessionSigner;
+use crate::session::{IdentityVerifier, SessionSigner};
 
 pub const KIND: &str = "webchat";
 
@@ -55,6 +55,8 @@ pub struct WebchatSettings {
     pub flood_close_after: u32,
     pub history_limit: u32,
     pub hello_timeout: Duration,
+    /// Checks the signed-in customers that embedding pages vouch for; `None` refuses them.
+    pub identities: Option<IdentityVerifier>,
 }
 
 impl WebchatSettings {
@@ -68,6 +70,7 @@ impl WebchatSettings {
             flood_close_after: 50,
             history_limit: 100,
             hello_timeout: Duration::from_secs(10),
+            identities: None,
         }
     }
 }
@@ -256,8 +259,22 @@ async fn send_frame(socket: &mut WebSocket, frame: &ServerFrame) -> bool {
     socket.send(encode(frame)).await.is_ok()
 }
 
-/// Wait for `hello`, then check or issue the session token.
-async fn handshake(state: &SocketState, socket: &mut WebSocket) -> Option<(String, String, bool)> {
+/// Who is on the other end of a socket.
+struct Session {
+    visitor_id: String,
+    token: String,
+    resumed: bool,
+    /// The signed-in customer's email, when the embedding page vouched for one.
+    email: Option<String>,
+}
+
+/// Visitor ids of signed-in customers start with this; anonymous ones are UUIDs.
+const IDENTITY_PREFIX: &str = "id-";
+
+/// Wait for `hello`, then check or issue the session token. A signed-in customer (a valid
+/// `identity`) is the same visitor on every device; a token of a signed-in customer is not
+/// honoured without the identity (someone else may be using the browser after they left).
+async fn handshake(state: &SocketState, socket: &mut WebSocket) -> Option<Session> {
     let settings = &state.connector.settings;
     let first = tokio::time::timeout(settings.hello_timeout, socket.recv()).await;
     let frame = match first {
@@ -266,7 +283,7 @@ async fn handshake(state: &SocketState, socket: &mut WebSocket) -> Option<(Strin
         Ok(Some(Err(_)) | None) => return None,
         Err(_elapsed) => None,
     };
-    let Some(ClientFrame::Hello { token }) = frame else {
+    let Some(ClientFrame::Hello { token, identity }) = frame else {
         tracing::info!("web chat client did not start with hello");
         send_frame(
             socket,
@@ -276,9 +293,30 @@ async fn handshake(state: &SocketState, socket: &mut WebSocket) -> Option<(Strin
         close_with(socket, close::HELLO_REQUIRED, "hello required").await;
         return None;
     };
-    match token {
+    let email = match identity {
+        None => None,
+        Some(identity) => {
+            let verified = settings
+                .identities
+                .as_ref()
+                .and_then(|identities| identities.verify(&identity.email, &identity.signature));
+            if verified.is_none() {
+                tracing::info!("web chat identity refused");
+                send_frame(
+                    socket,
+                    &ServerFrame::error(
+                        "invalid_identity",
+                        "the identity is not signed by this site; continuing as a guest",
+                    ),
+                )
+                .await;
+            }
+            verified
+        }
+    };
+    let from_token = match token {
         Some(token) => match settings.signer.verify(&token, now_secs()) {
-            Some(visitor_id) => Some((visitor_id, token, true)),
+            Some(visitor_id) => Some((visitor_id, token)),
             None => {
                 tracing::info!("web chat session token refused");
                 send_frame(
@@ -287,15 +325,39 @@ async fn handshake(state: &SocketState, socket: &mut WebSocket) -> Option<(Strin
                 )
                 .await;
                 close_with(socket, close::INVALID_TOKEN, "invalid token").await;
-                None
+                return None;
             }
         },
-        None => {
-            let visitor_id = uuid::Uuid::now_v7().to_string();
-            let token = settings.signer.issue(&visitor_id, now_secs());
-            Some((visitor_id, token, false))
+        None => None,
+    };
+    let now = now_secs();
+    Some(match (email, from_token) {
+        (Some(email), token) => {
+            let visitor_id = settings.signer.identity_visitor(&email);
+            let resumed = token.is_some_and(|(previous, _)| previous == visitor_id);
+            Session {
+                token: settings.signer.issue(&visitor_id, now),
+                visitor_id,
+                resumed,
+                email: Some(email),
+            }
         }
-    }
+        (None, Some((visitor_id, token))) if !visitor_id.starts_with(IDENTITY_PREFIX) => Session {
+            visitor_id,
+            token,
+            resumed: true,
+            email: None,
+        },
+        (None, _) => {
+            let visitor_id = uuid::Uuid::now_v7().to_string();
+            Session {
+                token: settings.signer.issue(&visitor_id, now),
+                visitor_id,
+                resumed: false,
+                email: None,
+            }
+        }
+    })
 }
 
 /// A token bucket per connection.
@@ -335,7 +397,13 @@ impl RateLimit {
 }
 
 async fn serve_socket(state: SocketState, mut socket: WebSocket) {
-    let Some((visitor_id, token, resumed)) = handshake(&state, &mut socket).await else {
+    let Some(Session {
+        visitor_id,
+        token,
+        resumed,
+        email,
+    }) = handshake(&state, &mut socket).await
+    else {
         return;
     };
     let connector = state.connector.clone();
@@ -376,10 +444,9 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
             tokio::select! {
                 incoming = socket.recv() => {
                     let Some(Ok(message)) = incoming else { break };
-                    let keep_open = handle_incoming(
-                        &state, &mut socket, &visitor_id, tab_id, &mut rate, message,
-                    )
-                    .await;
+                    let visitor = Visitor { id: &visitor_id, tab_id, email: email.as_deref() };
+                    let keep_open =
+                        handle_incoming(&state, &mut socket, &visitor, &mut rate, message).await;
                     if !keep_open {
                         break;
                     }
@@ -403,15 +470,22 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
     connector.unregister(&visitor_id, tab_id);
 }
 
+/// The visitor behind one socket (one tab).
+struct Visitor<'a> {
+    id: &'a str,
+    tab_id: u64,
+    email: Option<&'a str>,
+}
+
 /// Handle one frame from the browser; false closes the socket.
 async fn handle_incoming(
     state: &SocketState,
     socket: &mut WebSocket,
-    visitor_id: &str,
-    tab_id: u64,
+    visitor: &Visitor<'_>,
     rate: &mut RateLimit,
     message: Message,
 ) -> bool {
+    let visitor_id = visitor.id;
     let settings = &state.connector.settings;
     let text = match message {
         Message::Text(text) => text,
@@ -463,7 +537,7 @@ async fn handle_incoming(
             true
         }
         ClientFrame::Message { client_id, text } => {
-            handle_message(state, socket, visitor_id, tab_id, rate, client_id, text).await
+            handle_message(state, socket, visitor, rate, client_id, text).await
         }
     }
 }
@@ -471,12 +545,12 @@ async fn handle_incoming(
 async fn handle_message(
     state: &SocketState,
     socket: &mut WebSocket,
-    visitor_id: &str,
-    tab_id: u64,
+    visitor: &Visitor<'_>,
     rate: &mut RateLimit,
     client_id: String,
     text: String,
 ) -> bool {
+    let (visitor_id, tab_id) = (visitor.id, visitor.tab_id);
     let settings = &state.connector.settings;
     let refuse = |code: &'static str, message: String, client_id: &str| ServerFrame::Error {
         code,
@@ -520,6 +594,7 @@ async fn handle_message(
             platform_user_id: visitor_id.to_string(),
             display_name: None,
             verified: true,
+            email: visitor.email.map(str::to_string),
         },
         thread: visitor_id.to_string(),
         text: text.to_string(),

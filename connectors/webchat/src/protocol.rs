@@ -4,12 +4,23 @@ use serde::{Deserialize, Serialize};
 use switchboard_connector::{AuthorKind, ChannelMessage};
 
 /// A frame from the browser.
+/// `{"email", "signature"}`: see [`crate::session::IdentityVerifier`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub email: String,
+    pub signature: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
     Hello {
         #[serde(default)]
         token: Option<String>,
+        /// A signed-in customer the embedding page vouches for.
+        #[serde(default)]
+        identity: Option<Identity>,
     },
     Message {
         client_id: String,

@@ -69,9 +69,111 @@ impl SessionSigner {
     }
 }
 
+/// A shop's signed-in customer, as the page embedding the widget vouches for them: the page's
+/// server signs the customer's email with the identity secret it shares with Switchboard
+/// (hex HMAC-SHA256 of the trimmed, lower-cased email), and the widget passes both on.
+#[derive(Clone)]
+pub struct IdentityVerifier {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for IdentityVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityVerifier")
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Trimmed and lower-cased: the form that is signed and linked.
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+impl IdentityVerifier {
+    pub fn new(secret: &[u8]) -> IdentityVerifier {
+        IdentityVerifier {
+            secret: secret.to_vec(),
+        }
+    }
+
+    fn mac(&self, email: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("hmac takes any key length");
+        mac.update(normalise_email(email).as_bytes());
+        mac
+    }
+
+    /// The signature a page puts beside `email`.
+    pub fn sign(&self, email: &str) -> String {
+        self.mac(email)
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// The normalised email when `signature` vouches for it.
+    pub fn verify(&self, email: &str, signature: &str) -> Option<String> {
+        let email = normalise_email(email);
+        let plausible = email.len() <= 254
+            && email.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
+            });
+        if !plausible || signature.len() != 64 {
+            return None;
+        }
+        let bytes: Vec<u8> = (0..32)
+            .map(|index| u8::from_str_radix(signature.get(index * 2..index * 2 + 2)?, 16).ok())
+            .collect::<Option<_>>()?;
+        self.mac(&email).verify_slice(&bytes).ok()?;
+        Some(email)
+    }
+}
+
+impl SessionSigner {
+    /// The visitor id of a signed-in customer: the same on every device, and not guessable
+    /// from the email without the server's secret.
+    pub fn identity_visitor(&self, email: &str) -> String {
+        let digest = self
+            .mac(&format!("identity.{}", normalise_email(email)))
+            .finalize()
+            .into_bytes();
+        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("id-{hex}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identities_verify_only_with_the_secret() {
+        let verifier = IdentityVerifier::new(b"shop-secret");
+        let signature = verifier.sign(" Ana@Example.com");
+        assert_eq!(
+            verifier.verify("ana@example.com", &signature).as_deref(),
+            Some("ana@example.com")
+        );
+        assert_eq!(verifier.verify("jordi@example.cat", &signature), None);
+        let other = IdentityVerifier::new(b"another-secret");
+        assert_eq!(other.verify("ana@example.com", &signature), None);
+        assert_eq!(verifier.verify("ana@example.com", "zz"), None);
+        assert_eq!(
+            verifier.verify("not an email", &verifier.sign("not an email")),
+            None
+        );
+        let signer = SessionSigner::new(b"secret", 3600);
+        assert_eq!(
+            signer.identity_visitor("ANA@example.com"),
+            signer.identity_visitor("ana@example.com")
+        );
+        assert_ne!(
+            signer.identity_visitor("ana@example.com"),
+            SessionSigner::new(b"other", 3600).identity_visitor("ana@example.com")
+        );
+    }
 
     #[test]
     fn round_trip_and_tamper() {
