@@ -214,6 +214,27 @@ async function main() {
   if (order.indexOf(firstId) > order.indexOf(secondId)) fail('first tab: messages out of order');
   ok('both tabs show the reply, in order, without duplicates');
 
+  // 6. The demo shop, as its signed-in customer: a refund collected over turns and approved by
+  //    the workflow, a shipping question in Catalan answered with a citation in Catalan, and a
+  //    request for a person that hands the conversation to the queue.
+  const signedIn = await page1.locator('.signed-in').textContent();
+  if (!signedIn || !signedIn.includes('ana@example.com')) fail(`demo page: not signed in as the demo customer: ${signedIn}`);
+  async function ask(text, what, predicate) {
+    const before = (await messages(page1)).length;
+    await send(page1, text, what, { enter: true });
+    const list = await waitForMessages(page1, what, (l) => l.slice(before).some((m) => m.author !== 'customer' && predicate(m.text)));
+    return list.slice(before).filter((m) => m.author !== 'customer').map((m) => m.text).join(' | ');
+  }
+  await ask('I want a refund', 'the bot to ask for the order number', (t) => t.includes('order number'));
+  await ask('1042', 'the bot to ask for the reason', (t) => t.includes('What is the reason?'));
+  const approved = await ask('the mugs arrived broken', 'the refund to be approved',
+    (t) => t.includes('your refund request (45.00 EUR) for order 1042 has been approved'));
+  ok(`refund collected over three turns and approved: ${JSON.stringify(approved.slice(0, 100))}`);
+  const catalan = await ask("Quant triga l'enviament a Girona?", 'a cited answer in Catalan', (t) => t.includes('Font: Enviaments'));
+  ok(`Catalan question answered with a citation: ${JSON.stringify(catalan.slice(0, 80))}`);
+  const handoff = await ask('let me talk to a human', 'the handoff to a person', (t) => t.includes('passing you to a colleague'));
+  ok(`handed to a person: ${JSON.stringify(handoff)}`);
+
   if (pageErrors.length) fail(`uncaught errors in the page: ${pageErrors.join('; ')}`);
   ok('no uncaught errors in the page');
 

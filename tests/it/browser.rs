@@ -60,4 +60,40 @@ async fn widget_chats_in_a_real_browser() {
         output.status.success(),
         "browser test failed:\n{stdout}\n{stderr}"
     );
+
+    // The conversation went to the queue with a summary of what was known.
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let url = format!(
+        "sqlite://{}",
+        database.dir.path().join("switchboard.db").display()
+    );
+    let mut connection = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let (status, owner): (String, String) =
+        sqlx::query_as("SELECT status, owner FROM conversations ORDER BY updated_at DESC LIMIT 1")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), owner.as_str()),
+        ("queued", "queue:support")
+    );
+    let (data,): (String,) =
+        sqlx::query_as("SELECT data FROM conversation_events WHERE kind = 'conversation.handoff'")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data["reason"], "customer_request", "{data}");
+    assert_eq!(
+        data["summary"]["last_message"], "let me talk to a human",
+        "{data}"
+    );
+    assert_eq!(
+        data["summary"]["last_passages"][0]["source"]
+            .as_str()
+            .map(|s| s.contains("enviaments")),
+        Some(true),
+        "{data}"
+    );
 }
