@@ -6,10 +6,16 @@
 //! Catalan, typos and inflections, where an English embedding model is weak). Training is
 //! AdaGrad SGD on the softmax loss with L2, written here so that nothing but Rust runs.
 //!
+//! The regression's probabilities are blended with a k-nearest-neighbours vote over the training
+//! examples (similarity: mostly the embedding, partly the n-grams), which recovers intents that
+//! a linear boundary splits badly; how much the vote weighs (possibly nothing) is chosen on
+//! the validation split.
+//!
 //! Out of scope: when the training data has examples labelled [`OUT_OF_SCOPE`] they form their
-//! own class; in any case a threshold on the top probability rejects unsure predictions. The
-//! threshold is tuned on a validation split of the training data (never on test data), then
-//! the model is retrained on everything.
+//! own class; in any case a threshold on the top probability rejects unsure predictions: the
+//! highest that costs at most `max_in_scope_loss` of in-scope accuracy on the validation split.
+//! Blend and threshold are tuned on a validation split of the training data (never on test
+//! data), then the model is retrained on everything.
 
 use std::collections::HashMap;
 
@@ -31,9 +37,12 @@ pub struct ClassifierParams {
     pub l2: f32,
     /// Share of the training data held out to tune the out-of-scope threshold.
     pub validation_fraction: f64,
-    /// Without out-of-scope examples: the threshold may cost at most this much in-scope
-    /// validation accuracy.
+    /// The out-of-scope threshold may cost at most this much in-scope validation accuracy.
     pub max_in_scope_loss: f64,
+    /// Neighbours in the k-nearest-neighbours vote.
+    pub neighbours: usize,
+    /// Weights of the vote tried on the validation split (the smallest of the best wins).
+    pub knn_blends: Vec<f32>,
     pub seed: u64,
 }
 
@@ -47,7 +56,9 @@ impl Default for ClassifierParams {
             learning_rate: 0.03,
             l2: 1e-5,
             validation_fraction: 0.2,
-            max_in_scope_loss: 0.03,
+            max_in_scope_loss: 0.02,
+            neighbours: 10,
+            knn_blends: vec![0.0, 0.3, 0.6],
             seed: 7,
         }
     }
@@ -71,6 +82,35 @@ pub struct Prediction {
 }
 
 type Sparse = Vec<(u32, f32)>;
+
+/// Share of the neighbour similarity that comes from the embedding (the rest: n-grams).
+const KNN_EMBEDDING_SHARE: f32 = 0.75;
+/// Softness of the neighbour vote: weights are exp((similarity - best) / this).
+const KNN_TEMPERATURE: f32 = 0.05;
+
+/// A training example as the neighbour vote sees it: both parts unit length.
+struct Neighbour {
+    embedding: Vec<f32>,
+    /// Sorted by bucket.
+    ngrams: Sparse,
+    class: usize,
+}
+
+fn sparse_dot(a: &Sparse, b: &Sparse) -> f32 {
+    let (mut i, mut j, mut sum) = (0, 0, 0.0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                sum += a[i].1 * b[j].1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    sum
+}
 
 /// Accents off, lower case, letters and digits only: "Cancel·lar" and "cancelar" share n-grams.
 pub fn fold(text: &str) -> String {
@@ -130,6 +170,10 @@ pub struct IntentClassifier {
     idf: Vec<f32>,
     oos_class: Option<usize>,
     threshold: f32,
+    /// The training examples, for the neighbour vote.
+    memory: Vec<Neighbour>,
+    /// Weight of the neighbour vote in the final probabilities.
+    knn_weight: f32,
 }
 
 /// Figures from the validation split used for tuning.
@@ -141,6 +185,10 @@ pub struct TrainReport {
     /// In-scope accuracy at the chosen threshold.
     pub validation_accuracy: f64,
     pub validation_oos_recall: Option<f64>,
+    /// The chosen weight of the neighbour vote.
+    pub knn_weight: f32,
+    /// In-scope validation accuracy (without rejection) at each weight tried.
+    pub blend_accuracies: Vec<(f32, f64)>,
 }
 
 impl IntentClassifier {
@@ -187,25 +235,50 @@ impl IntentClassifier {
         }
         let mut report = TrainReport::default();
         let mut threshold = 0.0;
+        let mut knn_weight = 0.0;
         if !validation.is_empty() {
             let subset: Vec<Example> = fit.iter().map(|&i| examples[i].clone()).collect();
-            let probe = IntentClassifier::fit(&subset, &labels, dimension, &params, 0.0);
-            let outcomes: Vec<(bool, f32, bool)> = validation
-                .iter()
-                .map(|&index| {
-                    let example = &examples[index];
-                    let (best, probability, is_oos_class) =
-                        probe.raw_predict(&example.text, &example.embedding);
-                    let truth_oos = example.label == OUT_OF_SCOPE;
-                    let correct = !is_oos_class && best == example.label;
-                    (
-                        truth_oos,
-                        if is_oos_class { -1.0 } else { probability },
-                        correct,
-                    )
-                })
-                .collect();
-            let has_oos = outcomes.iter().any(|(truth_oos, _, _)| *truth_oos);
+            let mut probe = IntentClassifier::fit(&subset, &labels, dimension, &params, 0.0, 0.0);
+            let outcomes_of = |probe: &IntentClassifier| -> Vec<(bool, f32, bool)> {
+                validation
+                    .iter()
+                    .map(|&index| {
+                        let example = &examples[index];
+                        let (best, probability, is_oos_class) =
+                            probe.raw_predict(&example.text, &example.embedding);
+                        let truth_oos = example.label == OUT_OF_SCOPE;
+                        let correct = !is_oos_class && best == example.label;
+                        (
+                            truth_oos,
+                            if is_oos_class { -1.0 } else { probability },
+                            correct,
+                        )
+                    })
+                    .collect()
+            };
+            let in_scope_accuracy = |outcomes: &[(bool, f32, bool)]| {
+                let in_scope: Vec<bool> = outcomes
+                    .iter()
+                    .filter(|(truth_oos, _, _)| !truth_oos)
+                    .map(|(_, _, correct)| *correct)
+                    .collect();
+                in_scope.iter().filter(|correct| **correct).count() as f64
+                    / in_scope.len().max(1) as f64
+            };
+            // The neighbour vote's weight: the best validation accuracy, the smallest on ties.
+            let mut best_blend = (f64::NEG_INFINITY, 0.0f32);
+            let mut blend_accuracies = Vec::new();
+            for &blend in &params.knn_blends {
+                probe.knn_weight = blend;
+                let accuracy = in_scope_accuracy(&outcomes_of(&probe));
+                blend_accuracies.push((blend, accuracy));
+                if accuracy > best_blend.0 + 1e-9 {
+                    best_blend = (accuracy, blend);
+                }
+            }
+            knn_weight = best_blend.1;
+            probe.knn_weight = knn_weight;
+            let outcomes = outcomes_of(&probe);
             let evaluate = |t: f32| {
                 let (mut in_total, mut in_correct, mut oos_total, mut oos_caught) = (0, 0, 0, 0);
                 for (truth_oos, probability, correct) in &outcomes {
@@ -227,32 +300,29 @@ impl IntentClassifier {
                     (oos_total > 0).then(|| oos_caught as f64 / oos_total as f64),
                 )
             };
+            // The highest threshold that costs at most `max_in_scope_loss` of in-scope
+            // accuracy. (Maximising accuracy plus out-of-scope recall overshoots: a validation
+            // split holds few out-of-scope examples, and catching all of them is cheap there.)
             let (base_accuracy, _) = evaluate(0.0);
-            let mut best = (f64::NEG_INFINITY, 0.0f32);
             for step in 0..100 {
                 let t = step as f32 / 100.0;
-                let (accuracy, recall) = evaluate(t);
-                let score = if has_oos {
-                    accuracy + recall.unwrap_or(0.0)
-                } else if accuracy + params.max_in_scope_loss >= base_accuracy {
-                    t as f64
-                } else {
-                    f64::NEG_INFINITY
-                };
-                if score > best.0 {
-                    best = (score, t);
+                let (accuracy, _) = evaluate(t);
+                if accuracy + params.max_in_scope_loss >= base_accuracy {
+                    threshold = t;
                 }
             }
-            threshold = best.1;
             let (accuracy, recall) = evaluate(threshold);
             report = TrainReport {
                 threshold,
                 validation_top_accuracy: evaluate(f32::NEG_INFINITY).0,
                 validation_accuracy: accuracy,
                 validation_oos_recall: recall,
+                knn_weight,
+                blend_accuracies,
             };
         }
-        let model = IntentClassifier::fit(examples, &labels, dimension, &params, threshold);
+        let model =
+            IntentClassifier::fit(examples, &labels, dimension, &params, threshold, knn_weight);
         Ok((model, report))
     }
 
@@ -262,6 +332,7 @@ impl IntentClassifier {
         dimension: usize,
         params: &ClassifierParams,
         threshold: f32,
+        knn_weight: f32,
     ) -> IntentClassifier {
         let classes = labels.len();
         let features = dimension + params.buckets;
@@ -294,6 +365,8 @@ impl IntentClassifier {
             idf,
             oos_class: label_index.get(OUT_OF_SCOPE).copied(),
             threshold,
+            memory: Vec::new(),
+            knn_weight,
         };
         let data: Vec<(Sparse, usize)> = examples
             .iter()
@@ -303,6 +376,17 @@ impl IntentClassifier {
                     model.vectorise(count, &example.embedding),
                     label_index[example.label.as_str()],
                 )
+            })
+            .collect();
+        model.memory = data
+            .iter()
+            .map(|(x, class)| {
+                let (embedding, ngrams) = model.neighbour_parts(x);
+                Neighbour {
+                    embedding,
+                    ngrams,
+                    class: *class,
+                }
             })
             .collect();
         let mut squared = vec![0.0f32; features * classes];
@@ -357,6 +441,67 @@ impl IntentClassifier {
         x
     }
 
+    /// The unit-length embedding and n-gram parts of a feature vector.
+    fn neighbour_parts(&self, x: &Sparse) -> (Vec<f32>, Sparse) {
+        let dimension = self.embedding_dimension as u32;
+        let mut embedding = vec![0.0f32; self.embedding_dimension];
+        let mut ngrams: Sparse = Vec::new();
+        for (feature, value) in x {
+            if *feature < dimension {
+                embedding[*feature as usize] = *value;
+            } else {
+                ngrams.push((*feature - dimension, *value));
+            }
+        }
+        ngrams.sort_unstable_by_key(|(bucket, _)| *bucket);
+        let norm = embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            embedding.iter_mut().for_each(|v| *v /= norm);
+        }
+        let norm = ngrams.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
+        if norm > 0.0 {
+            ngrams.iter_mut().for_each(|(_, v)| *v /= norm);
+        }
+        (embedding, ngrams)
+    }
+
+    /// Blend the neighbour vote into `out` (probabilities of the regression).
+    fn blend_neighbours(&self, x: &Sparse, out: &mut [f32]) {
+        if self.knn_weight <= 0.0 || self.memory.is_empty() {
+            return;
+        }
+        let (embedding, ngrams) = self.neighbour_parts(x);
+        let mut similar: Vec<(f32, usize)> = self
+            .memory
+            .iter()
+            .map(|neighbour| {
+                let dense: f32 = embedding
+                    .iter()
+                    .zip(&neighbour.embedding)
+                    .map(|(a, b)| a * b)
+                    .sum();
+                let similarity = KNN_EMBEDDING_SHARE * dense
+                    + (1.0 - KNN_EMBEDDING_SHARE) * sparse_dot(&ngrams, &neighbour.ngrams);
+                (similarity, neighbour.class)
+            })
+            .collect();
+        let k = self.params.neighbours.min(similar.len()).max(1);
+        similar.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+        let nearest = &similar[..k];
+        let top = nearest
+            .iter()
+            .map(|(similarity, _)| *similarity)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let mut votes = vec![0.0f32; out.len()];
+        for (similarity, class) in nearest {
+            votes[*class] += ((similarity - top) / KNN_TEMPERATURE).exp();
+        }
+        let total: f32 = votes.iter().sum();
+        for (probability, vote) in out.iter_mut().zip(votes) {
+            *probability = (1.0 - self.knn_weight) * *probability + self.knn_weight * vote / total;
+        }
+    }
+
     fn probabilities(&self, x: &Sparse, out: &mut [f32]) {
         let classes = self.labels.len();
         out.copy_from_slice(&self.bias);
@@ -382,6 +527,7 @@ impl IntentClassifier {
         let x = self.vectorise(&ngram_counts(text, self.params.buckets), embedding);
         let mut probabilities = vec![0.0; self.labels.len()];
         self.probabilities(&x, &mut probabilities);
+        self.blend_neighbours(&x, &mut probabilities);
         let (index, probability) = probabilities
             .iter()
             .enumerate()

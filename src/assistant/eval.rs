@@ -308,9 +308,10 @@ async fn intents(options: IntentsEval, settings: Settings) -> anyhow::Result<()>
     let truth: Vec<String> = test_rows.iter().map(|row| row.label.clone()).collect();
     let scores = score(&truth, &predictions);
     println!(
-        "embedding {:.1} s, training {:.1} s; out-of-scope threshold {:.2} (validation accuracy {:.4}, without rejection {:.4}{})",
+        "embedding {:.1} s, training {:.1} s; neighbour vote weight {:.1}; out-of-scope threshold {:.2} (validation accuracy {:.4}, without rejection {:.4}{})",
         embedded.as_secs_f64(),
         training.as_secs_f64(),
+        report.knn_weight,
         report.threshold,
         report.validation_accuracy,
         report.validation_top_accuracy,
@@ -318,6 +319,15 @@ async fn intents(options: IntentsEval, settings: Settings) -> anyhow::Result<()>
             .validation_oos_recall
             .map(|recall| format!(", oos recall {recall:.4}"))
             .unwrap_or_default()
+    );
+    let blends: Vec<String> = report
+        .blend_accuracies
+        .iter()
+        .map(|(weight, accuracy)| format!("{weight:.1}: {accuracy:.4}"))
+        .collect();
+    println!(
+        "validation accuracy by neighbour vote weight: {}",
+        blends.join(", ")
     );
     println!("accuracy   {:.4}", scores.accuracy);
     println!("macro-F1   {:.4}", scores.macro_f1);
