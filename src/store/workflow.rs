@@ -681,6 +681,42 @@ impl Store {
         }))
     }
 
+    /// Every API key (never the keys themselves), newest first, with when it was revoked.
+    pub async fn api_keys(&self) -> StoreResult<Vec<(ApiKeyRow, Option<i64>)>> {
+        let rows = sqlx::query(
+            "SELECT id, name, key_hash, scopes, roles, created_at, revoked_at FROM api_keys \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    ApiKeyRow {
+                        id: row.try_get("id")?,
+                        name: row.try_get("name")?,
+                        key_hash: row.try_get("key_hash")?,
+                        scopes: row.try_get("scopes")?,
+                        roles: row.try_get("roles")?,
+                        created_at: row.try_get("created_at")?,
+                    },
+                    row.try_get("revoked_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Revoke an API key; false when no key has that id or it was revoked already.
+    pub async fn revoke_api_key(&self, id: &str) -> StoreResult<bool> {
+        let result =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.write)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     /// Insert or replace orders of the built-in order source.
     pub async fn upsert_orders(&self, orders: &[OrderRow]) -> StoreResult<()> {
         let now = now_ms();

@@ -76,6 +76,10 @@ pub enum ApikeyCommand {
         #[arg(long = "role")]
         roles: Vec<String>,
     },
+    /// List API keys (id, name, scopes, roles, created, revoked); never the keys themselves.
+    List,
+    /// Revoke an API key by id. A running server stops honouring it within 30 seconds.
+    Revoke { id: String },
 }
 
 async fn open(settings: &Settings) -> anyhow::Result<(Store, std::sync::Arc<WorkflowService>)> {
@@ -217,34 +221,64 @@ async fn decide(
 
 pub async fn run_apikey(command: ApikeyCommand, settings: Settings) -> anyhow::Result<()> {
     let (store, service) = open(&settings).await?;
-    let ApikeyCommand::Create {
-        name,
-        scopes,
-        roles,
-    } = command;
-    let parsed = scopes
-        .iter()
-        .map(|scope| {
-            Scope::parse(scope).with_context(|| {
-                format!("unknown scope {scope:?} (tasks:read, tasks:write, tasks:approve, admin)")
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let operator = Actor::operator(
         std::env::var("USER").unwrap_or_else(|_| "operator".into()),
         Vec::new(),
     );
-    let (principal, key) = service
-        .create_api_key(&operator, &name, &parsed, &roles)
-        .await?;
-    eprintln!(
-        "created API key {} ({}) with scopes [{}] and roles [{}]; it is shown only now:",
-        principal.id,
-        principal.name,
-        scopes.join(", "),
-        roles.join(", ")
-    );
-    println!("{key}");
+    match command {
+        ApikeyCommand::Create {
+            name,
+            scopes,
+            roles,
+        } => {
+            let parsed = scopes
+                .iter()
+                .map(|scope| {
+                    Scope::parse(scope).with_context(|| {
+                        format!(
+                            "unknown scope {scope:?} (tasks:read, tasks:write, tasks:approve, admin)"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (principal, key) = service
+                .create_api_key(&operator, &name, &parsed, &roles)
+                .await?;
+            eprintln!(
+                "created API key {} ({}) with scopes [{}] and roles [{}]; it is shown only now:",
+                principal.id,
+                principal.name,
+                scopes.join(", "),
+                roles.join(", ")
+            );
+            println!("{key}");
+        }
+        ApikeyCommand::List => {
+            for (key, revoked_at) in store.api_keys().await? {
+                println!(
+                    "{}  {}  scopes [{}]  roles [{}]  created {}{}",
+                    key.id,
+                    key.name,
+                    key.scopes.replace(' ', ", "),
+                    key.roles.replace(' ', ", "),
+                    rfc3339(key.created_at),
+                    revoked_at
+                        .map(|at| format!("  revoked {}", rfc3339(at)))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        ApikeyCommand::Revoke { id } => {
+            service.revoke_api_key(&operator, &id).await?;
+            println!("revoked API key {id}");
+        }
+    }
     store.close().await;
     Ok(())
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }

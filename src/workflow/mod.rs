@@ -529,6 +529,25 @@ impl WorkflowService {
     /// The actor an API key stands for, or `None` if the key is unknown or revoked. Known keys
     /// are remembered for [`AUTH_CACHE_TTL`], so that a busy client costs no database read
     /// per request.
+    /// Revoke an API key (admin). This server stops honouring it at once; another process
+    /// (a server beside the CLI) within [`AUTH_CACHE_TTL`].
+    pub async fn revoke_api_key(&self, actor: &Actor, id: &str) -> Result<(), WorkflowError> {
+        actor.require(Scope::Admin)?;
+        if !self.store.revoke_api_key(id).await? {
+            return Err(WorkflowError::not_found(
+                "api_key_not_found",
+                format!("active API key {id}"),
+            ));
+        }
+        self.auth_cache.retain(|_, (cached, _)| {
+            cached
+                .api_key_principal()
+                .is_none_or(|principal| principal.id != id)
+        });
+        tracing::info!(key = id, actor = %actor.label(), "API key revoked");
+        Ok(())
+    }
+
     pub async fn authenticate(&self, key: &str) -> Result<Option<Actor>, WorkflowError> {
         let hash = sha256_hex(key.as_bytes());
         if let Some(cached) = self.auth_cache.get(&hash)

@@ -1433,6 +1433,48 @@ async fn operators_use_the_cli(backend: Backend) {
         .get(&key, &format!("/api/v1/tasks/{}/events", task.id))
         .await;
     assert_eq!(events["data"][2]["actor"], "operator:maria");
+
+    // Keys are listed without their secrets and can be revoked.
+    let (ok, spare, stderr) = cli(&["apikey", "create", "--name", "spare", "--scope", "admin"]);
+    assert!(ok, "{stderr}");
+    let spare = spare.trim().to_string();
+    let spare_id = stderr
+        .split_whitespace()
+        .skip_while(|word| *word != "key")
+        .nth(1)
+        .expect("the new key's id")
+        .to_string();
+    let (ok, listed, stderr) = cli(&["apikey", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        listed.contains(&spare_id) && listed.contains("spare"),
+        "{listed}"
+    );
+    assert!(!listed.contains("sbk_"), "{listed}");
+    let (ok, _, stderr) = cli(&["apikey", "revoke", &spare_id]);
+    assert!(ok, "{stderr}");
+    let (status, body) = shop.get(&spare, "/api/v1/tasks").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (ok, listed, _) = cli(&["apikey", "list"]);
+    assert!(ok && listed.contains("revoked"), "{listed}");
+    let (ok, _, stderr) = cli(&["apikey", "revoke", &spare_id]);
+    assert!(!ok && stderr.contains("not found"), "{stderr}");
+    // Revoked on this server: refused at once, though the key was just used.
+    let (_, listed, _) = cli(&["apikey", "list"]);
+    let ops_id = listed
+        .lines()
+        .find(|line| line.contains(" ops "))
+        .and_then(|line| line.split_whitespace().next())
+        .expect("the ops key is listed")
+        .to_string();
+    shop.app
+        .app
+        .workflow
+        .revoke_api_key(&Actor::operator("test", Vec::new()), &ops_id)
+        .await
+        .unwrap();
+    let (status, _) = shop.get(&key, "/api/v1/tasks").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 both_backends!(workflow_operator_cli, operators_use_the_cli);
 
