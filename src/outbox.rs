@@ -5,7 +5,9 @@
 //! A poll finds due retries and rows whose reservation lapsed (a crashed instance's). Outcomes
 //! are written back in batches. A retriable failure is retried with exponential backoff and
 //! jitter (the platform's retry-after wins); a permanent one, or too many attempts, dead-letters
-//! the row, which stays visible.
+//! the row, which stays visible. While a row waits for its retry, newer rows of its lane wait
+//! behind it (deferred to its retry time), so a conversation's messages never overtake each
+//! other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,8 @@ pub struct Delivery {
     instance: String,
     lanes: std::sync::OnceLock<Arc<Lanes<OutboxRow>>>,
     permits: Arc<Semaphore>,
+    /// Lanes held by a row waiting for its retry: lane -> (that row's id, its retry time).
+    held: dashmap::DashMap<String, (i64, i64)>,
     outcomes: mpsc::UnboundedSender<(i64, DeliveryOutcome)>,
     outcomes_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(i64, DeliveryOutcome)>>>,
 }
@@ -60,6 +64,7 @@ impl Delivery {
             settings,
             instance: uuid::Uuid::new_v4().to_string(),
             lanes: std::sync::OnceLock::new(),
+            held: dashmap::DashMap::new(),
             outcomes,
             outcomes_rx: std::sync::Mutex::new(Some(outcomes_rx)),
         });
@@ -113,6 +118,14 @@ impl Delivery {
     }
 
     async fn deliver(&self, row: OutboxRow) {
+        if let Some((held_by, until_ms)) = self.held.get(&row.lane).map(|hold| *hold)
+            && row.id > held_by
+        {
+            let _ = self
+                .outcomes
+                .send((row.id, DeliveryOutcome::Deferred { until_ms }));
+            return;
+        }
         let _permit = self.permits.acquire().await.expect("semaphore stays open");
         let channel = row.channel.clone().unwrap_or_default();
         let outcome = match self.attempt(&row).await {
@@ -140,6 +153,15 @@ impl Delivery {
                 }
             }
         };
+        match &outcome {
+            DeliveryOutcome::Retry { at_ms, .. } => {
+                self.held.insert(row.lane.clone(), (row.id, *at_ms));
+            }
+            _ => {
+                self.held
+                    .remove_if(&row.lane, |_, (held_by, _)| *held_by == row.id);
+            }
+        }
         let _ = self.outcomes.send((row.id, outcome));
     }
 

@@ -31,8 +31,17 @@ pub struct OutboxRow {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Sent,
-    Retry { at_ms: i64, error: String },
-    Dead { error: String },
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+    /// Not attempted: an older row of its lane waits for a retry, so this one waits too.
+    Deferred {
+        until_ms: i64,
+    },
 }
 
 fn row_of(row: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
@@ -147,6 +156,11 @@ impl Store {
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, \
                      last_error = $2, locked_until = NULL, locked_by = NULL WHERE id = $3",
                     vec![(*at_ms).into(), error.into(), (*id).into()],
+                )),
+                Outcome::Deferred { until_ms } => statements.push(Statement::new(
+                    "UPDATE outbox SET next_attempt_at = $1, locked_until = NULL, \
+                     locked_by = NULL WHERE id = $2",
+                    vec![(*until_ms).into(), (*id).into()],
                 )),
                 Outcome::Dead { error } => statements.push(Statement::new(
                     "UPDATE outbox SET status = 'dead', attempts = attempts + 1, \

@@ -244,3 +244,64 @@ both_backends!(
     outbox_dead_letter_after_max_attempts,
     too_many_failures_dead_letter
 );
+
+/// A channel whose platform refuses the first three sends of replies to "first".
+#[derive(Default)]
+struct Stubborn {
+    refused: Mutex<u32>,
+    delivered: Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait]
+impl Connector for Stubborn {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+
+    async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ConnectorError> {
+        if message.text.ends_with("first") {
+            let mut refused = self.refused.lock().unwrap();
+            if *refused < 3 {
+                *refused += 1;
+                return Err(ConnectorError::retriable("platform returned 503"));
+            }
+        }
+        self.delivered
+            .lock()
+            .unwrap()
+            .push((message.thread.clone(), message.text.clone()));
+        Ok(SendReceipt {
+            platform_message_id: Some(format!("p-{}", message.id)),
+        })
+    }
+}
+
+async fn retry_holds_back_newer_replies(backend: Backend) {
+    let stubborn = Arc::new(Stubborn::default());
+    let app = TestApp::spawn_with(
+        backend,
+        |settings| settings.outbox.max_attempts = 10,
+        options_with(None, vec![stubborn.clone()]),
+    )
+    .await;
+    let router = &app.app.router;
+    router.ingest(event("t1", "q1", "first")).await.unwrap();
+    router.ingest(event("t1", "q2", "second")).await.unwrap();
+    router.ingest(event("t2", "q3", "elsewhere")).await.unwrap();
+    let delivered = stubborn.clone();
+    eventually(20, "all three replies", || {
+        let delivered = delivered.clone();
+        async move { delivered.delivered.lock().unwrap().len() == 3 }
+    })
+    .await;
+    let delivered = stubborn.delivered.lock().unwrap().clone();
+    let t1: Vec<&str> = delivered
+        .iter()
+        .filter(|(thread, _)| thread == "t1")
+        .map(|(_, text)| text.as_str())
+        .collect();
+    assert_eq!(t1, ["echo: first", "echo: second"], "{delivered:?}");
+    // Another conversation is not held back by t1's retries.
+    assert_eq!(delivered[0].1, "echo: elsewhere", "{delivered:?}");
+}
+both_backends!(outbox_retry_keeps_order, retry_holds_back_newer_replies);
