@@ -324,7 +324,7 @@ impl Router {
 
     /// Link the email a channel vouches for to the sender's contact, once per process.
     async fn link_email(&self, event: &InboundEvent, email: &str) -> Result<(), HostError> {
-        let email = crate::workflow::orders::normalise_email(email);
+        let email = switchboard_connector::normalise_email(email);
         let key = (
             event.channel.clone(),
             event.sender.platform_user_id.clone(),

@@ -1471,8 +1471,7 @@ impl WorkflowService {
     ) -> Result<String, WorkflowError> {
         actor.require(Scope::Admin)?;
         let email = orders::normalise_email(email);
-        let (local, domain) = email.split_once('@').unwrap_or_default();
-        if local.is_empty() || !domain.contains('.') || email.contains(char::is_whitespace) {
+        if !switchboard_connector::is_plausible_email(&email) {
             return Err(WorkflowError::invalid("email", "is not an email address"));
         }
         let contact_id = self

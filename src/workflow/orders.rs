@@ -159,9 +159,7 @@ impl OrderSource for BuiltinOrders {
     }
 }
 
-pub fn normalise_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
+pub use switchboard_connector::normalise_email;
 
 /// One order of a seed file. Times are relative to the moment of seeding, so that the demo
 /// shop's "delivered 3 days ago" stays true whenever it runs.

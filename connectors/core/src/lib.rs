@@ -77,6 +77,19 @@ pub struct PlatformIdentity {
     pub email: Option<String>,
 }
 
+/// An email address in the one form that is signed, linked and compared: trimmed and
+/// lower-cased.
+pub fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Whether a normalised email looks like an address (`local@domain.tld`, no spaces).
+pub fn is_plausible_email(email: &str) -> bool {
+    email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
+    })
+}
+
 /// A customer's message as a connector hands it to the app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundEvent {

@@ -9,8 +9,20 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use switchboard_connector::{is_plausible_email, normalise_email};
 
 type HmacSha256 = Hmac<Sha256>;
+
+/// HMAC-SHA256 of `payload` keyed with `secret`, ready to finish or verify.
+fn keyed(secret: &[u8], payload: &[u8]) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("hmac takes any key length");
+    mac.update(payload);
+    mac
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
 
 #[derive(Clone)]
 pub struct SessionSigner {
@@ -36,9 +48,7 @@ impl SessionSigner {
     }
 
     fn mac(&self, payload: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("hmac takes any key length");
-        mac.update(payload.as_bytes());
-        mac
+        keyed(&self.secret, payload.as_bytes())
     }
 
     pub fn issue(&self, visitor_id: &str, now_secs: i64) -> String {
@@ -85,11 +95,6 @@ impl std::fmt::Debug for IdentityVerifier {
     }
 }
 
-/// Trimmed and lower-cased: the form that is signed and linked.
-pub fn normalise_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
 impl IdentityVerifier {
     pub fn new(secret: &[u8]) -> IdentityVerifier {
         IdentityVerifier {
@@ -98,29 +103,18 @@ impl IdentityVerifier {
     }
 
     fn mac(&self, email: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("hmac takes any key length");
-        mac.update(normalise_email(email).as_bytes());
-        mac
+        keyed(&self.secret, normalise_email(email).as_bytes())
     }
 
     /// The signature a page puts beside `email`.
     pub fn sign(&self, email: &str) -> String {
-        self.mac(email)
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        hex(&self.mac(email).finalize().into_bytes())
     }
 
     /// The normalised email when `signature` vouches for it.
     pub fn verify(&self, email: &str, signature: &str) -> Option<String> {
         let email = normalise_email(email);
-        let plausible = email.len() <= 254
-            && email.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
-            });
-        if !plausible || signature.len() != 64 {
+        if email.len() > 254 || !is_plausible_email(&email) || signature.len() != 64 {
             return None;
         }
         let bytes: Vec<u8> = (0..32)
@@ -139,8 +133,7 @@ impl SessionSigner {
             .mac(&format!("identity.{}", normalise_email(email)))
             .finalize()
             .into_bytes();
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("id-{hex}")
+        format!("id-{}", hex(&digest[..16]))
     }
 }
 
