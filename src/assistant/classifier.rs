@@ -191,6 +191,31 @@ pub struct TrainReport {
     pub blend_accuracies: Vec<(f32, f64)>,
 }
 
+/// In-scope accuracy and (with out-of-scope examples) out-of-scope recall of validation
+/// outcomes `(truth is oos, top in-scope probability or -1 for the oos class, correct)` when
+/// predictions below `threshold` are rejected.
+fn validation_scores(outcomes: &[(bool, f32, bool)], threshold: f32) -> (f64, Option<f64>) {
+    let (mut in_total, mut in_correct, mut oos_total, mut oos_caught) = (0, 0, 0, 0);
+    for (truth_oos, probability, correct) in outcomes {
+        let rejected = *probability < threshold;
+        if *truth_oos {
+            oos_total += 1;
+            if rejected {
+                oos_caught += 1;
+            }
+        } else {
+            in_total += 1;
+            if !rejected && *correct {
+                in_correct += 1;
+            }
+        }
+    }
+    (
+        in_correct as f64 / in_total.max(1) as f64,
+        (oos_total > 0).then(|| oos_caught as f64 / oos_total as f64),
+    )
+}
+
 impl IntentClassifier {
     /// Train on `examples` (labels may include [`OUT_OF_SCOPE`]), tuning the threshold on a
     /// held-out part first. Blocking and CPU-bound: call from `spawn_blocking`.
@@ -256,50 +281,26 @@ impl IntentClassifier {
                     })
                     .collect()
             };
-            let in_scope_accuracy = |outcomes: &[(bool, f32, bool)]| {
-                let in_scope: Vec<bool> = outcomes
-                    .iter()
-                    .filter(|(truth_oos, _, _)| !truth_oos)
-                    .map(|(_, _, correct)| *correct)
-                    .collect();
-                in_scope.iter().filter(|correct| **correct).count() as f64
-                    / in_scope.len().max(1) as f64
-            };
             // The neighbour vote's weight: the best validation accuracy, the smallest on ties.
-            let mut best_blend = (f64::NEG_INFINITY, 0.0f32);
+            let mut best_blend = (f64::NEG_INFINITY, 0.0f32, Vec::new());
             let mut blend_accuracies = Vec::new();
-            for &blend in &params.knn_blends {
+            let blends: &[f32] = if params.knn_blends.is_empty() {
+                &[0.0]
+            } else {
+                &params.knn_blends
+            };
+            for &blend in blends {
                 probe.knn_weight = blend;
-                let accuracy = in_scope_accuracy(&outcomes_of(&probe));
+                let outcomes = outcomes_of(&probe);
+                let (accuracy, _) = validation_scores(&outcomes, f32::NEG_INFINITY);
                 blend_accuracies.push((blend, accuracy));
                 if accuracy > best_blend.0 + 1e-9 {
-                    best_blend = (accuracy, blend);
+                    best_blend = (accuracy, blend, outcomes);
                 }
             }
-            knn_weight = best_blend.1;
-            probe.knn_weight = knn_weight;
-            let outcomes = outcomes_of(&probe);
-            let evaluate = |t: f32| {
-                let (mut in_total, mut in_correct, mut oos_total, mut oos_caught) = (0, 0, 0, 0);
-                for (truth_oos, probability, correct) in &outcomes {
-                    let rejected = *probability < t;
-                    if *truth_oos {
-                        oos_total += 1;
-                        if rejected {
-                            oos_caught += 1;
-                        }
-                    } else {
-                        in_total += 1;
-                        if !rejected && *correct {
-                            in_correct += 1;
-                        }
-                    }
-                }
-                (
-                    in_correct as f64 / in_total.max(1) as f64,
-                    (oos_total > 0).then(|| oos_caught as f64 / oos_total as f64),
-                )
-            };
+            let (_, chosen, outcomes) = best_blend;
+            knn_weight = chosen;
+            let evaluate = |t: f32| validation_scores(&outcomes, t);
             // The highest threshold that costs at most `max_in_scope_loss` of in-scope
             // accuracy. (Maximising accuracy plus out-of-scope recall overshoots: a validation
             // split holds few out-of-scope examples, and catching all of them is cheap there.)

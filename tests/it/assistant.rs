@@ -52,6 +52,16 @@ pub(crate) async fn shared_assistant() -> Arc<BuiltinAssistant> {
         .clone()
 }
 
+/// The app on `backend` with the shared builtin assistant.
+async fn assistant_app(backend: Backend) -> TestApp {
+    TestApp::spawn_with(
+        backend,
+        |_| {},
+        options_with(Some(shared_assistant().await), vec![]),
+    )
+    .await
+}
+
 fn turn(text: &str, state: &Value) -> Turn {
     Turn {
         conversation_id: "c-1".into(),
@@ -290,12 +300,7 @@ async fn chat(visitor: &mut Visitor, id: &str, text: &str) -> String {
 }
 
 async fn slot_filling_over_turns(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        |_| {},
-        options_with(Some(shared_assistant().await), vec![]),
-    )
-    .await;
+    let app = assistant_app(backend).await;
     let mut visitor = app.visitor().await;
     let asked = chat(&mut visitor, "1", "I want a refund").await;
     assert!(asked.contains("order number"), "{asked}");
@@ -323,12 +328,7 @@ async fn slot_filling_over_turns(backend: Backend) {
 both_backends!(multi_turn_slot_filling, slot_filling_over_turns);
 
 async fn language_follows_the_customer(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        |_| {},
-        options_with(Some(shared_assistant().await), vec![]),
-    )
-    .await;
+    let app = assistant_app(backend).await;
     let mut visitor = app.visitor().await;
     let catalan = chat(&mut visitor, "1", "Quant triga l'enviament a Girona?").await;
     assert!(catalan.contains("Font: Enviaments"), "{catalan}");
@@ -353,12 +353,7 @@ async fn language_follows_the_customer(backend: Backend) {
 both_backends!(language_switching, language_follows_the_customer);
 
 async fn hands_over_with_a_summary(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        |_| {},
-        options_with(Some(shared_assistant().await), vec![]),
-    )
-    .await;
+    let app = assistant_app(backend).await;
     let mut visitor = app.visitor().await;
     chat(&mut visitor, "1", "I want a refund").await;
     chat(&mut visitor, "2", "order 1042").await;
