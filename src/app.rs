@@ -6,25 +6,29 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use switchboard_connector::{Connector, ConnectorHost};
+use switchboard_connector::{ChannelFactory, Connector, ConnectorHost};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::assistant::{self, Assistant};
-use crate::channels::Channels;
+use crate::channels::host::InstanceHost;
+use crate::channels::supervisor::{check_health, supervise};
+use crate::channels::{Channels, Instance, Registry};
 use crate::config::Settings;
-use crate::http::DemoIdentity;
+use crate::events::{EventBus, LocalBus};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::outbox::Delivery;
-use crate::router::Router;
+use crate::router::{Router, RouterParts};
 use crate::store::{Backend, Store};
 use crate::workflow::{WorkflowActions, WorkflowService};
 
-/// What a caller can swap in: tests and the benchmark bring their own assistant or channels.
+/// What a caller can swap in: tests and the benchmark bring their own assistant, connector
+/// factories (for `[[channel]]` kinds of their own) or ready-made connectors.
 #[derive(Default)]
 pub struct AppOptions {
     pub assistant: Option<Arc<dyn Assistant>>,
+    pub factories: Vec<Arc<dyn ChannelFactory>>,
     pub connectors: Vec<Arc<dyn Connector>>,
 }
 
@@ -33,6 +37,8 @@ pub struct App {
     pub store: Store,
     pub router: Arc<Router>,
     pub metrics: Arc<Metrics>,
+    pub channels: Arc<Channels>,
+    pub bus: Arc<dyn EventBus>,
     /// The back-office workflow (tasks, policies, approvals).
     pub workflow: Arc<WorkflowService>,
     http_stop: CancellationToken,
@@ -41,34 +47,55 @@ pub struct App {
     server: JoinHandle<std::io::Result<()>>,
     delivery_task: JoinHandle<()>,
     connector_tasks: Vec<JoinHandle<()>>,
-    open_sessions: Arc<dyn Fn() -> usize + Send + Sync>,
+    open_sessions: SessionCount,
     grace: Duration,
 }
 
-/// The web chat signing secret: from config, or generated once and kept in the data directory.
-fn webchat_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
-    if !settings.webchat.session_secret.is_empty() {
-        return Ok(settings.webchat.session_secret.as_bytes().to_vec());
-    }
-    let path = settings.data_dir.join("webchat.secret");
-    if let Ok(secret) = std::fs::read_to_string(&path)
-        && secret.trim().len() >= 32
-    {
-        return Ok(secret.trim().as_bytes().to_vec());
-    }
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let bytes: [u8; 32] = rand::random();
-    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    // Write then rename, so a crash never leaves a half-written secret behind.
-    let partial = path.with_extension("secret.partial");
-    std::fs::write(&partial, &secret).context("writing webchat secret")?;
-    std::fs::rename(&partial, &path).context("writing webchat secret")?;
-    Ok(secret.into_bytes())
+type SessionCount = Arc<dyn Fn() -> usize + Send + Sync>;
+type DemoPage = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the HTTP layer shows of the web chat instances: their open sessions, and the demo
+/// page with the first one's widget.
+#[cfg(feature = "channel-webchat")]
+fn webchat_views(
+    factory: &switchboard_webchat::WebchatFactory,
+) -> (SessionCount, Option<DemoPage>) {
+    let instances = factory.built();
+    let demo_page: Option<DemoPage> = instances.first().cloned().map(|first| {
+        let page: DemoPage = Arc::new(move || first.demo_page());
+        page
+    });
+    let open_sessions: SessionCount = Arc::new(move || {
+        instances
+            .iter()
+            .map(|instance| instance.open_sessions())
+            .sum()
+    });
+    (open_sessions, demo_page)
 }
 
 impl App {
     pub async fn start(settings: Settings, options: AppOptions) -> anyhow::Result<App> {
+        let mut registry = Registry::builtin();
+        #[cfg(feature = "channel-webchat")]
+        let webchat = {
+            let factory = Arc::new(switchboard_webchat::WebchatFactory::default());
+            registry.register(factory.clone());
+            factory
+        };
+        for factory in options.factories {
+            registry.register(factory);
+        }
+        let public_url = Some(settings.http.public_url.as_str()).filter(|url| !url.is_empty());
+        let mut channels = registry
+            .build(&settings.channel.0, &settings.data_dir, public_url)
+            .context("building the channels of [[channel]]")?;
+        for connector in options.connectors {
+            let limits = connector.limits();
+            channels.add(connector, limits);
+        }
+        let channels = Arc::new(channels);
+
         let url = settings.database_url();
         let store = Store::connect(&url, settings.database.max_connections)
             .await
@@ -84,48 +111,12 @@ impl App {
             }
         }
         let metrics = Arc::new(Metrics::default());
+        let bus: Arc<dyn EventBus> = Arc::new(LocalBus::default());
 
-        let mut channels = Channels::default();
-        let mut open_sessions: Arc<dyn Fn() -> usize + Send + Sync> = Arc::new(|| 0);
-        let mut demo_identity = None;
         #[cfg(feature = "channel-webchat")]
-        if settings.webchat.enabled {
-            let secret = webchat_secret(&settings)?;
-            let config = &settings.webchat;
-            let mut webchat = switchboard_webchat::WebchatSettings::new(&secret);
-            webchat.signer = switchboard_webchat::session::SessionSigner::new(
-                &secret,
-                i64::from(config.session_ttl_days) * 24 * 3600,
-            );
-            webchat.max_frame_bytes = config.max_frame_bytes;
-            webchat.max_text_chars = config.max_text_chars;
-            webchat.rate_per_minute = config.rate_per_minute;
-            webchat.rate_burst = config.rate_burst;
-            webchat.history_limit = config.history_limit;
-            let identity_secret = if config.identity_secret.is_empty() {
-                // Only this server signs (the demo page): a key of its own, never shared.
-                rand::random::<[u8; 32]>().to_vec()
-            } else {
-                config.identity_secret.as_bytes().to_vec()
-            };
-            let identities = switchboard_webchat::session::IdentityVerifier::new(&identity_secret);
-            if !config.demo_email.is_empty() {
-                tracing::warn!(email = %config.demo_email, "the demo page at / is signed in as a demo customer (webchat.demo_email)");
-                demo_identity = Some(DemoIdentity {
-                    signature: identities.sign(&config.demo_email),
-                    email: config.demo_email.clone(),
-                });
-            }
-            webchat.identities = Some(identities);
-            let connector = switchboard_webchat::WebchatConnector::new(webchat);
-            let sessions = connector.clone();
-            open_sessions = Arc::new(move || sessions.open_sessions());
-            channels.register(connector);
-        }
-        for connector in options.connectors {
-            channels.register(connector);
-        }
-        let channels = Arc::new(channels);
+        let (open_sessions, demo_page) = webchat_views(&webchat);
+        #[cfg(not(feature = "channel-webchat"))]
+        let (open_sessions, demo_page): (SessionCount, Option<DemoPage>) = (Arc::new(|| 0), None);
 
         let assistant = match options.assistant {
             Some(assistant) => assistant,
@@ -137,46 +128,64 @@ impl App {
             store.clone(),
             channels.clone(),
             metrics.clone(),
+            bus.clone(),
             settings.outbox.clone(),
         );
         let workflow =
             WorkflowService::start(store.clone(), &settings.workflow, Some(delivery.clone()))
                 .await
                 .context("starting the workflow")?;
-        let router = Router::new(
-            store.clone(),
+        let router = Router::new(RouterParts {
+            store: store.clone(),
             assistant,
-            Some(Arc::new(WorkflowActions::new(workflow.clone()))),
-            channels.clone(),
-            metrics.clone(),
-            delivery.clone(),
-            settings.router.clone(),
-        );
+            actions: Some(Arc::new(WorkflowActions::new(workflow.clone()))),
+            channels: channels.clone(),
+            metrics: metrics.clone(),
+            delivery: delivery.clone(),
+            bus: bus.clone(),
+            settings: settings.router.clone(),
+        });
         // Old work first: messages stored before a crash queue ahead of anything new.
         router.recover().await?;
         let delivery_stop = CancellationToken::new();
         let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
 
-        let host: Arc<dyn ConnectorHost> = router.clone();
         let connectors_stop = CancellationToken::new();
-        let connector_tasks = channels
-            .all()
-            .map(|connector| {
-                let connector = connector.clone();
-                let host = host.clone();
-                let stop = connectors_stop.clone();
-                tokio::spawn(async move { connector.run(host, stop).await })
-            })
-            .collect();
+        let mut connector_tasks = Vec::new();
+        let mut hosts: Vec<(Arc<Instance>, Arc<dyn ConnectorHost>)> = Vec::new();
+        let healthcheck_every =
+            Duration::from_secs(settings.supervisor.healthcheck_interval_secs.max(1));
+        for instance in channels.all() {
+            let host: Arc<dyn ConnectorHost> = InstanceHost::new(
+                instance.name(),
+                router.clone(),
+                bus.clone(),
+                instance.status.clone(),
+            );
+            hosts.push((instance.clone(), host.clone()));
+            connector_tasks.push(tokio::spawn(supervise(
+                instance.clone(),
+                host,
+                settings.supervisor.clone(),
+                connectors_stop.clone(),
+            )));
+            connector_tasks.push(tokio::spawn(check_health(
+                instance.clone(),
+                healthcheck_every,
+                connectors_stop.clone(),
+            )));
+        }
 
         let state = AppState {
             store: store.clone(),
             metrics: metrics.clone(),
             open_sessions: open_sessions.clone(),
             workflow: workflow.clone(),
-            demo_identity,
+            channels: channels.clone(),
+            bus: bus.clone(),
+            demo_page,
         };
-        let app = http::router(state, &channels, host);
+        let app = http::router(state, &hosts);
         let listener =
             tokio::net::TcpListener::bind((settings.http.host.as_str(), settings.http.port))
                 .await
@@ -199,12 +208,14 @@ impl App {
                     .await
             })
         };
-        tracing::info!(%addr, database = store.backend().name(), channels = ?channels.kinds(), "switchboard listening");
+        tracing::info!(%addr, database = store.backend().name(), channels = ?channels.names(), "switchboard listening");
         Ok(App {
             addr,
             store,
             router,
             metrics,
+            channels,
+            bus,
             workflow,
             http_stop,
             connectors_stop,

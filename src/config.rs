@@ -18,7 +18,9 @@ pub struct Settings {
     pub assistant: AssistantSettings,
     pub knowledge: KnowledgeSettings,
     pub outbox: OutboxSettings,
-    pub webchat: WebchatConfig,
+    pub supervisor: crate::channels::supervisor::SupervisorSettings,
+    /// The `[[channel]]` tables: one per channel instance.
+    pub channel: ChannelTables,
     pub workflow: crate::workflow::WorkflowSettings,
 }
 
@@ -33,7 +35,8 @@ impl Default for Settings {
             assistant: AssistantSettings::default(),
             knowledge: KnowledgeSettings::default(),
             outbox: OutboxSettings::default(),
-            webchat: WebchatConfig::default(),
+            supervisor: Default::default(),
+            channel: ChannelTables::default(),
             workflow: crate::workflow::WorkflowSettings::default(),
         }
     }
@@ -44,6 +47,9 @@ impl Default for Settings {
 pub struct HttpSettings {
     pub host: String,
     pub port: u16,
+    /// The address customers and platforms reach this server at (`https://shop.example`),
+    /// for channels that register webhooks. Empty: not known.
+    pub public_url: String,
     /// Seconds to wait for in-flight work after SIGTERM before giving up.
     pub shutdown_grace_secs: u64,
 }
@@ -53,6 +59,7 @@ impl Default for HttpSettings {
         HttpSettings {
             host: "127.0.0.1".into(),
             port: 8080,
+            public_url: String::new(),
             shutdown_grace_secs: 20,
         }
     }
@@ -166,53 +173,45 @@ impl Default for OutboxSettings {
     }
 }
 
+/// The `[[channel]]` tables as written, `kind` and `name` plus the kind's own keys. Each is
+/// parsed by its kind's factory ([`crate::channels::Registry::build`]), which also reads
+/// `${VAR}` values from the environment.
 #[derive(Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebchatConfig {
-    pub enabled: bool,
-    /// Signs visitor session tokens. Empty: generated once into `data_dir/webchat.secret`.
-    /// Several instances behind one load balancer must share it.
-    pub session_secret: String,
-    pub session_ttl_days: u32,
-    pub max_frame_bytes: usize,
-    pub max_text_chars: usize,
-    pub rate_per_minute: u32,
-    pub rate_burst: u32,
-    pub history_limit: u32,
-    /// Lets the page embedding the widget vouch for a signed-in customer (see
-    /// docs/webchat-protocol.md). Empty: only the demo page can (with `demo_email`).
-    pub identity_secret: String,
-    /// The demo page at `/` is signed in as this customer of the demo shop. Empty: a guest.
-    pub demo_email: String,
-}
+#[serde(transparent)]
+pub struct ChannelTables(pub Vec<serde_json::Map<String, serde_json::Value>>);
 
-impl Default for WebchatConfig {
-    fn default() -> WebchatConfig {
-        WebchatConfig {
-            enabled: true,
-            session_secret: String::new(),
-            session_ttl_days: 90,
-            max_frame_bytes: 16 * 1024,
-            max_text_chars: 4000,
-            rate_per_minute: 120,
-            rate_burst: 20,
-            history_limit: 100,
-            identity_secret: String::new(),
-            demo_email: String::new(),
-        }
+impl Default for ChannelTables {
+    /// Web chat alone, as `web`: what a config without `[[channel]]` tables runs.
+    fn default() -> ChannelTables {
+        let mut web = serde_json::Map::new();
+        web.insert("kind".into(), "webchat".into());
+        web.insert("name".into(), "web".into());
+        ChannelTables(vec![web])
     }
 }
 
-impl std::fmt::Debug for WebchatConfig {
+impl std::fmt::Debug for ChannelTables {
+    /// Only kinds and names: the tables hold tokens and passwords.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebchatConfig")
-            .field("enabled", &self.enabled)
-            .field("session_secret", &"<redacted>")
-            .field("identity_secret", &"<redacted>")
-            .field("demo_email", &self.demo_email)
-            .field("max_frame_bytes", &self.max_frame_bytes)
-            .field("rate_per_minute", &self.rate_per_minute)
-            .finish_non_exhaustive()
+        f.debug_list()
+            .entries(self.0.iter().map(|table| {
+                let text = |key: &str| table.get(key).and_then(|v| v.as_str()).unwrap_or("?");
+                format!("{}/{}", text("kind"), text("name"))
+            }))
+            .finish()
+    }
+}
+
+impl ChannelTables {
+    /// The table of the instance named `name`, to adjust before the app starts (tests, the
+    /// demo).
+    pub fn table_mut(
+        &mut self,
+        name: &str,
+    ) -> Option<&mut serde_json::Map<String, serde_json::Value>> {
+        self.0
+            .iter_mut()
+            .find(|table| table.get("name").and_then(|v| v.as_str()) == Some(name))
     }
 }
 
@@ -259,10 +258,25 @@ mod tests {
         let defaults = Settings::default();
         assert_eq!(parsed.http.port, defaults.http.port);
         assert_eq!(parsed.outbox.max_attempts, defaults.outbox.max_attempts);
-        assert_eq!(
-            parsed.webchat.rate_per_minute,
-            defaults.webchat.rate_per_minute
-        );
+        assert_eq!(format!("{:?}", parsed.channel), "[\"webchat/web\"]");
+    }
+
+    #[test]
+    fn channel_tables_never_show_their_secrets() {
+        let text = r#"
+            [[channel]]
+            kind = "telegram"
+            name = "shop-bot"
+            token = "123456:SECRET"
+        "#;
+        let parsed: Settings = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("parses");
+        let shown = format!("{parsed:?}");
+        assert!(shown.contains("telegram/shop-bot"), "{shown}");
+        assert!(!shown.contains("SECRET"), "{shown}");
     }
 
     #[test]

@@ -2,16 +2,19 @@
 //!
 //! A tour, following one customer message:
 //!
-//! - A channel connector (`connectors/*`, through [`channels`]) receives it from the platform
-//!   and hands it to the [`router`] as an `InboundEvent`.
+//! - A channel instance (`connectors/*`, built from a `[[channel]]` table and supervised by
+//!   [`channels`]) receives it from the platform and hands it to the [`router`] as an
+//!   `InboundEvent`.
 //! - The [`router`] stores it once ([`store`], deduplicated on the platform's message id),
 //!   acknowledges it, and queues it on its conversation's lane so that turns of one conversation
 //!   never overlap.
-//! - The conversation's owner takes the turn: the bot's [`assistant`], or a queue or an agent,
-//!   in which case the bot stays silent. The assistant answers from the [`knowledge`] base
+//! - The conversation's owner ([`conversation`]: the bot, a queue or an agent) takes the
+//!   turn: the bot's [`assistant`] answers; under a queue or an agent the bot stays silent. The assistant answers from the [`knowledge`] base
 //!   (hybrid lexical + dense retrieval) and recognises intents.
 //! - Replies are committed with the turn and leave through the [`outbox`] worker, which retries
 //!   with backoff and dead-letters what cannot be delivered.
+//! - Every change is published on the [`events`] stream with a per-conversation number, for
+//!   the console and other tabs; subscribers catch up from the database.
 //! - [`http`] serves the channel endpoints, the web chat widget, health and [`metrics`];
 //!   [`app`] wires it all from [`config`] and stops it in order; [`bench`] measures it.
 //! - When a customer needs the back office (a refund, a cancellation), the [`workflow`] opens a
@@ -23,6 +26,8 @@ pub mod assistant;
 pub mod bench;
 pub mod channels;
 pub mod config;
+pub mod conversation;
+pub mod events;
 pub mod http;
 pub mod knowledge;
 pub mod metrics;

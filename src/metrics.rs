@@ -1,177 +1,190 @@
-//! Prometheus metrics, kept in atomics and rendered in the text exposition format.
-//!
-//! A handful of series does not justify a metrics framework: counters per channel, one latency
-//! histogram, and gauges read at scrape time.
+//! Prometheus metrics, exposed in the text format by the `prometheus-client` crate (the
+//! Prometheus project's own Rust client: it gets names, escaping, `_total` suffixes and the
+//! exposition format right, so this module only declares the series).
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
 
-use dashmap::DashMap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the router latency buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-#[derive(Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabel {
+    channel: String,
 }
 
-impl Histogram {
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabel {
+    kind: String,
+    instance: String,
+}
+
+/// The router latency histogram, observed in durations.
+pub struct Latency(Histogram);
+
+impl Latency {
     pub fn observe(&self, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        self.0.observe(elapsed.as_secs_f64());
     }
 }
 
-#[derive(Default)]
 pub struct Metrics {
-    inbound: DashMap<String, AtomicU64>,
-    inbound_duplicates: DashMap<String, AtomicU64>,
-    outbound: DashMap<String, AtomicU64>,
-    outbound_failures: DashMap<String, AtomicU64>,
-    outbound_dead: DashMap<String, AtomicU64>,
-    handoffs: AtomicU64,
+    registry: Registry,
+    inbound: Family<ChannelLabel, Counter>,
+    inbound_duplicates: Family<ChannelLabel, Counter>,
+    outbound: Family<ChannelLabel, Counter>,
+    outbound_failures: Family<ChannelLabel, Counter>,
+    outbound_dead: Family<ChannelLabel, Counter>,
+    handoffs: Counter,
+    outbox_depth: Gauge<i64, AtomicI64>,
+    webchat_sessions: Gauge<i64, AtomicI64>,
+    channel_up: Family<InstanceLabel, Gauge<i64, AtomicI64>>,
     /// From an inbound message being stored to its turn being committed.
-    pub router_latency: Histogram,
+    pub router_latency: Latency,
 }
 
-fn bump(map: &DashMap<String, AtomicU64>, channel: &str) {
-    if let Some(counter) = map.get(channel) {
-        counter.fetch_add(1, Ordering::Relaxed);
-        return;
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("switchboard");
+        let inbound = Family::<ChannelLabel, Counter>::default();
+        registry.register(
+            "inbound_messages",
+            "Inbound messages stored, per channel instance",
+            inbound.clone(),
+        );
+        let inbound_duplicates = Family::<ChannelLabel, Counter>::default();
+        registry.register(
+            "inbound_duplicates",
+            "Inbound messages dropped as redeliveries, per channel instance",
+            inbound_duplicates.clone(),
+        );
+        let outbound = Family::<ChannelLabel, Counter>::default();
+        registry.register(
+            "outbound_messages",
+            "Outbound messages delivered, per channel instance",
+            outbound.clone(),
+        );
+        let outbound_failures = Family::<ChannelLabel, Counter>::default();
+        registry.register(
+            "outbound_failures",
+            "Failed delivery attempts, per channel instance",
+            outbound_failures.clone(),
+        );
+        let outbound_dead = Family::<ChannelLabel, Counter>::default();
+        registry.register(
+            "outbound_dead_letters",
+            "Outbound messages given up on, per channel instance",
+            outbound_dead.clone(),
+        );
+        let handoffs = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "handoffs",
+            "Conversations handed from the bot to a queue",
+            handoffs.clone(),
+        );
+        let router_latency = Histogram::new(LATENCY_BUCKETS);
+        registry.register_with_unit(
+            "router_latency",
+            "From an inbound message stored to its turn committed",
+            prometheus_client::registry::Unit::Seconds,
+            router_latency.clone(),
+        );
+        let outbox_depth = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "outbox_depth",
+            "Outbox rows waiting for delivery",
+            outbox_depth.clone(),
+        );
+        let webchat_sessions = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "webchat_sessions",
+            "Open web chat WebSocket sessions",
+            webchat_sessions.clone(),
+        );
+        let channel_up = Family::<InstanceLabel, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "channel_up",
+            "1 while a channel instance runs and its platform answers, else 0",
+            channel_up.clone(),
+        );
+        Metrics {
+            registry,
+            inbound,
+            inbound_duplicates,
+            outbound,
+            outbound_failures,
+            outbound_dead,
+            handoffs,
+            outbox_depth,
+            webchat_sessions,
+            channel_up,
+            router_latency: Latency(router_latency),
+        }
     }
-    map.entry(channel.to_string())
-        .or_default()
-        .fetch_add(1, Ordering::Relaxed);
 }
 
-fn render_counter(map: &DashMap<String, AtomicU64>, name: &str, help: &str, out: &mut String) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    let mut rows: Vec<(String, u64)> = map
-        .iter()
-        .map(|entry| (entry.key().clone(), entry.value().load(Ordering::Relaxed)))
-        .collect();
-    rows.sort();
-    for (channel, value) in rows {
-        let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {value}");
+fn label(channel: &str) -> ChannelLabel {
+    ChannelLabel {
+        channel: channel.to_string(),
     }
 }
 
 impl Metrics {
     pub fn inbound(&self, channel: &str) {
-        bump(&self.inbound, channel);
+        self.inbound.get_or_create(&label(channel)).inc();
     }
 
     pub fn inbound_duplicate(&self, channel: &str) {
-        bump(&self.inbound_duplicates, channel);
+        self.inbound_duplicates.get_or_create(&label(channel)).inc();
     }
 
     pub fn outbound(&self, channel: &str) {
-        bump(&self.outbound, channel);
+        self.outbound.get_or_create(&label(channel)).inc();
     }
 
     pub fn outbound_failure(&self, channel: &str) {
-        bump(&self.outbound_failures, channel);
+        self.outbound_failures.get_or_create(&label(channel)).inc();
     }
 
     pub fn outbound_dead(&self, channel: &str) {
-        bump(&self.outbound_dead, channel);
+        self.outbound_dead.get_or_create(&label(channel)).inc();
     }
 
     pub fn handoff(&self) {
-        self.handoffs.fetch_add(1, Ordering::Relaxed);
+        self.handoffs.inc();
     }
 
-    /// The exposition text; gauges read at scrape time are passed in.
-    pub fn render(&self, outbox_depth: i64, open_sessions: usize) -> String {
+    /// The exposition text. Gauges read at scrape time are passed in: the outbox depth, open
+    /// web chat sessions, and each channel instance as (kind, name, up).
+    pub fn render(
+        &self,
+        outbox_depth: i64,
+        open_sessions: usize,
+        channels: &[(&'static str, String, bool)],
+    ) -> String {
+        self.outbox_depth.set(outbox_depth);
+        self.webchat_sessions.set(open_sessions as i64);
+        for (kind, name, up) in channels {
+            self.channel_up
+                .get_or_create(&InstanceLabel {
+                    kind: kind.to_string(),
+                    instance: name.clone(),
+                })
+                .set(i64::from(*up));
+        }
         let mut out = String::with_capacity(4096);
-        render_counter(
-            &self.inbound,
-            "switchboard_inbound_messages_total",
-            "Inbound messages stored, per channel.",
-            &mut out,
-        );
-        render_counter(
-            &self.inbound_duplicates,
-            "switchboard_inbound_duplicates_total",
-            "Inbound messages dropped as redeliveries, per channel.",
-            &mut out,
-        );
-        render_counter(
-            &self.outbound,
-            "switchboard_outbound_messages_total",
-            "Outbound messages delivered, per channel.",
-            &mut out,
-        );
-        render_counter(
-            &self.outbound_failures,
-            "switchboard_outbound_failures_total",
-            "Failed delivery attempts, per channel.",
-            &mut out,
-        );
-        render_counter(
-            &self.outbound_dead,
-            "switchboard_outbound_dead_letters_total",
-            "Outbound messages given up on, per channel.",
-            &mut out,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_handoffs_total Conversations handed from the bot to a queue."
-        );
-        let _ = writeln!(out, "# TYPE switchboard_handoffs_total counter");
-        let _ = writeln!(
-            out,
-            "switchboard_handoffs_total {}",
-            self.handoffs.load(Ordering::Relaxed)
-        );
-        self.router_latency.render(
-            "switchboard_router_latency_seconds",
-            "From an inbound message stored to its turn committed.",
-            &mut out,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_outbox_depth Outbox rows waiting for delivery."
-        );
-        let _ = writeln!(out, "# TYPE switchboard_outbox_depth gauge");
-        let _ = writeln!(out, "switchboard_outbox_depth {outbox_depth}");
-        let _ = writeln!(
-            out,
-            "# HELP switchboard_webchat_sessions Open web chat WebSocket sessions."
-        );
-        let _ = writeln!(out, "# TYPE switchboard_webchat_sessions gauge");
-        let _ = writeln!(out, "switchboard_webchat_sessions {open_sessions}");
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %error, "metrics not encoded");
+        }
         out
     }
 }

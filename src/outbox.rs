@@ -8,6 +8,11 @@
 //! the row, which stays visible. While a row waits for its retry, newer rows of its lane wait
 //! behind it (deferred to its retry time), so a conversation's messages never overtake each
 //! other.
+//!
+//! Each channel instance has its own rate and concurrency limits, and a platform's
+//! `retry_after` pauses that instance alone: its rows wait (not counted as attempts) while
+//! every other instance keeps sending. Delivery receipts are recorded, so the platform's id of
+//! a reply leads back to it, and every delivery or dead letter is a conversation event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +22,15 @@ use switchboard_connector::ConnectorError;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::Channels;
+use crate::channels::{Channels, Instance};
 use crate::config::OutboxSettings;
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::router::lanes::Lanes;
-use crate::store::{DeliveryOutcome, OutboxRow, Store, now_ms};
+use crate::store::{DeliveryOutcome, Finished, OutboxRow, Store, now_ms};
+
+/// Most platform ids of earlier messages given to a connector that threads by them.
+const THREAD_REFERENCES: i64 = 50;
 
 /// How long the outcome writer gathers outcomes before writing them in one go.
 const OUTCOME_GATHER: Duration = Duration::from_millis(10);
@@ -37,14 +46,15 @@ pub struct Delivery {
     senders: std::sync::RwLock<Vec<(&'static str, Arc<dyn RowSender>)>>,
     channels: Arc<Channels>,
     metrics: Arc<Metrics>,
+    bus: Arc<dyn EventBus>,
     settings: OutboxSettings,
     instance: String,
     lanes: std::sync::OnceLock<Arc<Lanes<OutboxRow>>>,
     permits: Arc<Semaphore>,
     /// Lanes held by a row waiting for its retry: lane -> (that row's id, its retry time).
     held: dashmap::DashMap<String, (i64, i64)>,
-    outcomes: mpsc::UnboundedSender<(i64, DeliveryOutcome)>,
-    outcomes_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(i64, DeliveryOutcome)>>>,
+    outcomes: mpsc::UnboundedSender<Finished>,
+    outcomes_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
 }
 
 impl Delivery {
@@ -52,6 +62,7 @@ impl Delivery {
         store: Store,
         channels: Arc<Channels>,
         metrics: Arc<Metrics>,
+        bus: Arc<dyn EventBus>,
         settings: OutboxSettings,
     ) -> Arc<Delivery> {
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
@@ -60,6 +71,7 @@ impl Delivery {
             senders: std::sync::RwLock::default(),
             channels,
             metrics,
+            bus,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             settings,
             instance: uuid::Uuid::new_v4().to_string(),
@@ -117,26 +129,65 @@ impl Delivery {
         }
     }
 
-    async fn deliver(&self, row: OutboxRow) {
+    fn finish(&self, row: &OutboxRow, outcome: DeliveryOutcome) {
+        let _ = self.outcomes.send(Finished {
+            outbox_id: row.id,
+            lane: row.lane.clone(),
+            message_id: row.message_id.clone(),
+            outcome,
+        });
+    }
+
+    async fn deliver(&self, mut row: OutboxRow) {
         if let Some((held_by, until_ms)) = self.held.get(&row.lane).map(|hold| *hold)
             && row.id > held_by
         {
-            let _ = self
-                .outcomes
-                .send((row.id, DeliveryOutcome::Deferred { until_ms }));
+            self.finish(&row, DeliveryOutcome::Deferred { until_ms });
+            return;
+        }
+        let instance = match row.kind.as_str() {
+            "message" => row
+                .channel
+                .as_deref()
+                .and_then(|name| self.channels.get(name).ok())
+                .cloned(),
+            _ => None,
+        };
+        if let Some(until_ms) = instance
+            .as_ref()
+            .and_then(|instance| instance.paused_until())
+        {
+            // The platform asked this instance to wait: not an attempt, just later. The lane
+            // is held like a retry, so that newer rows of the conversation stay behind it.
+            self.held.insert(row.lane.clone(), (row.id, until_ms));
+            self.finish(&row, DeliveryOutcome::Deferred { until_ms });
             return;
         }
         let _permit = self.permits.acquire().await.expect("semaphore stays open");
+        let _instance_permit = match &instance {
+            Some(instance) => instance.ready().await,
+            None => None,
+        };
         let channel = row.channel.clone().unwrap_or_default();
-        let outcome = match self.attempt(&row).await {
-            Ok(()) => {
+        let outcome = match self.attempt(&mut row, instance.as_deref()).await {
+            Ok(platform_message_id) => {
                 self.metrics.outbound(&channel);
-                DeliveryOutcome::Sent
+                DeliveryOutcome::Sent {
+                    platform_message_id,
+                }
             }
             Err(error) => {
                 self.metrics.outbound_failure(&channel);
                 let attempts = row.attempts + 1;
                 let retriable = error.is_retriable();
+                if let (Some(instance), Some(pause)) = (&instance, error.retry_after()) {
+                    tracing::warn!(
+                        channel,
+                        pause_ms = pause.as_millis() as u64,
+                        "platform asked to slow down, pausing the channel"
+                    );
+                    instance.pause(pause);
+                }
                 if retriable && attempts < i64::from(self.settings.max_attempts) {
                     let wait = self.backoff(attempts, &error);
                     tracing::warn!(outbox = row.id, channel, attempts, error = %error, retry_in_ms = wait.as_millis() as u64, "delivery failed, will retry");
@@ -162,28 +213,47 @@ impl Delivery {
                     .remove_if(&row.lane, |_, (held_by, _)| *held_by == row.id);
             }
         }
-        let _ = self.outcomes.send((row.id, outcome));
+        self.finish(&row, outcome);
     }
 
-    async fn attempt(&self, row: &OutboxRow) -> Result<(), ConnectorError> {
-        match row.kind.as_str() {
-            "message" => {
-                let message = row.message.as_ref().ok_or_else(|| {
-                    ConnectorError::Permanent("the message of this outbox row is gone".into())
-                })?;
-                let connector = self
-                    .channels
-                    .get(&message.channel)
-                    .map_err(|error| ConnectorError::Permanent(error.to_string()))?;
-                connector.send(message).await.map(|_receipt| ())
-            }
-            other => match self.sender(other) {
-                Some(sender) => sender.send(row).await,
+    /// One delivery attempt; the platform's id of the delivered message, if it gave one.
+    async fn attempt(
+        &self,
+        row: &mut OutboxRow,
+        instance: Option<&Instance>,
+    ) -> Result<Option<String>, ConnectorError> {
+        if row.kind != "message" {
+            return match self.sender(&row.kind) {
+                Some(sender) => sender.send(row).await.map(|()| None),
                 None => Err(ConnectorError::Permanent(format!(
-                    "unknown outbox kind {other:?}"
+                    "unknown outbox kind {:?}",
+                    row.kind
                 ))),
-            },
+            };
         }
+        let Some(instance) = instance else {
+            let known = self.channels.names().join(", ");
+            return Err(ConnectorError::Permanent(format!(
+                "no channel instance named {:?} (running: {known})",
+                row.channel.as_deref().unwrap_or_default()
+            )));
+        };
+        let message = row.message.as_mut().ok_or_else(|| {
+            ConnectorError::Permanent("the message of this outbox row is gone".into())
+        })?;
+        if instance.connector.capabilities().thread_references && message.references.is_empty() {
+            let (references, last_inbound) = self
+                .store
+                .thread_references(&message.conversation_id, message.seq, THREAD_REFERENCES)
+                .await
+                .map_err(|error| ConnectorError::retriable(error.to_string()))?;
+            message.references = references;
+            if message.in_reply_to.is_none() {
+                message.in_reply_to = last_inbound;
+            }
+        }
+        let receipt = instance.connector.send(message).await?;
+        Ok(receipt.platform_message_id)
     }
 
     fn backoff(&self, attempts: i64, error: &ConnectorError) -> Duration {
@@ -214,6 +284,7 @@ impl Delivery {
         let writer_stop = CancellationToken::new();
         let writer = {
             let store = self.store.clone();
+            let bus = self.bus.clone();
             let stop = writer_stop.clone();
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(1024);
@@ -235,7 +306,7 @@ impl Delivery {
                             Err(_) => break,
                         }
                     }
-                    write_outcomes(&store, &batch, &stop).await;
+                    write_outcomes(&store, bus.as_ref(), &batch, &stop).await;
                     batch.clear();
                 }
             })
@@ -272,11 +343,27 @@ impl Delivery {
     }
 }
 
-async fn write_outcomes(store: &Store, batch: &[(i64, DeliveryOutcome)], stop: &CancellationToken) {
+async fn write_outcomes(
+    store: &Store,
+    bus: &dyn EventBus,
+    batch: &[Finished],
+    stop: &CancellationToken,
+) {
     let mut delay = Duration::from_millis(50);
     for _ in 0..20 {
         match store.finish_outbox(batch).await {
-            Ok(()) => return,
+            Ok(events) => {
+                bus.publish(&events);
+                return;
+            }
+            Err(error) if error.is_unique_violation() => {
+                // Another writer took an event number of one of these conversations at the
+                // same moment: the next try counts from its row.
+                tracing::debug!(
+                    rows = batch.len(),
+                    "event number taken, recording outcomes again"
+                );
+            }
             Err(error) => {
                 // An outcome not recorded means a resend later, never a loss.
                 tracing::warn!(error = %error, rows = batch.len(), "could not record delivery outcomes, retrying");

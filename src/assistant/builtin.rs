@@ -79,6 +79,7 @@ struct Outcome {
     messages: Vec<String>,
     handoff: Option<Handoff>,
     actions: Vec<Action>,
+    choices: Vec<switchboard_connector::Choice>,
 }
 
 impl BuiltinAssistant {
@@ -389,6 +390,7 @@ impl BuiltinAssistant {
                     );
                 } else {
                     outcome.messages.push(texts.not_sure.clone());
+                    outcome.choices = self.suggestions(&prediction.best, language);
                 }
             }
         }
@@ -412,6 +414,7 @@ impl BuiltinAssistant {
             messages: Vec::new(),
             handoff: None,
             actions: Vec::new(),
+            choices: Vec::new(),
         };
 
         if let Some(mut flow) = state.flow.take() {
@@ -570,7 +573,38 @@ impl BuiltinAssistant {
             state: Some(serde_json::to_value(&state).unwrap_or(Value::Null)),
             language: Some(language),
             actions: outcome.actions,
+            choices: outcome.choices,
         }
+    }
+
+    /// Quick replies when the assistant is unsure: the likeliest intent and talking to a
+    /// person, each labelled with the intent's first example in the conversation's language.
+    /// Picking one sends its label, which the classifier knows from its own examples.
+    fn suggestions(&self, likeliest: &str, language: &str) -> Vec<switchboard_connector::Choice> {
+        let person = self
+            .intents
+            .intents
+            .iter()
+            .find(|intent| intent.on_complete == OnComplete::Handoff);
+        let candidates = [self.intents.get(likeliest), person];
+        let mut choices: Vec<switchboard_connector::Choice> = Vec::new();
+        for intent in candidates.into_iter().flatten() {
+            if choices.iter().any(|choice| choice.id == intent.name) {
+                continue;
+            }
+            let label = intent
+                .examples
+                .get(language)
+                .or_else(|| intent.examples.get("en"))
+                .and_then(|examples| examples.first());
+            if let Some(label) = label {
+                choices.push(switchboard_connector::Choice {
+                    id: intent.name.clone(),
+                    label: label.clone(),
+                });
+            }
+        }
+        choices
     }
 }
 

@@ -49,6 +49,9 @@ pub struct Reply {
     /// Back-office work the assistant asks for; the router hands these to the workflow
     /// service, which decides whether the verified customer may have it.
     pub actions: Vec<Action>,
+    /// Quick replies offered with the last message (buttons, where the channel has them);
+    /// a picked one comes back as the next turn's text, its label.
+    pub choices: Vec<switchboard_connector::Choice>,
 }
 
 /// Something the assistant asks the back office to do. It is a request, never an

@@ -91,7 +91,7 @@ fn ws_url(base: &str) -> anyhow::Result<String> {
                 .map(|rest| format!("wss://{rest}"))
         })
         .context("--url must start with http:// or https://")?;
-    Ok(format!("{rest}/channels/webchat/ws"))
+    Ok(format!("{rest}/channels/webchat/web/ws"))
 }
 
 fn bench_settings(
@@ -104,9 +104,12 @@ fn bench_settings(
     settings.http.port = 0;
     settings.database.url = database.clone().unwrap_or_default();
     settings.assistant.kind = "echo".into();
-    settings.webchat.enabled = true;
-    settings.webchat.rate_per_minute = 1_000_000;
-    settings.webchat.rate_burst = 100_000;
+    let mut web = serde_json::Map::new();
+    web.insert("kind".into(), "webchat".into());
+    web.insert("name".into(), "web".into());
+    web.insert("rate_per_minute".into(), 1_000_000.into());
+    web.insert("rate_burst".into(), 100_000.into());
+    settings.channel = crate::config::ChannelTables(vec![web]);
     settings
 }
 
@@ -122,7 +125,7 @@ async fn start_in_process(options: &RouterBench, settings: Settings) -> anyhow::
     )
     .await?;
     Ok(Server {
-        ws_url: format!("ws://{}/channels/webchat/ws", app.addr),
+        ws_url: format!("ws://{}/channels/webchat/web/ws", app.addr),
         app: Some(app),
         child: None,
         _data_dir: Some(data_dir),

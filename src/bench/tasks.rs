@@ -61,7 +61,7 @@ fn scratch_dir() -> anyhow::Result<std::path::PathBuf> {
 /// A web chat visitor writes once; returns their conversation id (from a resumed welcome).
 async fn open_conversation(base: &str, n: usize) -> anyhow::Result<String> {
     let ws = format!(
-        "{}/channels/webchat/ws",
+        "{}/channels/webchat/web/ws",
         base.replacen("http://", "ws://", 1)
             .replacen("https://", "wss://", 1)
     );
@@ -137,7 +137,6 @@ pub async fn run(options: TasksBench, settings: Settings) -> anyhow::Result<()> 
             settings.http.port = 0;
             settings.database.url = options.database.clone().unwrap_or_default();
             settings.log.level = "warn".into();
-            settings.webchat.enabled = true;
             settings.workflow.webhooks.clear();
             let started = App::start(
                 settings,

@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use switchboard_connector::ConnectorHost;
 
-use crate::channels::Channels;
+use crate::channels::{Channels, Instance};
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -22,18 +23,15 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub open_sessions: Arc<dyn Fn() -> usize + Send + Sync>,
     pub workflow: Arc<crate::workflow::WorkflowService>,
-    /// The customer the demo page is signed in as (`webchat.demo_email`).
-    pub demo_identity: Option<DemoIdentity>,
+    pub channels: Arc<Channels>,
+    pub bus: Arc<dyn EventBus>,
+    /// The demo shop's page with the first web chat instance's widget.
+    pub demo_page: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
-/// A demo shop customer, signed for the widget.
-#[derive(Debug, Clone)]
-pub struct DemoIdentity {
-    pub email: String,
-    pub signature: String,
-}
-
-pub fn router(state: AppState, channels: &Channels, host: Arc<dyn ConnectorHost>) -> Router {
+/// The HTTP app: its own routes, the REST API, and each channel instance's routes under
+/// `/channels/{kind}/{name}`, served with that instance's host.
+pub fn router(state: AppState, hosts: &[(Arc<Instance>, Arc<dyn ConnectorHost>)]) -> Router {
     let mut app = Router::<AppState>::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -45,11 +43,19 @@ pub fn router(state: AppState, channels: &Channels, host: Arc<dyn ConnectorHost>
             .route("/widget.js", get(widget_js))
             .route("/widget.css", get(widget_css));
     }
-    let workflow = state.workflow.clone();
-    let mut app: Router = app.with_state(state).merge(api::router(workflow));
-    for connector in channels.all() {
-        if let Some(routes) = connector.clone().routes(host.clone()) {
-            app = app.nest(&format!("/channels/{}", connector.kind()), routes);
+    let api = api::router(api::ApiState {
+        workflow: state.workflow.clone(),
+        store: state.store.clone(),
+        bus: state.bus.clone(),
+        channels: state.channels.clone(),
+    });
+    let mut app: Router = app.with_state(state).merge(api);
+    for (instance, host) in hosts {
+        if let Some(routes) = instance.connector.clone().routes(host.clone()) {
+            app = app.nest(
+                &format!("/channels/{}/{}", instance.kind(), instance.name()),
+                routes,
+            );
         }
     }
     app.layer(tower_http::trace::TraceLayer::new_for_http())
@@ -59,14 +65,31 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready when the database answers. The channels' states are shown beside it: one channel
+/// down (a Telegram outage, a wrong mailbox password) makes the server `degraded`, not
+/// unready, since every other channel still works.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(error) => {
+    let database = state.store.ping().await;
+    let channels: Vec<_> = state
+        .channels
+        .all()
+        .map(|instance| instance.status.view())
+        .collect();
+    let all_up = state.channels.all().all(|instance| instance.status.is_up());
+    let (code, status) = match (&database, all_up) {
+        (Err(error), _) => {
             tracing::warn!(error = %error, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         }
-    }
+        (Ok(()), true) => (StatusCode::OK, "ready"),
+        (Ok(()), false) => (StatusCode::OK, "degraded"),
+    };
+    let body = serde_json::json!({
+        "status": status,
+        "database": if database.is_ok() { "ok" } else { "unreachable" },
+        "channels": channels,
+    });
+    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
@@ -77,7 +100,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
             -1
         }
     };
-    let body = state.metrics.render(depth, (state.open_sessions)());
+    let channels: Vec<(&'static str, String, bool)> = state
+        .channels
+        .all()
+        .map(|instance| {
+            (
+                instance.kind(),
+                instance.name().to_string(),
+                instance.status.is_up(),
+            )
+        })
+        .collect();
+    let body = state
+        .metrics
+        .render(depth, (state.open_sessions)(), &channels);
     (
         [(
             header::CONTENT_TYPE,
@@ -90,41 +126,17 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 #[cfg(feature = "channel-webchat")]
 async fn demo_page(State(state): State<AppState>) -> Response {
-    let page = match &state.demo_identity {
-        None => switchboard_webchat::DEMO_HTML.to_string(),
-        Some(identity) => {
-            // Both values are checked when configured; escaped all the same.
-            let email = escape_html(&identity.email);
-            switchboard_webchat::DEMO_HTML
-                .replace(
-                    "data-open=\"true\"",
-                    &format!(
-                        "data-open=\"true\" data-user-email=\"{email}\" data-user-signature=\"{}\"",
-                        identity.signature
-                    ),
-                )
-                .replace(
-                    "<!-- signed-in -->",
-                    &format!("<p class=\"signed-in\">Signed in to the demo shop as <strong>{email}</strong>: ask about your orders (1042 to 1045), a refund or a cancellation.</p>"),
-                )
-        }
+    let Some(page) = &state.demo_page else {
+        return (StatusCode::NOT_FOUND, "no web chat channel is configured").into_response();
     };
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        page,
+        page(),
     )
         .into_response()
-}
-
-#[cfg(feature = "channel-webchat")]
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(feature = "channel-webchat")]

@@ -9,7 +9,12 @@
 //!    transaction with the message marked handled, and leave through the outbox.
 //!
 //! A crash at any point loses nothing: a stored message without `handled_at` is replayed by
-//! [`Router::recover`] at start-up, and a committed reply waits in the outbox.
+//! [`Router::recover`] at start-up, and a committed reply waits in the outbox. A message that
+//! was stored but not queued (a later step of its ingest failed) is queued when the platform
+//! redelivers it, without waiting for a restart.
+//!
+//! Every change is published on the [`EventBus`] once it is committed. Connectors reach the
+//! router through an instance-scoped host ([`crate::channels::host::InstanceHost`]).
 
 pub mod lanes;
 
@@ -17,17 +22,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+use dashmap::DashSet;
 use switchboard_connector::{
-    AuthorKind, ChannelMessage, ConnectorHost, HostError, InboundEvent, IngestReceipt, TypingSignal,
+    AuthorKind, EventKind, HostError, InboundEvent, IngestReceipt, LiveEvent, TypingSignal,
 };
 
 use crate::assistant::{ActionRunner, Assistant, Reply, Turn};
 use crate::channels::Channels;
 use crate::config::RouterSettings;
+use crate::conversation::{Move, Owner, State, Status};
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::outbox::Delivery;
-use crate::store::{Conversation, NewReply, Store, StoreError, Transfer, TurnCommit};
+use crate::store::{
+    Conversation, NewReply, Store, StoreError, Transfer, TransferError, TurnCommit, now_ms,
+};
 use lanes::Lanes;
 
 /// Longest inbound text the router stores; platforms cap far below this.
@@ -39,6 +48,8 @@ pub struct Job {
     pub message_id: String,
     pub conversation_id: String,
     pub text: String,
+    /// The platform's id of the message, which the replies answer.
+    pub platform_message_id: Option<String>,
     pub received: Instant,
 }
 
@@ -50,42 +61,42 @@ pub struct Router {
     channels: Arc<Channels>,
     metrics: Arc<Metrics>,
     delivery: Arc<Delivery>,
+    bus: Arc<dyn EventBus>,
     settings: RouterSettings,
     lanes: std::sync::OnceLock<Arc<Lanes<Job>>>,
     accepting: AtomicBool,
     /// Conversations as the last turn left them, so a turn need not read its row first. A
     /// stale entry is harmless: the turn's commit is guarded by the row's version and is redone
-    /// on the fresh row if anything changed it.
-    conversations: dashmap::DashMap<String, Conversation>,
+    /// on the fresh row if anything changed it. Bounded, least recently used out first.
+    conversations: quick_cache::sync::Cache<String, Conversation>,
+    /// The open conversation of a channel thread, for publishing presence.
+    threads: quick_cache::sync::Cache<(String, String), String>,
     /// Channel identities whose vouched-for email is linked already: `(channel, user, email)`.
-    linked_emails: dashmap::DashSet<(String, String, String)>,
+    linked_emails: quick_cache::sync::Cache<(String, String, String), ()>,
+    /// Messages queued on a lane and not yet through their turn.
+    queued: DashSet<String>,
 }
 
-/// Most conversations kept in the router's cache.
+/// Most entries kept in each of the router's caches.
 const CACHED_CONVERSATIONS: usize = 100_000;
 
 impl Router {
-    pub fn new(
-        store: Store,
-        assistant: Arc<dyn Assistant>,
-        actions: Option<Arc<dyn ActionRunner>>,
-        channels: Arc<Channels>,
-        metrics: Arc<Metrics>,
-        delivery: Arc<Delivery>,
-        settings: RouterSettings,
-    ) -> Arc<Router> {
+    pub fn new(parts: RouterParts) -> Arc<Router> {
         let router = Arc::new(Router {
-            store,
-            assistant,
-            actions,
-            channels,
-            metrics,
-            delivery,
-            settings,
+            store: parts.store,
+            assistant: parts.assistant,
+            actions: parts.actions,
+            channels: parts.channels,
+            metrics: parts.metrics,
+            delivery: parts.delivery,
+            bus: parts.bus,
+            settings: parts.settings,
             lanes: std::sync::OnceLock::new(),
             accepting: AtomicBool::new(true),
-            conversations: dashmap::DashMap::new(),
-            linked_emails: dashmap::DashSet::new(),
+            conversations: quick_cache::sync::Cache::new(CACHED_CONVERSATIONS),
+            threads: quick_cache::sync::Cache::new(CACHED_CONVERSATIONS),
+            linked_emails: quick_cache::sync::Cache::new(CACHED_CONVERSATIONS),
+            queued: DashSet::new(),
         });
         let weak = Arc::downgrade(&router);
         let lanes = Lanes::new(Arc::new(move |job: Job| {
@@ -104,21 +115,33 @@ impl Router {
         self.lanes.get().expect("lanes are set in Router::new")
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.bus
+    }
+
+    fn queue(&self, job: Job) {
+        self.queued.insert(job.message_id.clone());
+        let lane = job.conversation_id.clone();
+        self.lanes().push(&lane, job);
+    }
+
     /// Queue every stored message that never got its turn (a crash interrupted it).
     /// Call before accepting new messages, so that they queue behind the old ones.
     pub async fn recover(&self) -> Result<usize, crate::store::StoreError> {
         let pending = self.store.unhandled_inbound().await?;
         let count = pending.len();
         for message in pending {
-            self.lanes().push(
-                &message.conversation_id.clone(),
-                Job {
-                    message_id: message.message_id,
-                    conversation_id: message.conversation_id,
-                    text: message.text,
-                    received: Instant::now(),
-                },
-            );
+            self.queue(Job {
+                message_id: message.message_id,
+                conversation_id: message.conversation_id,
+                text: message.text,
+                platform_message_id: message.platform_message_id,
+                received: Instant::now(),
+            });
         }
         if count > 0 {
             tracing::info!(count, "replaying messages that had not been handled");
@@ -139,7 +162,10 @@ impl Router {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.try_turn(&job).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.queued.remove(&job.message_id);
+                    return;
+                }
                 Err(error) => {
                     tracing::warn!(message = %job.message_id, error = %error, "turn failed, retrying");
                     tokio::time::sleep(delay).await;
@@ -151,12 +177,9 @@ impl Router {
 
     async fn conversation(&self, id: &str) -> Result<Conversation, StoreError> {
         if let Some(conversation) = self.conversations.get(id) {
-            return Ok(conversation.clone());
+            return Ok(conversation);
         }
         let conversation = self.store.conversation(id).await?;
-        if self.conversations.len() >= CACHED_CONVERSATIONS {
-            self.conversations.clear();
-        }
         self.conversations
             .insert(id.to_string(), conversation.clone());
         Ok(conversation)
@@ -165,7 +188,7 @@ impl Router {
     async fn try_turn(&self, job: &Job) -> Result<(), StoreError> {
         loop {
             let conversation = self.conversation(&job.conversation_id).await?;
-            let commit = if conversation.status == "bot" {
+            let commit = if conversation.state.status == Status::Bot {
                 let mut reply = self.ask_assistant(&conversation, job).await;
                 self.run_actions(&conversation, job, &mut reply).await;
                 self.commit_for_bot(&conversation, job, reply)
@@ -174,6 +197,7 @@ impl Router {
                 TurnCommit {
                     conversation_id: conversation.id.clone(),
                     inbound_message_id: job.message_id.clone(),
+                    inbound_platform_id: job.platform_message_id.clone(),
                     ..TurnCommit::default()
                 }
             };
@@ -199,7 +223,8 @@ impl Router {
                     return Err(error);
                 }
             };
-            self.remember(conversation, &commit, committed.version);
+            self.bus.publish(&committed.events);
+            self.remember(conversation, &commit, committed.state);
             self.metrics.router_latency.observe(job.received.elapsed());
             if commit.transfer.is_some() {
                 self.metrics.handoff();
@@ -210,20 +235,35 @@ impl Router {
     }
 
     /// Keep the conversation as the committed turn left it.
-    fn remember(&self, mut conversation: Conversation, commit: &TurnCommit, version: i64) {
-        if let Some(state) = &commit.assistant_state {
-            conversation.assistant_state = state.clone();
+    fn remember(&self, mut conversation: Conversation, commit: &TurnCommit, state: State) {
+        if let Some(assistant_state) = &commit.assistant_state {
+            conversation.assistant_state = assistant_state.clone();
         }
         if let Some(language) = &commit.language {
             conversation.language = Some(language.clone());
         }
-        if let Some(transfer) = &commit.transfer {
-            conversation.status = transfer.status.to_string();
-            conversation.owner = transfer.owner.clone();
-        }
-        conversation.updated_at_ms = version;
+        conversation.state = state;
         self.conversations
             .insert(conversation.id.clone(), conversation);
+    }
+
+    /// Move a conversation to a new owner, or resolve it (an agent taking over, a hand-back,
+    /// the console resolving), if the rules allow it and, with `expected_version`, nobody
+    /// changed it since it was read. Turns in flight for the old owner then commit nothing.
+    pub async fn transfer(
+        &self,
+        conversation_id: &str,
+        transfer: &Transfer,
+        expected_version: Option<i64>,
+    ) -> Result<State, TransferError> {
+        let result = self
+            .store
+            .transfer_conversation(conversation_id, transfer, expected_version)
+            .await;
+        self.conversations.remove(conversation_id);
+        let (state, event) = result?;
+        self.bus.publish(std::slice::from_ref(&event));
+        Ok(state)
     }
 
     async fn ask_assistant(&self, conversation: &Conversation, job: &Job) -> Reply {
@@ -297,25 +337,23 @@ impl Router {
                 .queue
                 .unwrap_or_else(|| self.settings.default_queue.clone());
             Transfer {
-                status: "queued",
-                owner: format!("queue:{queue}"),
-                event_kind: "conversation.handoff",
+                to: Move::To(Owner::Queue(queue)),
+                change: "handoff".into(),
                 actor: "bot".into(),
                 data: serde_json::json!({"reason": handoff.reason, "summary": handoff.summary}),
             }
         });
+        let mut replies: Vec<NewReply> = reply.messages.into_iter().map(NewReply::bot).collect();
+        if !reply.choices.is_empty()
+            && let Some(last) = replies.last_mut()
+        {
+            last.choices = reply.choices;
+        }
         TurnCommit {
             conversation_id: conversation.id.clone(),
             inbound_message_id: job.message_id.clone(),
-            replies: reply
-                .messages
-                .into_iter()
-                .map(|text| NewReply {
-                    author: AuthorKind::Bot,
-                    author_id: None,
-                    text,
-                })
-                .collect(),
+            inbound_platform_id: job.platform_message_id.clone(),
+            replies,
             assistant_state: reply.state,
             language: reply.language,
             transfer,
@@ -330,11 +368,8 @@ impl Router {
             event.sender.platform_user_id.clone(),
             email,
         );
-        if self.linked_emails.contains(&key) {
+        if self.linked_emails.get(&key).is_some() {
             return Ok(());
-        }
-        if self.linked_emails.len() >= CACHED_CONVERSATIONS {
-            self.linked_emails.clear();
         }
         let source = format!("channel:{}", event.channel);
         self.store
@@ -344,22 +379,43 @@ impl Router {
                 tracing::error!(channel = %event.channel, error = %error, "email not linked");
                 HostError::Unavailable("storage unavailable".into())
             })?;
-        self.linked_emails.insert(key);
+        self.linked_emails.insert(key, ());
         Ok(())
     }
 
     async fn typing(&self, conversation: &Conversation, active: bool) {
-        let Ok(connector) = self.channels.get(&conversation.channel) else {
+        let signal = TypingSignal {
+            channel: conversation.channel.clone(),
+            thread: conversation.thread.clone(),
+            author: AuthorKind::Bot,
+            active,
+        };
+        self.publish_typing(&conversation.id, &signal);
+        let Ok(instance) = self.channels.get(&conversation.channel) else {
             return;
         };
-        connector
-            .typing(&TypingSignal {
-                channel: conversation.channel.clone(),
-                thread: conversation.thread.clone(),
-                author: AuthorKind::Bot,
-                active,
-            })
-            .await;
+        instance.connector.typing(&signal).await;
+    }
+
+    /// Presence is published, not stored.
+    fn publish_typing(&self, conversation_id: &str, signal: &TypingSignal) {
+        self.bus.publish(&[LiveEvent {
+            conversation_id: conversation_id.to_string(),
+            channel: signal.channel.clone(),
+            thread: signal.thread.clone(),
+            seq: 0,
+            kind: EventKind::Typing,
+            actor: signal.author.as_str().to_string(),
+            data: serde_json::json!({"author": signal.author, "active": signal.active}),
+            created_at_ms: now_ms(),
+        }]);
+    }
+
+    /// The customer is typing on `channel` (not stored; the console sees it live).
+    pub fn customer_typing(&self, channel: &str, signal: TypingSignal) {
+        let key = (channel.to_string(), signal.thread.clone());
+        let conversation_id = self.threads.get(&key).unwrap_or_default();
+        self.publish_typing(&conversation_id, &signal);
     }
 }
 
@@ -383,9 +439,10 @@ fn validate(event: &InboundEvent) -> Result<(), HostError> {
     Ok(())
 }
 
-#[async_trait]
-impl ConnectorHost for Router {
-    async fn ingest(&self, event: InboundEvent) -> Result<IngestReceipt, HostError> {
+impl Router {
+    /// Store an inbound event durably (deduplicated on its platform id) and queue it for its
+    /// conversation's owner.
+    pub async fn ingest(&self, event: InboundEvent) -> Result<IngestReceipt, HostError> {
         let received = Instant::now();
         validate(&event)?;
         if !self.accepting.load(Ordering::SeqCst) {
@@ -395,28 +452,38 @@ impl ConnectorHost for Router {
             tracing::error!(channel = %event.channel, error = %error, "inbound message not stored");
             HostError::Unavailable("storage unavailable".into())
         })?;
+        self.bus.publish(&stored.events);
+        self.threads.insert(
+            (event.channel.clone(), event.thread.clone()),
+            stored.conversation_id.clone(),
+        );
         if let Some(email) = event
             .sender
             .email
             .as_deref()
             .filter(|_| event.sender.verified)
         {
-            // Before the turn: what the customer asks for may depend on whose orders are theirs.
+            // Before the turn: what the customer asks for may depend on whose orders are
+            // theirs. If this fails the message is stored but not queued; the client is told
+            // to resend, and the resend queues it (below).
             self.link_email(&event, email).await?;
         }
         if stored.duplicate {
             self.metrics.inbound_duplicate(&event.channel);
+            // Stored earlier but never queued (a later step of that ingest failed): queue it
+            // now rather than at the next restart.
+            if !stored.handled && !self.queued.contains(&stored.message_id) {
+                self.requeue(&stored.message_id).await?;
+            }
         } else {
             self.metrics.inbound(&event.channel);
-            self.lanes().push(
-                &stored.conversation_id,
-                Job {
-                    message_id: stored.message_id.clone(),
-                    conversation_id: stored.conversation_id.clone(),
-                    text: event.text,
-                    received,
-                },
-            );
+            self.queue(Job {
+                message_id: stored.message_id.clone(),
+                conversation_id: stored.conversation_id.clone(),
+                text: event.text,
+                platform_message_id: Some(event.platform_message_id),
+                received,
+            });
         }
         Ok(IngestReceipt {
             message_id: stored.message_id,
@@ -426,23 +493,43 @@ impl ConnectorHost for Router {
         })
     }
 
-    async fn history(
-        &self,
-        channel: &str,
-        thread: &str,
-        limit: u32,
-    ) -> Result<Vec<ChannelMessage>, HostError> {
-        self.store
-            .history(channel, thread, limit)
+    async fn requeue(&self, message_id: &str) -> Result<(), HostError> {
+        let pending = self
+            .store
+            .unhandled_message(message_id)
             .await
             .map_err(|error| {
-                tracing::error!(channel, error = %error, "history unavailable");
+                tracing::error!(message = message_id, error = %error, "stored message not read back");
                 HostError::Unavailable("storage unavailable".into())
-            })
+            })?;
+        if let Some(message) = pending
+            && !self.queued.contains(&message.message_id)
+        {
+            tracing::info!(
+                message = message_id,
+                "queueing a stored message that was never queued"
+            );
+            self.queue(Job {
+                message_id: message.message_id,
+                conversation_id: message.conversation_id,
+                text: message.text,
+                platform_message_id: message.platform_message_id,
+                received: Instant::now(),
+            });
+        }
+        Ok(())
     }
+}
 
-    fn typing(&self, signal: TypingSignal) {
-        // The agent console subscribes to these; until then there is no one to tell.
-        tracing::trace!(channel = %signal.channel, thread = %signal.thread, active = signal.active, "customer typing");
-    }
+/// What a router is built from.
+pub struct RouterParts {
+    pub store: Store,
+    pub assistant: Arc<dyn Assistant>,
+    /// Carries out what the assistant asks of the back office (the workflow).
+    pub actions: Option<Arc<dyn ActionRunner>>,
+    pub channels: Arc<Channels>,
+    pub metrics: Arc<Metrics>,
+    pub delivery: Arc<Delivery>,
+    pub bus: Arc<dyn EventBus>,
+    pub settings: RouterSettings,
 }

@@ -6,11 +6,13 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use sqlx::{AssertSqlSafe, Row};
-use switchboard_connector::OutboundMessage;
+use switchboard_connector::{EventKind, LiveEvent, OutboundMessage};
 
 use super::script::{Bind, Statement};
-use super::{Backend, Store, StoreResult, now_ms};
+use super::{Backend, NewEvent, Store, StoreResult, now_ms};
 
 /// A row to deliver.
 #[derive(Debug, Clone)]
@@ -30,7 +32,10 @@ pub struct OutboxRow {
 /// How one delivery attempt ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Sent,
+    Sent {
+        /// The platform's own id of the delivered message, from its receipt.
+        platform_message_id: Option<String>,
+    },
     Retry {
         at_ms: i64,
         error: String,
@@ -42,6 +47,16 @@ pub enum Outcome {
     Deferred {
         until_ms: i64,
     },
+}
+
+/// A delivery attempt's outcome, with what its events need to know of the row.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub outbox_id: i64,
+    /// The row's lane: for a message, its conversation.
+    pub lane: String,
+    pub message_id: Option<String>,
+    pub outcome: Outcome,
 }
 
 fn row_of(row: &sqlx::any::AnyRow) -> StoreResult<OutboxRow> {
@@ -95,10 +110,13 @@ impl Store {
 
     /// A stored outbound message, addressed to its conversation's thread.
     pub async fn outbound_message(&self, message_id: &str) -> StoreResult<Option<OutboundMessage>> {
+        // A reply answers our inbound message; the platform knows it by its own id.
         let row = sqlx::query(
             "SELECT m.id, m.conversation_id, m.channel, c.thread, m.seq, m.author_kind, m.text, \
-             m.attachments, m.in_reply_to, m.created_at \
-             FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = $1",
+             m.attachments, m.choices, m.extensions, r.platform_message_id AS in_reply_to, \
+             m.created_at \
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+             LEFT JOIN messages r ON r.id = m.in_reply_to WHERE m.id = $1",
         )
         .bind(message_id)
         .fetch_optional(&self.write)
@@ -106,6 +124,8 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let author: &str = row.try_get("author_kind")?;
         let attachments: &str = row.try_get("attachments")?;
+        let choices: &str = row.try_get("choices")?;
+        let extensions: &str = row.try_get("extensions")?;
         Ok(Some(OutboundMessage {
             id: row.try_get("id")?,
             conversation_id: row.try_get("conversation_id")?,
@@ -115,63 +135,252 @@ impl Store {
             author: super::author_of(author)?,
             text: row.try_get("text")?,
             attachments: super::attachments_of(attachments)?,
+            choices: super::choices_of(choices)?,
             in_reply_to: row.try_get("in_reply_to")?,
+            references: Vec::new(),
+            extensions: serde_json::from_str(extensions)
+                .map_err(|error| super::StoreError::Corrupt(format!("extensions: {error}")))?,
             created_at_ms: row.try_get("created_at")?,
         }))
     }
 
-    /// Record delivery outcomes, many rows in one script.
-    pub async fn finish_outbox(&self, outcomes: &[(i64, Outcome)]) -> StoreResult<()> {
-        if outcomes.is_empty() {
-            return Ok(());
+    /// The platform ids of a conversation's messages before `seq`, oldest first, at most the
+    /// latest `limit`: what email threads a reply by. Also the latest customer message's id,
+    /// which a reply that answers nothing in particular (a task notice) replies to.
+    pub async fn thread_references(
+        &self,
+        conversation_id: &str,
+        before_seq: i64,
+        limit: i64,
+    ) -> StoreResult<(Vec<String>, Option<String>)> {
+        let rows = sqlx::query(
+            "SELECT platform_message_id, direction FROM messages \
+             WHERE conversation_id = $1 AND seq < $2 AND platform_message_id IS NOT NULL \
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(conversation_id)
+        .bind(before_seq)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let mut references = Vec::with_capacity(rows.len());
+        let mut last_inbound = None;
+        for row in &rows {
+            let id: String = row.try_get("platform_message_id")?;
+            let direction: &str = row.try_get("direction")?;
+            if last_inbound.is_none() && direction == "in" {
+                last_inbound = Some(id.clone());
+            }
+            references.push(id);
+        }
+        references.reverse();
+        Ok((references, last_inbound))
+    }
+
+    /// Record delivery outcomes, many rows in one script, with the conversation events
+    /// they make (a message delivered, or failed for good). Returns those events.
+    pub async fn finish_outbox(&self, finished: &[Finished]) -> StoreResult<Vec<LiveEvent>> {
+        if finished.is_empty() {
+            return Ok(Vec::new());
         }
         let now = now_ms();
         let mut statements = Vec::new();
-        let sent: Vec<i64> = outcomes
+        let sent: Vec<i64> = finished
             .iter()
-            .filter(|(_, outcome)| matches!(outcome, Outcome::Sent))
-            .map(|(id, _)| *id)
+            .filter(|row| {
+                matches!(
+                    row.outcome,
+                    Outcome::Sent {
+                        platform_message_id: None
+                    }
+                )
+            })
+            .map(|row| row.outbox_id)
             .collect();
         for chunk in sent.chunks(200) {
             let placeholders: Vec<String> =
                 (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let mut binds: Vec<Bind> = vec![now.into()];
             binds.extend(chunk.iter().map(|id| Bind::Int(*id)));
-            statements.push(Statement {
-                // Only numbered placeholders are spliced in; the ids are bound.
-                sql: format!(
+            // Only numbered placeholders are spliced in; the ids are bound.
+            statements.push(Statement::dynamic(
+                format!(
                     "UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = $1, \
                      locked_until = NULL, locked_by = NULL WHERE id IN ({})",
                     placeholders.join(", ")
-                )
-                .into(),
+                ),
                 binds,
-                returning: None,
-            });
+            ));
         }
-        for (id, outcome) in outcomes {
-            match outcome {
-                Outcome::Sent => {}
+        for row in finished {
+            let id = row.outbox_id;
+            match &row.outcome {
+                Outcome::Sent {
+                    platform_message_id: None,
+                } => {}
+                Outcome::Sent {
+                    platform_message_id: Some(platform_id),
+                } => {
+                    statements.push(Statement::new(
+                        "UPDATE outbox SET status = 'sent', attempts = attempts + 1, \
+                         done_at = $1, platform_message_id = $2, locked_until = NULL, \
+                         locked_by = NULL WHERE id = $3",
+                        vec![now.into(), platform_id.into(), id.into()],
+                    ));
+                    if let Some(message_id) = &row.message_id {
+                        // The receipt makes the platform id lead back to the message; a
+                        // platform id some other message holds already is left alone rather
+                        // than fail the whole batch.
+                        statements.push(Statement::new(
+                            "UPDATE messages SET platform_message_id = $1 WHERE id = $2 \
+                             AND platform_message_id IS NULL AND NOT EXISTS (SELECT 1 FROM \
+                             messages x WHERE x.channel = messages.channel \
+                             AND x.platform_message_id = $1)",
+                            vec![platform_id.into(), message_id.into()],
+                        ));
+                    }
+                }
                 Outcome::Retry { at_ms, error } => statements.push(Statement::new(
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $1, \
                      last_error = $2, locked_until = NULL, locked_by = NULL WHERE id = $3",
-                    vec![(*at_ms).into(), error.into(), (*id).into()],
+                    vec![(*at_ms).into(), error.into(), id.into()],
                 )),
                 Outcome::Deferred { until_ms } => statements.push(Statement::new(
                     "UPDATE outbox SET next_attempt_at = $1, locked_until = NULL, \
                      locked_by = NULL WHERE id = $2",
-                    vec![(*until_ms).into(), (*id).into()],
+                    vec![(*until_ms).into(), id.into()],
                 )),
                 Outcome::Dead { error } => statements.push(Statement::new(
                     "UPDATE outbox SET status = 'dead', attempts = attempts + 1, \
                      last_error = $1, done_at = $2, locked_until = NULL, locked_by = NULL \
                      WHERE id = $3",
-                    vec![error.into(), now.into(), (*id).into()],
+                    vec![error.into(), now.into(), id.into()],
                 )),
             }
         }
+        let events = self.delivery_events(finished);
+        if let Some(statement) = self.delivery_events_statement(&events, now) {
+            statements.push(statement);
+        }
         self.run_script(statements).await?;
-        Ok(())
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The numbers were given out by the database: read the events back (one query for
+        // the batch).
+        self.delivery_events_written(&events, now).await
+    }
+
+    /// The events a batch of outcomes makes: for message rows, delivered or failed for good.
+    fn delivery_events(&self, finished: &[Finished]) -> Vec<(String, String, NewEvent)> {
+        finished
+            .iter()
+            .filter_map(|row| {
+                let message_id = row.message_id.clone()?;
+                let (kind, data) = match &row.outcome {
+                    Outcome::Sent { .. } => (EventKind::MessageDelivered, serde_json::json!({})),
+                    Outcome::Dead { error } => (
+                        EventKind::MessageFailed,
+                        serde_json::json!({"error": error}),
+                    ),
+                    Outcome::Retry { .. } | Outcome::Deferred { .. } => return None,
+                };
+                let event = NewEvent {
+                    kind,
+                    actor: "outbox".into(),
+                    data,
+                    message_id: Some(message_id.clone()),
+                };
+                Some((row.lane.clone(), message_id, event))
+            })
+            .collect()
+    }
+
+    /// One INSERT for every event of the batch. Each row adds its place among the batch's
+    /// events of the same conversation: both backends evaluate the SELECT before inserting.
+    fn delivery_events_statement(
+        &self,
+        events: &[(String, String, NewEvent)],
+        now: i64,
+    ) -> Option<Statement> {
+        if events.is_empty() {
+            return None;
+        }
+        let mut places: HashMap<&str, i64> = HashMap::new();
+        let mut binds: Vec<Bind> = vec![now.into()];
+        let mut rows = Vec::with_capacity(events.len());
+        for (conversation_id, message_id, event) in events {
+            let place = places.entry(conversation_id.as_str()).or_default();
+            *place += 1;
+            let base = binds.len() + 1;
+            rows.push(format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                base,
+                base + 1,
+                base + 2,
+                base + 3,
+                base + 4
+            ));
+            binds.push(conversation_id.into());
+            binds.push((*place).into());
+            binds.push(event.kind.as_str().into());
+            binds.push(event.data.to_string().into());
+            binds.push(message_id.into());
+        }
+        // Only numbered placeholders are spliced in; every value is bound.
+        Some(Statement::dynamic(
+            format!(
+                "INSERT INTO conversation_events \
+                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
+                 SELECT v.column1, COALESCE((SELECT e.seq FROM conversation_events e \
+                 WHERE e.conversation_id = v.column1 ORDER BY e.seq DESC LIMIT 1), 0) \
+                 + v.column2, v.column3, 'outbox', v.column4, v.column5, $1 \
+                 FROM (VALUES {}) AS v",
+                rows.join(", ")
+            ),
+            binds,
+        ))
+    }
+
+    async fn delivery_events_written(
+        &self,
+        events: &[(String, String, NewEvent)],
+        now: i64,
+    ) -> StoreResult<Vec<LiveEvent>> {
+        let mut written = Vec::with_capacity(events.len());
+        let mut wanted: std::collections::HashSet<(String, EventKind)> = events
+            .iter()
+            .map(|(_, message_id, event)| (message_id.clone(), event.kind))
+            .collect();
+        for chunk in events.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            // Only numbered placeholders are spliced in; the ids are bound.
+            let sql = format!(
+                "SELECT e.conversation_id, c.channel, c.thread, e.seq, e.kind, e.actor, e.data, \
+                 e.created_at, e.message_id, m.seq AS message_seq, m.author_kind, m.text, \
+                 m.platform_message_id \
+                 FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id \
+                 LEFT JOIN messages m ON m.id = e.message_id \
+                 WHERE e.created_at = $1 AND e.message_id IN ({}) ORDER BY e.conversation_id, e.seq",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for (_, message_id, _) in chunk {
+                query = query.bind(message_id.clone());
+            }
+            for row in query.fetch_all(&self.write).await? {
+                let event = super::events::event_of(&row)?;
+                let message_id = event.data["message_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if wanted.remove(&(message_id, event.kind)) {
+                    written.push(event);
+                }
+            }
+        }
+        Ok(written)
     }
 
     /// Free every reservation. Only safe when no other instance shares the database (SQLite).

@@ -65,14 +65,53 @@ impl From<Option<i64>> for Bind {
     }
 }
 
+/// The type of a column a statement returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returns {
+    Int,
+    Text,
+}
+
+/// A value a statement's RETURNING clause yielded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    Int(i64),
+    Text(String),
+}
+
+/// The columns one statement returned, in the order it named them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Returned(pub Vec<Value>);
+
+impl Returned {
+    pub fn int(&self, index: usize) -> StoreResult<i64> {
+        match self.0.get(index) {
+            Some(Value::Int(value)) => Ok(*value),
+            other => Err(StoreError::Corrupt(format!(
+                "script column {index} is not an integer: {other:?}"
+            ))),
+        }
+    }
+
+    pub fn text(&self, index: usize) -> StoreResult<String> {
+        match self.0.get(index) {
+            Some(Value::Text(value)) => Ok(value.clone()),
+            other => Err(StoreError::Corrupt(format!(
+                "script column {index} is not text: {other:?}"
+            ))),
+        }
+    }
+}
+
 /// One statement with its own `$1..$n` placeholders.
 #[derive(Debug, Clone)]
 pub struct Statement {
     /// Literal SQL with placeholders; only ever built from constants, never from input.
     pub sql: Cow<'static, str>,
     pub binds: Vec<Bind>,
-    /// The one BIGINT column of the one row this statement's RETURNING clause yields.
-    pub returning: Option<&'static str>,
+    /// The columns of the one row this statement's RETURNING clause yields (none: it returns
+    /// nothing).
+    pub returning: Vec<(&'static str, Returns)>,
 }
 
 impl Statement {
@@ -80,14 +119,36 @@ impl Statement {
         Statement {
             sql: Cow::Borrowed(sql),
             binds,
-            returning: None,
+            returning: Vec::new(),
         }
     }
 
-    pub fn returning(mut self, column: &'static str) -> Statement {
-        self.returning = Some(column);
+    /// A statement whose text is chosen at run time (per backend, or with a number of
+    /// placeholders); still only ever built from constants.
+    pub fn dynamic(sql: String, binds: Vec<Bind>) -> Statement {
+        Statement {
+            sql: Cow::Owned(sql),
+            binds,
+            returning: Vec::new(),
+        }
+    }
+
+    /// The statement returns the BIGINT `column`.
+    pub fn returning(self, column: &'static str) -> Statement {
+        self.returning_as(column, Returns::Int)
+    }
+
+    pub fn returning_as(mut self, column: &'static str, kind: Returns) -> Statement {
+        self.returning.push((column, kind));
         self
     }
+}
+
+fn value_of(row: &AnyRow, index: usize, kind: Returns) -> StoreResult<Option<Value>> {
+    Ok(match kind {
+        Returns::Int => row.try_get::<Option<i64>, _>(index)?.map(Value::Int),
+        Returns::Text => row.try_get::<Option<String>, _>(index)?.map(Value::Text),
+    })
 }
 
 fn bind_all<'q>(
@@ -242,8 +303,10 @@ fn postgres_cte(statements: &[Statement]) -> (String, Vec<Bind>) {
         renumber(&statement.sql, binds.len(), &mut sql);
         sql.push(')');
         binds.extend(statement.binds.iter().cloned());
-        if let Some(column) = statement.returning {
-            collected.push(format!("(SELECT {column} FROM s{index}) AS r{index}"));
+        for (position, (column, _)) in statement.returning.iter().enumerate() {
+            collected.push(format!(
+                "(SELECT {column} FROM s{index}) AS r{index}_{position}"
+            ));
         }
     }
     if collected.is_empty() {
@@ -256,51 +319,89 @@ fn postgres_cte(statements: &[Statement]) -> (String, Vec<Bind>) {
 }
 
 impl Store {
-    /// Run `statements` atomically; returns the values the `returning` statements yielded, in
-    /// statement order. A statement whose RETURNING yielded no row (a guard failed) gives
-    /// `None` on PostgreSQL and is absent on SQLite: callers that guard compare counts.
+    /// Run `statements` atomically; returns what each returning statement yielded, in
+    /// statement order: `None` where its RETURNING gave no row (a guard failed). Scripts are
+    /// all or nothing in this respect too: on SQLite either every returning statement of a
+    /// script yields its row or none does, else the result is refused as corrupt.
     /// Statements must not depend on rows written earlier in the same script (PostgreSQL runs
-    /// them on one snapshot).
-    pub(super) async fn run_script(
+    /// them on one snapshot), unless they say how per backend.
+    pub(super) async fn run_script_rows(
         &self,
         statements: Vec<Statement>,
-    ) -> StoreResult<Vec<Option<i64>>> {
-        let expected = statements.iter().filter(|s| s.returning.is_some()).count();
+    ) -> StoreResult<Vec<Option<Returned>>> {
+        let shapes: Vec<Vec<Returns>> = statements
+            .iter()
+            .filter(|s| !s.returning.is_empty())
+            .map(|s| s.returning.iter().map(|(_, kind)| *kind).collect())
+            .collect();
         match &self.group {
             Some(group) => {
                 let rows = group.run(statements).await?;
-                Ok(rows
-                    .iter()
-                    .map(|row| row.try_get::<i64, _>(0).map(Some))
-                    .collect::<Result<Vec<_>, _>>()?)
+                if rows.is_empty() {
+                    return Ok(vec![None; shapes.len()]);
+                }
+                if rows.len() != shapes.len() {
+                    return Err(StoreError::Corrupt(format!(
+                        "script returned {} rows, expected {}",
+                        rows.len(),
+                        shapes.len()
+                    )));
+                }
+                rows.iter()
+                    .zip(&shapes)
+                    .map(|(row, shape)| returned(row, shape, |index| index))
+                    .collect()
             }
             None => {
                 let (sql, binds) = postgres_cte(&statements);
                 let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
                     .fetch_one(&self.write)
                     .await?;
-                Ok((0..expected)
-                    .map(|index| row.try_get::<Option<i64>, _>(index))
-                    .collect::<Result<Vec<_>, _>>()?)
+                let mut offset = 0;
+                let mut values = Vec::with_capacity(shapes.len());
+                for shape in &shapes {
+                    values.push(returned(&row, shape, |index| offset + index)?);
+                    offset += shape.len();
+                }
+                Ok(values)
             }
         }
     }
 
-    /// Run one statement and return the row its RETURNING clause yielded, if any.
-    pub(super) async fn run_returning_row(
+    /// [`Store::run_script_rows`] for scripts whose returning statements each return one
+    /// BIGINT: the values in statement order.
+    pub(super) async fn run_script(
         &self,
-        statement: Statement,
-    ) -> StoreResult<Option<AnyRow>> {
-        match &self.group {
-            Some(group) => Ok(group.run(vec![statement]).await?.into_iter().next()),
-            None => Ok(bind_all(
-                sqlx::query(AssertSqlSafe(statement.sql.into_owned())),
-                &statement.binds,
-            )
-            .fetch_optional(&self.write)
-            .await?),
-        }
+        statements: Vec<Statement>,
+    ) -> StoreResult<Vec<Option<i64>>> {
+        self.run_script_rows(statements)
+            .await?
+            .into_iter()
+            .map(|returned| returned.map(|row| row.int(0)).transpose())
+            .collect()
     }
+}
+
+/// The values of `shape` in `row`, the i-th at column `column(i)`: a SQLite RETURNING row
+/// holds exactly the named columns in order; PostgreSQL's one collecting row holds every
+/// statement's columns side by side.
+fn returned(
+    row: &AnyRow,
+    shape: &[Returns],
+    column: impl Fn(usize) -> usize,
+) -> StoreResult<Option<Returned>> {
+    let values = shape
+        .iter()
+        .enumerate()
+        .map(|(index, kind)| value_of(row, column(index), *kind))
+        .collect::<StoreResult<Vec<Option<Value>>>>()?;
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let values: Option<Vec<Value>> = values.into_iter().collect();
+    values
+        .map(|values| Some(Returned(values)))
+        .ok_or_else(|| StoreError::Corrupt("a returned row is partly NULL".into()))
 }
 
 #[cfg(test)]

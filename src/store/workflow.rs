@@ -471,7 +471,10 @@ impl Store {
                     author: AuthorKind::System,
                     text: notice.text.clone(),
                     attachments: Vec::new(),
+                    choices: Vec::new(),
                     in_reply_to: None,
+                    references: Vec::new(),
+                    extensions: Default::default(),
                     created_at_ms: now,
                 }),
             });

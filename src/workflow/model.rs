@@ -187,16 +187,20 @@ pub enum Scope {
     TasksWrite,
     #[serde(rename = "tasks:approve")]
     TasksApprove,
+    /// Conversations: their live events and attachments (the console, a CRM).
+    #[serde(rename = "conversations:read")]
+    ConversationsRead,
     /// Everything, including API keys, contact links and webhook deliveries.
     #[serde(rename = "admin")]
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 5] = [
         Scope::TasksRead,
         Scope::TasksWrite,
         Scope::TasksApprove,
+        Scope::ConversationsRead,
         Scope::Admin,
     ];
 
@@ -205,6 +209,7 @@ impl Scope {
             Scope::TasksRead => "tasks:read",
             Scope::TasksWrite => "tasks:write",
             Scope::TasksApprove => "tasks:approve",
+            Scope::ConversationsRead => "conversations:read",
             Scope::Admin => "admin",
         }
     }

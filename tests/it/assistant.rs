@@ -339,7 +339,7 @@ async fn language_follows_the_customer(backend: Backend) {
     assert!(english.contains("Source: Payment"), "{english}");
     let history = app
         .store()
-        .history("webchat", &visitor.visitor_id, 10)
+        .history("web", &visitor.visitor_id, 10)
         .await
         .unwrap();
     let conversation = app
@@ -361,12 +361,12 @@ async fn hands_over_with_a_summary(backend: Backend) {
     assert!(handed.contains("colleague"), "{handed}");
     let history = app
         .store()
-        .history("webchat", &visitor.visitor_id, 10)
+        .history("web", &visitor.visitor_id, 10)
         .await
         .unwrap();
     let conversation_id = history[0].conversation_id.clone();
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
-    assert_eq!(conversation.status, "queued");
+    assert_eq!(conversation.state.status.as_str(), "queued");
     let events = app
         .store()
         .conversation_events(&conversation_id)
@@ -374,7 +374,7 @@ async fn hands_over_with_a_summary(backend: Backend) {
         .unwrap();
     let handoff = events
         .iter()
-        .find(|event| event.kind == "conversation.handoff")
+        .find(|event| event.data["change"] == "handoff")
         .expect("a handoff event");
     assert_eq!(handoff.data["reason"], "customer_request");
     let summary = &handoff.data["summary"];

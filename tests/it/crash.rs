@@ -19,21 +19,37 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The shipped config with the web chat limits opened up for a burst (channel tables are set
+/// in the file; the environment overrides sections).
+fn write_config(database: &TestDatabase) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/switchboard.toml"
+    ))
+    .expect("shipped config");
+    let mut text = shipped.clone();
+    for (from, to) in [
+        ("rate_per_minute = 120", "rate_per_minute = 600000"),
+        ("rate_burst = 20", "rate_burst = 100000"),
+        ("history_limit = 100", "history_limit = 5000"),
+    ] {
+        assert!(text.contains(from), "the shipped config sets {from}");
+        text = text.replacen(from, to, 1);
+    }
+    let path = database.dir.path().join("switchboard.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
 fn start_server(database: &TestDatabase, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("serve")
         .arg("--config")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/switchboard.toml"
-        ))
+        .arg(write_config(database))
         .env("SWITCHBOARD__DATA_DIR", database.dir.path())
         .env("SWITCHBOARD__DATABASE__URL", &database.url)
         .env("SWITCHBOARD__HTTP__PORT", port.to_string())
         .env("SWITCHBOARD__ASSISTANT__KIND", "echo")
-        .env("SWITCHBOARD__WEBCHAT__RATE_PER_MINUTE", "600000")
-        .env("SWITCHBOARD__WEBCHAT__RATE_BURST", "100000")
-        .env("SWITCHBOARD__WEBCHAT__HISTORY_LIMIT", "5000")
         // Rows reserved by the killed process become claimable soon (PostgreSQL keeps them).
         .env("SWITCHBOARD__OUTBOX__LEASE_SECS", "1")
         .env("SWITCHBOARD__LOG__LEVEL", "warn")
@@ -63,7 +79,7 @@ async fn killed_mid_burst_loses_nothing(backend: Backend) {
     let port = free_port();
     let mut server = start_server(&database, port);
     wait_ready(port).await;
-    let url = format!("ws://127.0.0.1:{port}/channels/webchat/ws");
+    let url = format!("ws://127.0.0.1:{port}/channels/webchat/web/ws");
 
     // client id -> text, for every acknowledged message, per visitor token.
     let acked: Arc<Mutex<HashMap<String, HashMap<String, String>>>> = Arc::default();
@@ -186,7 +202,7 @@ async fn killed_mid_burst_loses_nothing(backend: Backend) {
         )
         .await;
         for (token, visitor_id) in &tokens {
-            let history = store.history("webchat", visitor_id, 5000).await.unwrap();
+            let history = store.history("web", visitor_id, 5000).await.unwrap();
             let customer: Vec<_> = history
                 .iter()
                 .filter(|m| m.author == AuthorKind::Customer)
@@ -224,6 +240,14 @@ async fn killed_mid_burst_loses_nothing(backend: Backend) {
                 customer.len(),
                 "every stored message answered once"
             );
+            // And each reply left exactly once, by the outbox's own rows: one row per reply,
+            // sent (a resend after the kill would be a second attempt on the same row, and a
+            // doubled reply a second row).
+            for reply in &replies {
+                let rows = store.outbox_state(&reply.id).await.unwrap();
+                assert_eq!(rows.len(), 1, "one outbox row for reply {}", reply.id);
+                assert_eq!(rows[0].0, "sent", "reply {} delivered", reply.id);
+            }
             // A resumed tab sees the same, in order.
             let tab = Visitor::connect(&url, Some(token)).await;
             let seqs: Vec<i64> = tab

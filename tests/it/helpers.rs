@@ -72,6 +72,15 @@ impl TestDatabase {
     }
 }
 
+/// A web chat setting of the `web` instance, as a `[[channel]]` key would set it.
+pub fn set_webchat(settings: &mut Settings, key: &str, value: impl Into<Value>) {
+    settings
+        .channel
+        .table_mut("web")
+        .expect("web chat runs as `web`")
+        .insert(key.to_string(), value.into());
+}
+
 pub fn settings(database: &TestDatabase) -> Settings {
     let mut settings = Settings {
         data_dir: database.dir.path().to_path_buf(),
@@ -83,9 +92,18 @@ pub fn settings(database: &TestDatabase) -> Settings {
     settings.outbox.poll_interval_ms = 50;
     settings.outbox.backoff_base_ms = 20;
     settings.outbox.backoff_max_ms = 200;
-    settings.webchat.session_secret = "test-secret-0123456789abcdef0123456789".into();
-    settings.webchat.rate_per_minute = 6000;
-    settings.webchat.rate_burst = 500;
+    settings.supervisor.restart_base_ms = 50;
+    settings.supervisor.restart_max_ms = 400;
+    let web = settings
+        .channel
+        .table_mut("web")
+        .expect("web chat runs as `web`");
+    web.insert(
+        "session_secret".into(),
+        "test-secret-0123456789abcdef0123456789".into(),
+    );
+    web.insert("rate_per_minute".into(), 6000.into());
+    web.insert("rate_burst".into(), 500.into());
     settings
 }
 
@@ -112,7 +130,7 @@ impl TestApp {
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://{}/channels/webchat/ws", self.app.addr)
+        format!("ws://{}/channels/webchat/web/ws", self.app.addr)
     }
 
     pub fn http_url(&self, path: &str) -> String {
@@ -135,6 +153,7 @@ pub fn options_with(
     AppOptions {
         assistant,
         connectors,
+        ..AppOptions::default()
     }
 }
 

@@ -23,9 +23,9 @@ async fn health_ready_and_metrics(backend: Backend) {
     visitor.bot_reply().await;
     visitor.send_and_ack("m1", "hello").await;
     let expected = [
-        "switchboard_inbound_messages_total{channel=\"webchat\"} 1",
-        "switchboard_inbound_duplicates_total{channel=\"webchat\"} 1",
-        "switchboard_outbound_messages_total{channel=\"webchat\"} 1",
+        "switchboard_inbound_messages_total{channel=\"web\"} 1",
+        "switchboard_inbound_duplicates_total{channel=\"web\"} 1",
+        "switchboard_outbound_messages_total{channel=\"web\"} 1",
         "switchboard_router_latency_seconds_count 1",
         "switchboard_webchat_sessions 1",
         "switchboard_outbox_depth 0",
@@ -73,7 +73,7 @@ async fn health_ready_and_metrics(backend: Backend) {
             .unwrap()
             .contains("javascript")
     );
-    assert!(widget.text().await.unwrap().contains("channels/webchat/ws"));
+    assert!(widget.text().await.unwrap().contains("channels/webchat/"));
 }
 both_backends!(health_and_metrics, health_ready_and_metrics);
 
@@ -98,7 +98,7 @@ async fn shutdown_drains_in_flight_work(backend: Backend) {
         options_with(Some(Arc::new(Slow)), Vec::new()),
     )
     .await;
-    let url = format!("ws://{}/channels/webchat/ws", app.addr);
+    let url = format!("ws://{}/channels/webchat/web/ws", app.addr);
     let mut visitors = Vec::new();
     for v in 0..4 {
         let mut visitor = Visitor::connect(&url, None).await;

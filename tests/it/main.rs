@@ -4,6 +4,7 @@ mod helpers;
 
 mod assistant;
 mod browser;
+mod channels;
 mod crash;
 mod http;
 mod outbox;

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use switchboard_connector::{
-    Connector, ConnectorError, ConnectorHost, InboundEvent, OutboundMessage, PlatformIdentity,
-    SendReceipt,
+    Connector, ConnectorError, InboundEvent, OutboundMessage, PlatformIdentity, SendReceipt,
 };
 
 use crate::both_backends;
@@ -25,6 +24,10 @@ struct Flaky {
 #[async_trait]
 impl Connector for Flaky {
     fn kind(&self) -> &'static str {
+        "flaky"
+    }
+
+    fn name(&self) -> &str {
         "flaky"
     }
 
@@ -48,20 +51,9 @@ impl Connector for Flaky {
 }
 
 fn event(thread: &str, platform_id: &str, text: &str) -> InboundEvent {
-    InboundEvent {
-        channel: "flaky".into(),
-        platform_message_id: platform_id.into(),
-        sender: PlatformIdentity {
-            platform_user_id: format!("user-{thread}"),
-            display_name: Some("Test Customer".into()),
-            verified: true,
-            email: None,
-        },
-        thread: thread.into(),
-        text: text.into(),
-        attachments: Vec::new(),
-        sent_at_ms: None,
-    }
+    let mut sender = PlatformIdentity::new(format!("user-{thread}"), true);
+    sender.display_name = Some("Test Customer".into());
+    InboundEvent::text("flaky", platform_id, sender, thread, text)
 }
 
 async fn failing_send_is_retried(backend: Backend) {
@@ -255,6 +247,10 @@ struct Stubborn {
 #[async_trait]
 impl Connector for Stubborn {
     fn kind(&self) -> &'static str {
+        "flaky"
+    }
+
+    fn name(&self) -> &str {
         "flaky"
     }
 

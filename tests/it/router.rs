@@ -10,6 +10,8 @@ use switchboard_connector::AuthorKind;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, eventually, options_with};
+use switchboard::conversation::{Owner, Status};
+use switchboard_connector::EventKind;
 
 async fn resent_message_is_stored_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -31,7 +33,7 @@ async fn resent_message_is_stored_once(backend: Backend) {
 
     let history = app
         .store()
-        .history("webchat", &visitor.visitor_id, 100)
+        .history("web", &visitor.visitor_id, 100)
         .await
         .unwrap();
     let customer: Vec<_> = history
@@ -203,19 +205,42 @@ async fn handoff_makes_the_bot_silent(backend: Backend) {
     assert_eq!(reply["text"], "Connecting you with a person.");
     let conversation_id = ack_conversation(&app, &visitor).await;
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
-    assert_eq!(conversation.status, "queued");
-    assert_eq!(conversation.owner, "queue:support");
+    assert_eq!(conversation.state.status, Status::Queued);
+    assert_eq!(conversation.state.owner, Owner::Queue("support".into()));
     let events = app
         .store()
         .conversation_events(&conversation_id)
         .await
         .unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let dense: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(seqs, dense, "event numbers are dense");
+    // Deliveries are recorded as they happen, between the others.
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|e| e.kind != EventKind::MessageDelivered)
+        .collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, ["conversation.opened", "conversation.handoff"]);
-    assert_eq!(events[1].data["reason"], "customer_request");
-    assert_eq!(events[1].data["from"], "bot");
-    assert_eq!(events[1].data["to"], "queue:support");
-    assert_eq!(events[1].data["summary"]["intent"], "talk_to_human");
+    assert_eq!(
+        kinds,
+        [
+            "conversation.opened",
+            "message.stored",
+            "message.stored",
+            "message.stored",
+            "message.stored",
+            "owner.changed"
+        ]
+    );
+    assert_eq!(events[3].data["text"], "let me talk to a human");
+    assert_eq!(events[3].data["author"], "customer");
+    assert_eq!(events[4].data["author"], "bot");
+    let handoff = &events[5];
+    assert_eq!(handoff.data["change"], "handoff");
+    assert_eq!(handoff.data["reason"], "customer_request");
+    assert_eq!(handoff.data["from"], "bot");
+    assert_eq!(handoff.data["to"], "queue:support");
+    assert_eq!(handoff.data["summary"]["intent"], "talk_to_human");
 
     // The queue owns it now: the customer's next message is stored and handled, not answered.
     visitor.send_and_ack("c", "are you there?").await;
@@ -254,7 +279,7 @@ both_backends!(handoff_to_the_queue, handoff_makes_the_bot_silent);
 async fn ack_conversation(app: &TestApp, visitor: &crate::helpers::Visitor) -> String {
     let history = app
         .store()
-        .history("webchat", &visitor.visitor_id, 10)
+        .history("web", &visitor.visitor_id, 10)
         .await
         .unwrap();
     history[0].conversation_id.clone()
@@ -287,7 +312,7 @@ async fn assistant_failure_hands_over(backend: Backend) {
     );
     let conversation_id = ack_conversation(&app, &visitor).await;
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
-    assert_eq!(conversation.status, "queued");
+    assert_eq!(conversation.state.status.as_str(), "queued");
 }
 both_backends!(assistant_error_goes_to_people, assistant_failure_hands_over);
 
@@ -329,16 +354,19 @@ async fn takeover_mid_turn_silences_the_bot(backend: Backend) {
     hesitant.started.notified().await;
     // An agent takes the conversation while the bot is still thinking.
     let conversation_id = ack_conversation(&app, &visitor).await;
-    app.store()
-        .transfer_conversation(
+    app.app
+        .router
+        .transfer(
             &conversation_id,
             &switchboard::store::Transfer {
-                status: "agent",
-                owner: "agent:ana".into(),
-                event_kind: "conversation.assigned",
+                to: switchboard::conversation::Move::To(switchboard::conversation::Owner::Agent(
+                    "ana".into(),
+                )),
+                change: "takeover".into(),
                 actor: "agent:ana".into(),
                 data: serde_json::json!({}),
             },
+            None,
         )
         .await
         .unwrap();
@@ -365,7 +393,15 @@ async fn takeover_mid_turn_silences_the_bot(backend: Backend) {
         .conversation_events(&conversation_id)
         .await
         .unwrap();
-    assert_eq!(events.last().unwrap().kind, "conversation.assigned");
-    assert_eq!(events.last().unwrap().data["from"], "bot");
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.kind != EventKind::MessageDelivered)
+        .unwrap();
+    assert_eq!(last.kind, EventKind::OwnerChanged);
+    assert_eq!(last.data["change"], "takeover");
+    assert_eq!(last.data["from"], "bot");
+    assert_eq!(last.data["to"], "agent:ana");
+    assert_eq!(last.data["status"], "agent");
 }
 both_backends!(takeover_during_a_turn, takeover_mid_turn_silences_the_bot);

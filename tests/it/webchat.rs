@@ -33,7 +33,7 @@ async fn session_resumes_with_history(backend: Backend) {
     assert!(history[0]["seq"].as_i64() < history[1]["seq"].as_i64());
     let stored = app
         .store()
-        .history("webchat", &resumed.visitor_id, 10)
+        .history("web", &resumed.visitor_id, 10)
         .await
         .unwrap();
     assert_eq!(
@@ -116,7 +116,7 @@ async fn protocol_errors_are_answered_and_contained(backend: Backend) {
     // Nothing acknowledged was lost: the acked message is stored and answered.
     let history = app
         .store()
-        .history("webchat", &visitor.visitor_id, 10)
+        .history("web", &visitor.visitor_id, 10)
         .await
         .unwrap();
     assert_eq!(history.iter().filter(|m| m.text == "still here").count(), 1);
@@ -130,8 +130,8 @@ async fn flooding_client_is_cut_off(backend: Backend) {
     let app = TestApp::spawn_with(
         backend,
         |settings| {
-            settings.webchat.rate_burst = 5;
-            settings.webchat.rate_per_minute = 60;
+            crate::helpers::set_webchat(settings, "rate_burst", 5);
+            crate::helpers::set_webchat(settings, "rate_per_minute", 60);
         },
         Default::default(),
     )
@@ -156,7 +156,7 @@ async fn flooding_client_is_cut_off(backend: Backend) {
     assert!(limited >= 10, "the rest was refused ({limited})");
     let history = app
         .store()
-        .history("webchat", &flooder.visitor_id, 500)
+        .history("web", &flooder.visitor_id, 500)
         .await
         .unwrap();
     let stored = history.iter().filter(|m| m.text == "spam").count();
@@ -221,7 +221,7 @@ async fn slow_answers_show_typing(backend: Backend) {
     assert_eq!(frames[0]["author"], "bot");
     let history = app
         .store()
-        .history("webchat", &visitor.visitor_id, 10)
+        .history("web", &visitor.visitor_id, 10)
         .await
         .unwrap();
     assert_eq!(history.len(), 2, "typing is not stored");
@@ -231,7 +231,7 @@ both_backends!(typing_indicators, slow_answers_show_typing);
 async fn signed_in_customers_are_vouched_for(backend: Backend) {
     let app = TestApp::spawn_with(
         backend,
-        |settings| settings.webchat.identity_secret = "shop-secret".into(),
+        |settings| crate::helpers::set_webchat(settings, "identity_secret", "shop-secret"),
         Default::default(),
     )
     .await;
@@ -260,7 +260,7 @@ async fn signed_in_customers_are_vouched_for(backend: Backend) {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT e.email, e.source FROM contact_emails e \
              JOIN contact_identities i ON i.contact_id = e.contact_id \
-             WHERE i.channel = 'webchat' AND i.platform_user_id = $1",
+             WHERE i.channel = 'web' AND i.platform_user_id = $1",
         )
         .bind(phone.visitor_id.clone())
         .fetch_all(&mut connection)
@@ -270,7 +270,7 @@ async fn signed_in_customers_are_vouched_for(backend: Backend) {
     };
     assert_eq!(
         linked().await,
-        [("ana@example.com".to_string(), "channel:webchat".to_string())]
+        [("ana@example.com".to_string(), "channel:web".to_string())]
     );
 
     // Another device, same customer: the same conversation and its history.

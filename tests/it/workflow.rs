@@ -252,7 +252,7 @@ impl Shop {
         let history = self
             .app
             .store()
-            .history("webchat", &visitor.visitor_id, 10)
+            .history("web", &visitor.visitor_id, 10)
             .await
             .unwrap();
         let conversation_id = history[0].conversation_id.clone();
@@ -261,7 +261,7 @@ impl Shop {
             .post(
                 &admin,
                 "/api/v1/contacts/links",
-                &json!({"channel": "webchat", "platform_user_id": visitor.visitor_id,
+                &json!({"channel": "web", "platform_user_id": visitor.visitor_id,
                         "email": email.to_uppercase()}),
             )
             .await;
@@ -363,7 +363,7 @@ async fn customer_asks_in_chat(backend: Backend) {
     let assistant = crate::assistant::shared_assistant().await;
     let shop = shop_with(
         backend,
-        |settings| settings.webchat.identity_secret = "shop-secret".into(),
+        |settings| crate::helpers::set_webchat(settings, "identity_secret", "shop-secret"),
         options_with(Some(assistant), vec![]),
     )
     .await;
@@ -382,7 +382,7 @@ async fn customer_asks_in_chat(backend: Backend) {
     let history = shop
         .app
         .store()
-        .history("webchat", &visitor.visitor_id, 10)
+        .history("web", &visitor.visitor_id, 10)
         .await
         .unwrap();
     let conversation_id = history[0].conversation_id.clone();
@@ -707,16 +707,17 @@ async fn large_refund_waits_for_finance(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     system_frame(&mut visitor, "is being processed").await;
     shop.app
-        .store()
-        .transfer_conversation(
+        .app
+        .router
+        .transfer(
             &conversation_id,
             &Transfer {
-                status: "resolved",
-                owner: "bot".into(),
-                event_kind: "conversation.resolved",
+                to: switchboard::conversation::Move::Resolve,
+                change: "resolved".into(),
                 actor: "test".into(),
                 data: json!({}),
             },
+            None,
         )
         .await
         .unwrap();
@@ -1533,6 +1534,9 @@ async fn openapi_matches_the_api(backend: Backend) {
     let expected = [
         ("get", "/api/v1/contacts/{id}/orders"),
         ("get", "/api/v1/contacts/{id}/tasks"),
+        ("get", "/api/v1/conversations/{id}/events"),
+        ("get", "/api/v1/conversations/{id}/stream"),
+        ("get", "/api/v1/messages/{id}/attachments/{index}"),
         ("get", "/api/v1/orders/{id}"),
         ("get", "/api/v1/tasks"),
         ("get", "/api/v1/tasks/{id}"),

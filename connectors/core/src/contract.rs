@@ -4,7 +4,10 @@
 //! sending, the platform failing) and call [`run_all`]. The suite checks what the app relies on:
 //! a redelivered platform message keeps its platform id (so the app's dedupe catches it),
 //! events of one thread reach the host in the platform's order, a platform failure surfaces as
-//! an error the outbox can classify, and `run` returns promptly on shutdown.
+//! an error the outbox can classify, a message sent again (a retry after a crash) reaches the
+//! customer once, a retried send after a failure is delivered, and `run` returns promptly on
+//! shutdown. What the customer received is counted raw, as the platform delivered it: the
+//! suite never deduplicates on the connector's behalf.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,14 +17,15 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    AuthorKind, ChannelMessage, Connector, ConnectorHost, HostError, InboundEvent, IngestReceipt,
-    OutboundMessage, TypingSignal,
+    AuthorKind, ChannelMessage, Connector, ConnectorHost, Cursor, CursorError, EventWatch,
+    HostError, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, TypingSignal,
 };
 
 /// A [`ConnectorHost`] that stores events in memory and dedupes them like the app does.
-#[derive(Default)]
 pub struct RecordingHost {
+    channel: String,
     inner: Mutex<RecordingState>,
+    live: tokio::sync::broadcast::Sender<Arc<crate::LiveEvent>>,
 }
 
 #[derive(Default)]
@@ -29,11 +33,17 @@ struct RecordingState {
     events: Vec<InboundEvent>,
     receipts: HashMap<(String, String), IngestReceipt>,
     typing: Vec<TypingSignal>,
+    cursors: HashMap<String, Cursor>,
 }
 
 impl RecordingHost {
-    pub fn new() -> Arc<RecordingHost> {
-        Arc::new(RecordingHost::default())
+    /// A host for the instance named `channel`.
+    pub fn new(channel: &str) -> Arc<RecordingHost> {
+        Arc::new(RecordingHost {
+            channel: channel.to_string(),
+            inner: Mutex::default(),
+            live: tokio::sync::broadcast::channel(64).0,
+        })
     }
 
     /// Every event that was stored (duplicates excluded), in arrival order.
@@ -57,7 +67,17 @@ impl RecordingHost {
 
 #[async_trait]
 impl ConnectorHost for RecordingHost {
+    fn channel(&self) -> &str {
+        &self.channel
+    }
+
     async fn ingest(&self, event: InboundEvent) -> Result<IngestReceipt, HostError> {
+        if event.channel != self.channel {
+            return Err(HostError::Rejected(format!(
+                "event of channel {:?} given to the host of {:?}",
+                event.channel, self.channel
+            )));
+        }
         let mut state = self.inner.lock().expect("recording host lock");
         let key = (event.channel.clone(), event.platform_message_id.clone());
         if let Some(receipt) = state.receipts.get(&key) {
@@ -78,17 +98,12 @@ impl ConnectorHost for RecordingHost {
         Ok(receipt)
     }
 
-    async fn history(
-        &self,
-        channel: &str,
-        thread: &str,
-        limit: u32,
-    ) -> Result<Vec<ChannelMessage>, HostError> {
+    async fn history(&self, thread: &str, limit: u32) -> Result<Vec<ChannelMessage>, HostError> {
         let state = self.inner.lock().expect("recording host lock");
         let messages: Vec<ChannelMessage> = state
             .events
             .iter()
-            .filter(|event| event.channel == channel && event.thread == thread)
+            .filter(|event| event.thread == thread)
             .map(|event| {
                 let receipt =
                     &state.receipts[&(event.channel.clone(), event.platform_message_id.clone())];
@@ -99,6 +114,7 @@ impl ConnectorHost for RecordingHost {
                     author: AuthorKind::Customer,
                     text: event.text.clone(),
                     attachments: event.attachments.clone(),
+                    choices: Vec::new(),
                     platform_message_id: Some(event.platform_message_id.clone()),
                     created_at_ms: 0,
                 }
@@ -106,6 +122,53 @@ impl ConnectorHost for RecordingHost {
             .collect();
         let skip = messages.len().saturating_sub(limit as usize);
         Ok(messages.into_iter().skip(skip).collect())
+    }
+
+    async fn find_message(
+        &self,
+        platform_message_id: &str,
+    ) -> Result<Option<MessageRef>, HostError> {
+        let state = self.inner.lock().expect("recording host lock");
+        let key = (self.channel.clone(), platform_message_id.to_string());
+        Ok(state.receipts.get(&key).map(|receipt| MessageRef {
+            message_id: receipt.message_id.clone(),
+            conversation_id: receipt.conversation_id.clone(),
+            thread: receipt.conversation_id.trim_start_matches("c-").to_string(),
+            author: AuthorKind::Customer,
+            open: true,
+        }))
+    }
+
+    async fn cursor(&self, key: &str) -> Result<Option<Cursor>, HostError> {
+        let state = self.inner.lock().expect("recording host lock");
+        Ok(state.cursors.get(key).cloned())
+    }
+
+    async fn set_cursor(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        value: &str,
+    ) -> Result<Cursor, CursorError> {
+        let mut state = self.inner.lock().expect("recording host lock");
+        let current = state.cursors.get(key).map(|cursor| cursor.version);
+        if current != expected {
+            return Err(CursorError::Conflict {
+                key: key.to_string(),
+                current,
+            });
+        }
+        let cursor = Cursor {
+            value: value.to_string(),
+            version: current.unwrap_or(0) + 1,
+        };
+        state.cursors.insert(key.to_string(), cursor.clone());
+        Ok(cursor)
+    }
+
+    fn watch(&self, thread: &str) -> EventWatch {
+        let _ = thread;
+        self.live.subscribe()
     }
 
     fn typing(&self, signal: TypingSignal) {
@@ -133,12 +196,13 @@ pub trait Harness: Send + Sync {
 
     /// Make the platform refuse the next `count` deliveries with a temporary error.
     ///
-    /// Returns false when the channel has no platform that can fail (web chat keeps a reply to
-    /// an offline visitor in history and delivers it on resume, so its `send` never fails for
-    /// lack of a recipient); the suite then checks idempotent delivery only.
+    /// Returns false only for a channel with no platform between the connector and the
+    /// customer that could refuse (web chat: a reply to a visitor with no open tab waits in
+    /// history), which is then checked for exactly-once delivery of repeated sends only.
     async fn fail_next_sends(&self, count: usize) -> bool;
 
-    /// The texts the customer in `thread` has received from the app, in order, once each.
+    /// Every message the customer in `thread` has received from the app, in order, counted
+    /// as the platform delivered them: a message delivered twice appears twice.
     async fn customer_received(&self, thread: &str) -> Vec<String>;
 
     /// A thread that the connector can deliver to (a customer has opened it).
@@ -155,7 +219,10 @@ fn outbound(channel: &str, thread: &str, id: &str, text: &str) -> OutboundMessag
         author: AuthorKind::Bot,
         text: text.to_string(),
         attachments: Vec::new(),
+        choices: Vec::new(),
         in_reply_to: None,
+        references: Vec::new(),
+        extensions: crate::Extensions::default(),
         created_at_ms: 0,
     }
 }
@@ -172,7 +239,7 @@ async fn wait_for<F: Fn() -> bool>(what: &str, check: F) {
 
 /// A redelivered platform message reaches the host with the same platform id, so it is stored once.
 pub async fn inbound_dedupe(harness: &dyn Harness) {
-    let host = RecordingHost::new();
+    let host = RecordingHost::new(harness.connector().name());
     let shutdown = CancellationToken::new();
     harness.start(host.clone(), shutdown.clone()).await;
     let thread = harness.open_thread(host.clone()).await;
@@ -191,7 +258,7 @@ pub async fn inbound_dedupe(harness: &dyn Harness) {
 
 /// Events of one thread reach the host in the order the customer sent them.
 pub async fn inbound_ordering(harness: &dyn Harness) {
-    let host = RecordingHost::new();
+    let host = RecordingHost::new(harness.connector().name());
     let shutdown = CancellationToken::new();
     harness.start(host.clone(), shutdown.clone()).await;
     let thread = harness.open_thread(host.clone()).await;
@@ -210,44 +277,86 @@ pub async fn inbound_ordering(harness: &dyn Harness) {
     shutdown.cancel();
 }
 
-/// A failing platform surfaces a retriable error; the same message sent again is delivered once.
-///
-/// A channel without a platform that can fail (see [`Harness::fail_next_sends`]) skips the
-/// failure and is only checked for idempotent delivery: the same message sent twice reaches the
-/// customer once.
-pub async fn outbound_retry(harness: &dyn Harness) {
-    let host = RecordingHost::new();
+/// The same message sent again (the outbox retries after a crash that lost the first
+/// outcome) reaches the customer once, and a second message after it still arrives.
+pub async fn outbound_exactly_once(harness: &dyn Harness) {
+    let host = RecordingHost::new(harness.connector().name());
     let shutdown = CancellationToken::new();
     harness.start(host.clone(), shutdown.clone()).await;
     let thread = harness.open_thread(host.clone()).await;
     let connector = harness.connector();
-    let can_fail = harness.fail_next_sends(1).await;
-    let message = outbound(connector.kind(), &thread, "out-1", "hello customer");
-    if can_fail {
-        let first = connector.send(&message).await;
-        assert!(
-            matches!(&first, Err(error) if error.is_retriable()),
-            "a temporary platform failure must be retriable, got {first:?}"
-        );
-    } else {
-        println!(
-            "contract: outbound_retry: {} has no failing platform; checking idempotent delivery only",
-            connector.kind()
-        );
-    }
-    connector.send(&message).await.expect("delivery succeeds");
+    let first = outbound(connector.name(), &thread, "once-1", "hello customer");
+    connector.send(&first).await.expect("delivery succeeds");
     connector
-        .send(&message)
+        .send(&first)
         .await
         .expect("a repeat after success is accepted");
+    let second = outbound(connector.name(), &thread, "once-2", "anything else?");
+    connector.send(&second).await.expect("delivery succeeds");
+    wait_until_received(harness, &thread, 2).await;
     let received = harness.customer_received(&thread).await;
-    assert_eq!(received, ["hello customer"], "delivered exactly once");
+    assert_eq!(
+        received,
+        ["hello customer", "anything else?"],
+        "each message delivered exactly once, in order"
+    );
     shutdown.cancel();
+}
+
+/// A failing platform surfaces a retriable error; the retried send is then delivered, once.
+pub async fn outbound_retry(harness: &dyn Harness) {
+    let host = RecordingHost::new(harness.connector().name());
+    let shutdown = CancellationToken::new();
+    harness.start(host.clone(), shutdown.clone()).await;
+    let thread = harness.open_thread(host.clone()).await;
+    let connector = harness.connector();
+    if !harness.fail_next_sends(2).await {
+        println!(
+            "contract: outbound_retry: {} has no platform that can refuse a delivery; \
+             outbound_exactly_once covers its repeated sends",
+            connector.kind()
+        );
+        return;
+    }
+    let message = outbound(
+        connector.name(),
+        &thread,
+        "retry-1",
+        "your refund is approved",
+    );
+    for attempt in 1..=2 {
+        let result = connector.send(&message).await;
+        assert!(
+            matches!(&result, Err(error) if error.is_retriable()),
+            "attempt {attempt}: a temporary platform failure must be retriable, got {result:?}"
+        );
+    }
+    connector.send(&message).await.expect("the retry succeeds");
+    wait_until_received(harness, &thread, 1).await;
+    let received = harness.customer_received(&thread).await;
+    assert_eq!(
+        received,
+        ["your refund is approved"],
+        "a retried message is delivered, exactly once"
+    );
+    shutdown.cancel();
+}
+
+/// Wait (bounded) until the customer has at least `count` messages, then a moment more so
+/// that a duplicate in flight shows up too.
+async fn wait_until_received(harness: &dyn Harness, thread: &str, count: usize) {
+    for _ in 0..200 {
+        if harness.customer_received(thread).await.len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// `run` returns soon after shutdown is requested.
 pub async fn shutdown_promptly(harness: &dyn Harness) {
-    let host = RecordingHost::new();
+    let host = RecordingHost::new(harness.connector().name());
     let shutdown = CancellationToken::new();
     let connector = harness.connector();
     let run = {
@@ -260,13 +369,15 @@ pub async fn shutdown_promptly(harness: &dyn Harness) {
     tokio::time::timeout(Duration::from_secs(5), run)
         .await
         .expect("run must return within 5 s of shutdown")
-        .expect("run must not panic");
+        .expect("run must not panic")
+        .expect("run must end without an error on shutdown");
 }
 
 /// The whole suite, in order.
 pub async fn run_all(harness: &dyn Harness) {
     inbound_dedupe(harness).await;
     inbound_ordering(harness).await;
+    outbound_exactly_once(harness).await;
     outbound_retry(harness).await;
     shutdown_promptly(harness).await;
 }

@@ -1,18 +1,25 @@
 //! The contract between Switchboard and its channels.
 //!
-//! A connector turns a platform's events into [`InboundEvent`]s, hands them to the app through
-//! the [`ConnectorHost`] it is given, and delivers [`OutboundMessage`]s that the app's outbox
-//! worker passes to [`Connector::send`]. Connectors depend on this crate only, never on the app:
-//! the app knows them through the [`Connector`] trait and the registry it builds from config.
+//! A channel is a crate under `connectors/` that registers a [`ChannelFactory`] under its kind.
+//! The app builds one [`Connector`] per `[[channel]]` table of the config (any number of named
+//! instances per kind) and gives each a [`ConnectorHost`] scoped to that instance. The connector
+//! turns a platform's events into [`InboundEvent`]s and hands them to the host, and delivers the
+//! [`OutboundMessage`]s the app's outbox worker passes to [`Connector::send`]. Connectors
+//! depend on this crate only, never on the app.
 //!
 //! The rules every connector keeps (checked by [`contract`]):
 //! - an inbound event carries the platform's own message id, so the app can drop a redelivery;
 //! - an event is acknowledged to the platform or client only after [`ConnectorHost::ingest`]
-//!   returned, because that is when it is durable;
+//!   returned, because that is when it is durable, and a platform cursor
+//!   ([`ConnectorHost::set_cursor`]) moves only past events that were ingested;
 //! - [`Connector::send`] is idempotent on [`OutboundMessage::id`] where the platform allows it,
-//!   and reports whether a failure is worth retrying.
+//!   and reports whether a failure is worth retrying;
+//! - [`Connector::run`] returns an error instead of dying silently: the app restarts it.
 
 pub mod contract;
+mod events;
+mod factory;
+mod message;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,149 +28,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-/// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthorKind {
-    Customer,
-    Bot,
-    Agent,
-    System,
-}
-
-impl AuthorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthorKind::Customer => "customer",
-            AuthorKind::Bot => "bot",
-            AuthorKind::Agent => "agent",
-            AuthorKind::System => "system",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<AuthorKind> {
-        match value {
-            "customer" => Some(AuthorKind::Customer),
-            "bot" => Some(AuthorKind::Bot),
-            "agent" => Some(AuthorKind::Agent),
-            "system" => Some(AuthorKind::System),
-            _ => None,
-        }
-    }
-}
-
-/// Metadata of a file attached to a message; the bytes stay on the platform.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    pub name: String,
-    pub mime_type: String,
-    pub size_bytes: Option<u64>,
-    /// Where the platform serves the file, if it does.
-    pub url: Option<String>,
-}
-
-/// The sender of an inbound event as the platform identifies them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlatformIdentity {
-    /// The platform's stable id for the person (Telegram user id, email address, visitor id).
-    pub platform_user_id: String,
-    pub display_name: Option<String>,
-    /// True when the platform itself vouches for this identity (a signed web chat session, a
-    /// Telegram user id). Back-office actions only trust verified identities.
-    pub verified: bool,
-    /// An email address the channel vouches for (a shop's signed-in customer in web chat). The
-    /// app links it to the contact, so the back office knows which orders are theirs.
-    #[serde(default)]
-    pub email: Option<String>,
-}
-
-/// An email address in the one form that is signed, linked and compared: trimmed and
-/// lower-cased.
-pub fn normalise_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
-/// Whether a normalised email looks like an address (`local@domain.tld`, no spaces).
-pub fn is_plausible_email(email: &str) -> bool {
-    email.split_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && domain.contains('.') && !email.contains(char::is_whitespace)
-    })
-}
-
-/// A customer's message as a connector hands it to the app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InboundEvent {
-    /// The connector kind, for example `webchat` or `telegram`.
-    pub channel: String,
-    /// The platform's own id for this message; `(channel, platform_message_id)` is unique.
-    pub platform_message_id: String,
-    pub sender: PlatformIdentity,
-    /// The platform's conversation (chat id, email thread, web chat visitor); replies go there.
-    pub thread: String,
-    pub text: String,
-    pub attachments: Vec<Attachment>,
-    /// When the platform says the message was sent, in milliseconds since the Unix epoch.
-    pub sent_at_ms: Option<i64>,
-}
-
-/// What the app did with an inbound event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IngestReceipt {
-    /// The app's id for the stored message.
-    pub message_id: String,
-    pub conversation_id: String,
-    /// Position of the message in its conversation.
-    pub seq: i64,
-    /// True when this platform message id had been stored before: nothing new was stored.
-    pub duplicate: bool,
-}
-
-/// A stored message, as connectors show history to a customer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelMessage {
-    pub id: String,
-    pub conversation_id: String,
-    pub seq: i64,
-    pub author: AuthorKind,
-    pub text: String,
-    pub attachments: Vec<Attachment>,
-    /// For customer messages: the platform's id (web chat: `visitor:client_id`).
-    pub platform_message_id: Option<String>,
-    pub created_at_ms: i64,
-}
-
-/// A message for a connector to deliver.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboundMessage {
-    /// The app's message id; stable across retries, so a platform or client can drop a repeat.
-    pub id: String,
-    pub conversation_id: String,
-    pub channel: String,
-    /// The platform conversation to deliver to (see [`InboundEvent::thread`]).
-    pub thread: String,
-    pub seq: i64,
-    pub author: AuthorKind,
-    pub text: String,
-    pub attachments: Vec<Attachment>,
-    /// The platform message this answers, where the platform threads replies.
-    pub in_reply_to: Option<String>,
-    pub created_at_ms: i64,
-}
-
-/// A platform's receipt for a delivered message.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendReceipt {
-    pub platform_message_id: Option<String>,
-}
-
-/// Presence signals that are not stored: someone is typing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TypingSignal {
-    pub channel: String,
-    pub thread: String,
-    pub author: AuthorKind,
-    pub active: bool,
-}
+pub use events::{EventKind, EventWatch, LiveEvent};
+pub use factory::{ChannelFactory, InstanceConfig, Secret, expand_env};
+pub use message::{
+    Attachment, AttachmentBody, AuthorKind, ChannelMessage, Choice, Extension, Extensions,
+    InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice, PlatformIdentity,
+    SendReceipt, TypingSignal, is_plausible_email, normalise_email,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -171,12 +42,15 @@ pub enum ConnectorError {
     #[error("temporary failure: {message}")]
     Retriable {
         message: String,
-        /// The platform's own hint, such as Telegram's `retry_after`.
+        /// The platform's own hint, such as Telegram's `retry_after`. It pauses the whole
+        /// instance's outbound traffic, not just this message.
         retry_after: Option<Duration>,
     },
     /// Will fail the same way every time (bad recipient, message rejected).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The instance cannot work as configured (bad token, missing permission, bad key):
+    /// reported once, not retried.
     #[error("connector misconfigured: {0}")]
     Config(String),
 }
@@ -192,6 +66,14 @@ impl ConnectorError {
     pub fn is_retriable(&self) -> bool {
         matches!(self, ConnectorError::Retriable { .. })
     }
+
+    /// The platform's own pause, if it named one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConnectorError::Retriable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 /// Why the app could not take an inbound event.
@@ -205,41 +87,126 @@ pub enum HostError {
     Unavailable(String),
 }
 
-/// What a connector may ask of the app.
+/// A durable checkpoint of an instance: a Telegram update offset, an IMAP mailbox's
+/// UIDVALIDITY and last UID, a Discord channel's last message id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub value: String,
+    /// Bumped by every write; [`ConnectorHost::set_cursor`] compares it.
+    pub version: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    /// Somebody else moved the cursor since it was read; read it again.
+    #[error("cursor {key} was moved by someone else (now at version {current:?})")]
+    Conflict { key: String, current: Option<i64> },
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+/// What a connector may ask of the app. The host a connector gets is scoped to its instance:
+/// events it ingests, cursors and look-ups all belong to that instance.
 #[async_trait]
 pub trait ConnectorHost: Send + Sync {
+    /// The instance name this host serves (the `channel` of every event and message).
+    fn channel(&self) -> &str;
+
     /// Store an inbound event durably (deduplicated on its platform id) and queue it for its
-    /// conversation's owner. Returns once the event is durable.
+    /// conversation's owner. Returns once the event is durable. The event's `channel` must be
+    /// this host's instance.
     async fn ingest(&self, event: InboundEvent) -> Result<IngestReceipt, HostError>;
 
-    /// The latest messages of the open conversation on `(channel, thread)`, oldest first.
-    async fn history(
+    /// The latest messages of the open conversation on `thread`, oldest first.
+    async fn history(&self, thread: &str, limit: u32) -> Result<Vec<ChannelMessage>, HostError>;
+
+    /// Our message behind a platform's message id (an inbound one, or the receipt of a
+    /// delivered reply): how a platform reply or an email's `In-Reply-To` finds its thread.
+    async fn find_message(
         &self,
-        channel: &str,
-        thread: &str,
-        limit: u32,
-    ) -> Result<Vec<ChannelMessage>, HostError>;
+        platform_message_id: &str,
+    ) -> Result<Option<MessageRef>, HostError>;
+
+    /// Read a durable cursor of this instance.
+    async fn cursor(&self, key: &str) -> Result<Option<Cursor>, HostError>;
+
+    /// Move a cursor if nobody else did: `expected` is the version read (None: the cursor
+    /// must not exist yet). Returns the new cursor.
+    async fn set_cursor(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        value: &str,
+    ) -> Result<Cursor, CursorError>;
+
+    /// Live changes of the open conversation on `thread` from now on (messages stored and
+    /// delivered, typing, owner and status changes). Live only: what was missed is read back
+    /// with [`ConnectorHost::history`].
+    fn watch(&self, thread: &str) -> EventWatch;
 
     /// Presence from the customer's side; not stored.
     fn typing(&self, signal: TypingSignal);
 }
 
-/// A channel: web chat, Telegram, Discord, email.
+/// How fast an instance may send; the app's outbox enforces it per instance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OutboundLimits {
+    /// Sustained messages per second; None: no limit.
+    pub per_second: Option<f64>,
+    /// Messages allowed at once above the sustained rate.
+    pub burst: u32,
+    /// Deliveries in flight at once; None: the outbox's own limit.
+    pub concurrency: Option<usize>,
+}
+
+impl Default for OutboundLimits {
+    fn default() -> OutboundLimits {
+        OutboundLimits {
+            per_second: None,
+            burst: 1,
+            concurrency: None,
+        }
+    }
+}
+
+/// What a platform can show, so the app fills in only what the connector uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Quick-reply buttons ([`OutboundMessage::choices`]).
+    pub choices: bool,
+    /// The platform threads by the ids of every earlier message ([`OutboundMessage::references`],
+    /// as email's `References`).
+    pub thread_references: bool,
+    /// Files can be fetched through [`Connector::fetch_attachment`].
+    pub attachments: bool,
+}
+
+/// A channel instance: web chat, a Telegram bot, a Discord bot, a mailbox.
 #[async_trait]
 pub trait Connector: Send + Sync + 'static {
-    /// The connector kind, also the `channel` of its events.
+    /// The connector kind (`webchat`, `telegram`, ...).
     fn kind(&self) -> &'static str;
 
-    /// Routes the app mounts under `/channels/{kind}` (webhooks, WebSocket endpoints).
+    /// The instance name from config, also the `channel` of its events and messages.
+    fn name(&self) -> &str;
+
+    /// Routes the app mounts under `/channels/{kind}/{name}` (webhooks, WebSocket endpoints).
     fn routes(self: Arc<Self>, host: Arc<dyn ConnectorHost>) -> Option<axum::Router> {
         let _ = host;
         None
     }
 
-    /// Long-running inbound work (polling, gateway connections) until `shutdown` fires.
-    async fn run(&self, host: Arc<dyn ConnectorHost>, shutdown: CancellationToken) {
+    /// Long-running inbound work (polling, gateway connections) until `shutdown` fires. An
+    /// error (or returning before shutdown) makes the app restart it with backoff, except a
+    /// [`ConnectorError::Config`] one, which marks the instance failed.
+    async fn run(
+        &self,
+        host: Arc<dyn ConnectorHost>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ConnectorError> {
         let _ = host;
         shutdown.cancelled().await;
+        Ok(())
     }
 
     /// Deliver one message. Called by the outbox worker, possibly more than once for the same
@@ -251,8 +218,30 @@ pub trait Connector: Send + Sync + 'static {
         let _ = signal;
     }
 
-    /// Whether the platform is reachable with the configured credentials.
+    /// Whether the platform is reachable with the configured credentials. Called at start and
+    /// periodically.
     async fn healthcheck(&self) -> Result<(), ConnectorError> {
         Ok(())
+    }
+
+    /// The platform's sending limits for this instance (config can tighten them).
+    fn limits(&self) -> OutboundLimits {
+        OutboundLimits::default()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// The bytes of an attachment, fetched from the platform when someone opens it.
+    async fn fetch_attachment(
+        &self,
+        attachment: &Attachment,
+    ) -> Result<AttachmentBody, ConnectorError> {
+        let _ = attachment;
+        Err(ConnectorError::Permanent(format!(
+            "{} does not serve attachments",
+            self.kind()
+        )))
     }
 }

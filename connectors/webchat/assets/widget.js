@@ -3,6 +3,7 @@
  *
  * Embed with one tag:  <script src="https://switchboard.example.com/widget.js" defer></script>
  * Optional attribute:  data-open="true"  opens the chat panel as soon as the page loads.
+ * Optional attribute:  data-channel="NAME"  the web chat instance to use (default "web").
  *
  * Plain JavaScript, no dependencies, no build step. Speaks the wire protocol described in
  * docs/webchat-protocol.md over one WebSocket derived from this script's own src.
@@ -33,8 +34,10 @@
   }
   var scriptSrc = (script && script.src) || location.href;
   var cssUrl = new URL('widget.css', scriptSrc).href;
+  // The web chat instance to talk to (a `[[channel]]` of kind webchat); `web` unless told.
+  var channelName = (script && script.getAttribute('data-channel')) || 'web';
   var wsUrl = (function () {
-    var u = new URL('channels/webchat/ws', scriptSrc);
+    var u = new URL('channels/webchat/' + encodeURIComponent(channelName) + '/ws', scriptSrc);
     u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
     u.hash = '';
     u.search = '';
@@ -322,6 +325,28 @@
     byId[id] = node;
   }
 
+  // Quick replies offered with the latest message: buttons under it, gone once one is picked
+  // or the customer writes.
+  var choicesEl = null;
+  function clearChoices() {
+    if (choicesEl && choicesEl.parentNode) choicesEl.parentNode.removeChild(choicesEl);
+    choicesEl = null;
+  }
+  function showChoices(node, choices) {
+    clearChoices();
+    if (!Array.isArray(choices) || choices.length === 0) return;
+    choicesEl = el('div', { 'class': 'sb-choices', role: 'group', 'aria-label': 'Suggested replies' });
+    choices.slice(0, 8).forEach(function (choice) {
+      if (!choice || typeof choice.id !== 'string' || typeof choice.label !== 'string') return;
+      var button = el('button', { type: 'button', 'class': 'sb-choice', 'data-choice-id': choice.id });
+      button.textContent = choice.label;
+      button.addEventListener('click', function () { submit(choice); });
+      choicesEl.appendChild(button);
+    });
+    if (node.nextSibling) list.insertBefore(choicesEl, node.nextSibling);
+    else list.appendChild(choicesEl);
+  }
+
   // A stored message (history or live `message` frame). Returns true if it was new here.
   function showMessage(m) {
     if (!m || typeof m.id !== 'string') return false;
@@ -344,6 +369,8 @@
     var t = formatTime(m.created_at);
     if (t) node.title = t;
     place(node);
+    if (author === 'customer') clearChoices();
+    else if (node === list.lastElementChild || (choicesEl && node.nextSibling === choicesEl)) showChoices(node, m.choices);
     return true;
   }
 
@@ -600,7 +627,7 @@
       var node = byClientId[p.client_id];
       if (node && node.getAttribute('data-id')) { removePending(p.client_id); continue; } // already stored
       showPending(p);
-      if (!send({ type: 'message', client_id: p.client_id, text: p.text })) break;
+      if (!send(messageFrame(p))) break;
     }
   }
 
@@ -697,18 +724,27 @@
 
   // ---- sending --------------------------------------------------------------------------
 
-  function submit() {
-    var text = input.value.trim();
+  // A message frame for a pending entry; a picked quick reply carries its choice id.
+  function messageFrame(entry) {
+    var frame = { type: 'message', client_id: entry.client_id, text: entry.text };
+    if (entry.choice_id) frame.choice_id = entry.choice_id;
+    return frame;
+  }
+
+  function submit(choice) {
+    var text = choice ? choice.label : input.value.trim();
     if (!text) return;
     var entry = { client_id: newClientId(), text: text, created_at: new Date().toISOString() };
+    if (choice) entry.choice_id = choice.id;
     addPending(entry);
     input.value = '';
     autosize();
     stopTyping();
     showPending(entry);
     scrollToBottom(true);
+    clearChoices();
     if (ready) {
-      send({ type: 'message', client_id: entry.client_id, text: entry.text });
+      send(messageFrame(entry));
     } else if (haltedByPolicy || !ws) {
       connectSoon(true); // the message goes out after the welcome
     }

@@ -1,15 +1,20 @@
 //! Web chat: a WebSocket endpoint and the embeddable widget that talks to it.
 //!
-//! A browser opens `/channels/webchat/ws`, says `hello` with its session token (or none), and
-//! gets its visitor's history back. Every visitor message is stored through the
+//! A browser opens `/channels/webchat/<name>/ws`, says `hello` with its session token (or
+//! none), and gets its visitor's history back. Every visitor message is stored through the
 //! [`ConnectorHost`] before it is acknowledged; replies come back through [`Connector::send`],
-//! which pushes them to every open tab of the visitor. A visitor with no open tab gets them from
-//! history on the next visit, so sending never fails for lack of a live socket.
+//! which pushes them to every open tab of the visitor, once per message id. A visitor with no
+//! open tab gets them from history on the next visit, so sending never fails for lack of a
+//! live socket. A visitor's other tabs learn of a message sent from one tab through the
+//! conversation's live events.
 //!
 //! The wire protocol is documented in `docs/webchat-protocol.md`.
 
+mod factory;
 pub mod protocol;
 pub mod session;
+
+pub use factory::{WebchatConfig, WebchatFactory};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,8 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
 use switchboard_connector::{
-    AuthorKind, Connector, ConnectorError, ConnectorHost, HostError, InboundEvent, OutboundMessage,
-    PlatformIdentity, SendReceipt, TypingSignal,
+    AuthorKind, Connector, ConnectorError, ConnectorHost, EventKind, HostError, InboundEvent,
+    LiveEvent, OutboundMessage, PlatformIdentity, SendReceipt, TypingSignal,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +62,8 @@ pub struct WebchatSettings {
     pub hello_timeout: Duration,
     /// Checks the signed-in customers that embedding pages vouch for; `None` refuses them.
     pub identities: Option<IdentityVerifier>,
+    /// The demo page is signed in as this customer.
+    pub demo_email: Option<String>,
 }
 
 impl WebchatSettings {
@@ -71,6 +78,7 @@ impl WebchatSettings {
             history_limit: 100,
             hello_timeout: Duration::from_secs(10),
             identities: None,
+            demo_email: None,
         }
     }
 }
@@ -82,17 +90,30 @@ struct Tab {
     frames: Outbox,
 }
 
+/// A visitor's open tabs, and the ids of the messages pushed to them lately: a message sent
+/// again (the outbox retrying after a crash) is not pushed twice.
+#[derive(Default)]
+struct VisitorTabs {
+    tabs: Vec<Tab>,
+    recent: std::collections::VecDeque<String>,
+}
+
+/// Message ids remembered per visitor for [`VisitorTabs::recent`].
+const RECENT_IDS: usize = 32;
+
 /// The web chat connector: keeps the open tabs of each visitor.
 pub struct WebchatConnector {
+    name: String,
     settings: WebchatSettings,
-    tabs: DashMap<String, Vec<Tab>>,
+    tabs: DashMap<String, VisitorTabs>,
     next_tab: AtomicU64,
     shutdown: CancellationToken,
 }
 
 impl WebchatConnector {
-    pub fn new(settings: WebchatSettings) -> Arc<WebchatConnector> {
+    pub fn new(name: &str, settings: WebchatSettings) -> Arc<WebchatConnector> {
         Arc::new(WebchatConnector {
+            name: name.to_string(),
             settings,
             tabs: DashMap::new(),
             next_tab: AtomicU64::new(1),
@@ -102,7 +123,36 @@ impl WebchatConnector {
 
     /// Number of open WebSocket sessions.
     pub fn open_sessions(&self) -> usize {
-        self.tabs.iter().map(|entry| entry.value().len()).sum()
+        self.tabs.iter().map(|entry| entry.value().tabs.len()).sum()
+    }
+
+    /// The demo shop's page with the widget of this instance; signed in as the demo customer
+    /// when `demo_email` is set.
+    pub fn demo_page(&self) -> String {
+        let page = DEMO_HTML.replace(
+            "data-open=\"true\"",
+            &format!(
+                "data-open=\"true\" data-channel=\"{}\"",
+                escape_html(&self.name)
+            ),
+        );
+        let (Some(email), Some(identities)) =
+            (&self.settings.demo_email, &self.settings.identities)
+        else {
+            return page;
+        };
+        let signature = identities.sign(email);
+        let email = escape_html(email);
+        page.replace(
+            "data-open=\"true\"",
+            &format!(
+                "data-open=\"true\" data-user-email=\"{email}\" data-user-signature=\"{signature}\""
+            ),
+        )
+        .replace(
+            "<!-- signed-in -->",
+            &format!("<p class=\"signed-in\">Signed in to the demo shop as <strong>{email}</strong>: ask about your orders (1042 to 1045), a refund or a cancellation.</p>"),
+        )
     }
 
     /// Close every socket with 1001 so that clients reconnect elsewhere or later.
@@ -115,25 +165,43 @@ impl WebchatConnector {
         self.tabs
             .entry(visitor_id.to_string())
             .or_default()
+            .tabs
             .push(Tab { id, frames });
         id
     }
 
     fn unregister(&self, visitor_id: &str, tab_id: u64) {
-        self.tabs.remove_if_mut(visitor_id, |_, tabs| {
-            tabs.retain(|tab| tab.id != tab_id);
-            tabs.is_empty()
+        self.tabs.remove_if_mut(visitor_id, |_, visitor| {
+            visitor.tabs.retain(|tab| tab.id != tab_id);
+            visitor.tabs.is_empty()
         });
+    }
+
+    /// Push a message to the visitor's tabs unless it was pushed already.
+    fn push_once(&self, visitor_id: &str, message_id: &str, frame: &ServerFrame) {
+        {
+            let Some(mut visitor) = self.tabs.get_mut(visitor_id) else {
+                return;
+            };
+            if visitor.recent.iter().any(|seen| seen == message_id) {
+                return;
+            }
+            if visitor.recent.len() >= RECENT_IDS {
+                visitor.recent.pop_front();
+            }
+            visitor.recent.push_back(message_id.to_string());
+        }
+        self.push(visitor_id, frame, None);
     }
 
     /// Push a frame to the visitor's tabs, except `skip_tab`. A tab too slow to keep up is
     /// dropped from the set: its socket closes and the widget resumes from history.
     fn push(&self, visitor_id: &str, frame: &ServerFrame, skip_tab: Option<u64>) -> usize {
-        let Some(mut tabs) = self.tabs.get_mut(visitor_id) else {
+        let Some(mut visitor) = self.tabs.get_mut(visitor_id) else {
             return 0;
         };
         let mut delivered = 0;
-        tabs.retain(|tab| {
+        visitor.tabs.retain(|tab| {
             if Some(tab.id) == skip_tab {
                 return true;
             }
@@ -163,6 +231,10 @@ impl Connector for WebchatConnector {
         KIND
     }
 
+    fn name(&self) -> &str {
+        &self.name
+    }
+
     fn routes(self: Arc<Self>, host: Arc<dyn ConnectorHost>) -> Option<Router> {
         let state = SocketState {
             connector: self,
@@ -171,9 +243,14 @@ impl Connector for WebchatConnector {
         Some(Router::new().route("/ws", get(upgrade)).with_state(state))
     }
 
-    async fn run(&self, _host: Arc<dyn ConnectorHost>, shutdown: CancellationToken) {
+    async fn run(
+        &self,
+        _host: Arc<dyn ConnectorHost>,
+        shutdown: CancellationToken,
+    ) -> Result<(), ConnectorError> {
         shutdown.cancelled().await;
         self.close_all();
+        Ok(())
     }
 
     async fn send(&self, message: &OutboundMessage) -> Result<SendReceipt, ConnectorError> {
@@ -184,11 +261,18 @@ impl Connector for WebchatConnector {
             text: message.text.clone(),
             created_at: protocol::format_time(message.created_at_ms),
             client_id: None,
+            choices: message.choices.clone(),
         });
-        self.push(&message.thread, &frame, None);
-        Ok(SendReceipt {
-            platform_message_id: Some(message.id.clone()),
-        })
+        self.push_once(&message.thread, &message.id, &frame);
+        // The browser knows the message by our own id: there is no platform id to record.
+        Ok(SendReceipt::default())
+    }
+
+    fn capabilities(&self) -> switchboard_connector::Capabilities {
+        switchboard_connector::Capabilities {
+            choices: true,
+            ..Default::default()
+        }
     }
 
     async fn typing(&self, signal: &TypingSignal) {
@@ -198,6 +282,13 @@ impl Connector for WebchatConnector {
         };
         self.push(&signal.thread, &frame, None);
     }
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[derive(Clone)]
@@ -413,9 +504,11 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
     // by id if the history has it too).
     let (frames_tx, mut frames_rx) = mpsc::channel::<ServerFrame>(64);
     let tab_id = connector.register(&visitor_id, frames_tx);
+    // Messages this visitor sends from other tabs reach this one through the live events.
+    let mut events = state.host.watch(&visitor_id);
     let history = match state
         .host
-        .history(KIND, &visitor_id, settings.history_limit)
+        .history(&visitor_id, settings.history_limit)
         .await
     {
         Ok(history) => history,
@@ -440,13 +533,18 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
     };
     if send_frame(&mut socket, &welcome).await {
         let mut rate = RateLimit::new(&settings);
+        let mut sent_here = SentHere::default();
         loop {
             tokio::select! {
                 incoming = socket.recv() => {
                     let Some(Ok(message)) = incoming else { break };
-                    let visitor = Visitor { id: &visitor_id, tab_id, email: email.as_deref() };
+                    let mut visitor = Visitor {
+                        id: &visitor_id,
+                        email: email.as_deref(),
+                        sent_here: &mut sent_here,
+                    };
                     let keep_open =
-                        handle_incoming(&state, &mut socket, &visitor, &mut rate, message).await;
+                        handle_incoming(&state, &mut socket, &mut visitor, &mut rate, message).await;
                     if !keep_open {
                         break;
                     }
@@ -458,6 +556,21 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
                     };
                     if !send_frame(&mut socket, &frame).await {
                         break;
+                    }
+                }
+                event = events.recv() => {
+                    match event {
+                        Ok(event) => {
+                            if let Some(frame) = other_tab_message(&event, &sent_here)
+                                && !send_frame(&mut socket, &frame).await
+                            {
+                                break;
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            events = state.host.watch(&visitor_id);
+                        }
                     }
                 }
                 _ = connector.shutdown.cancelled() => {
@@ -473,15 +586,56 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
 /// The visitor behind one socket (one tab).
 struct Visitor<'a> {
     id: &'a str,
-    tab_id: u64,
     email: Option<&'a str>,
+    sent_here: &'a mut SentHere,
+}
+
+/// The platform ids of the messages sent from this tab lately: the live events of the
+/// conversation bring them back, and this tab has them already.
+#[derive(Default)]
+struct SentHere(std::collections::VecDeque<String>);
+
+impl SentHere {
+    fn add(&mut self, platform_id: String) {
+        if self.0.len() >= RECENT_IDS {
+            self.0.pop_front();
+        }
+        self.0.push_back(platform_id);
+    }
+
+    fn contains(&self, platform_id: &str) -> bool {
+        self.0.iter().any(|seen| seen == platform_id)
+    }
+}
+
+/// The frame for a customer message stored from another tab of this visitor.
+fn other_tab_message(event: &LiveEvent, sent_here: &SentHere) -> Option<ServerFrame> {
+    if event.kind != EventKind::MessageStored || event.data["author"] != "customer" {
+        return None;
+    }
+    let platform_id = event.data["platform_message_id"].as_str()?;
+    if sent_here.contains(platform_id) {
+        return None;
+    }
+    let client_id = platform_id
+        .rsplit_once(':')
+        .map(|(_, client)| client.to_string());
+    Some(ServerFrame::Message(MessageView {
+        id: event.data["message_id"].as_str()?.to_string(),
+        seq: event.data["seq"].as_i64()?,
+        author: AuthorKind::Customer,
+        text: event.data["text"].as_str()?.to_string(),
+        created_at: protocol::format_time(event.created_at_ms),
+        client_id,
+        choices: Vec::new(),
+    }))
 }
 
 /// Handle one frame from the browser; false closes the socket.
 async fn handle_incoming(
     state: &SocketState,
     socket: &mut WebSocket,
-    visitor: &Visitor<'_>,
+    visitor: &mut Visitor<'_>,
     rate: &mut RateLimit,
     message: Message,
 ) -> bool {
@@ -529,28 +683,48 @@ async fn handle_incoming(
         }
         ClientFrame::Typing { active } => {
             state.host.typing(TypingSignal {
-                channel: KIND.to_string(),
+                channel: state.connector.name.clone(),
                 thread: visitor_id.to_string(),
                 author: AuthorKind::Customer,
                 active,
             });
             true
         }
-        ClientFrame::Message { client_id, text } => {
-            handle_message(state, socket, visitor, rate, client_id, text).await
+        ClientFrame::Message {
+            client_id,
+            text,
+            choice_id,
+        } => {
+            let message = Typed {
+                client_id,
+                text,
+                choice_id,
+            };
+            handle_message(state, socket, visitor, rate, message).await
         }
     }
+}
+
+/// A message frame's contents.
+struct Typed {
+    client_id: String,
+    text: String,
+    choice_id: Option<String>,
 }
 
 async fn handle_message(
     state: &SocketState,
     socket: &mut WebSocket,
-    visitor: &Visitor<'_>,
+    visitor: &mut Visitor<'_>,
     rate: &mut RateLimit,
-    client_id: String,
-    text: String,
+    message: Typed,
 ) -> bool {
-    let (visitor_id, tab_id) = (visitor.id, visitor.tab_id);
+    let Typed {
+        client_id,
+        text,
+        choice_id,
+    } = message;
+    let visitor_id = visitor.id;
     let settings = &state.connector.settings;
     let refuse = |code: &'static str, message: String, client_id: &str| ServerFrame::Error {
         code,
@@ -587,34 +761,26 @@ async fn handle_message(
         );
         return send_frame(socket, &frame).await;
     }
-    let event = InboundEvent {
-        channel: KIND.to_string(),
-        platform_message_id: format!("{visitor_id}:{client_id}"),
-        sender: PlatformIdentity {
-            platform_user_id: visitor_id.to_string(),
-            display_name: None,
-            verified: true,
-            email: visitor.email.map(str::to_string),
-        },
-        thread: visitor_id.to_string(),
-        text: text.to_string(),
-        attachments: Vec::new(),
-        sent_at_ms: None,
-    };
+    let platform_message_id = format!("{visitor_id}:{client_id}");
+    let mut sender = PlatformIdentity::new(visitor_id, true);
+    sender.email = visitor.email.map(str::to_string);
+    let mut event = InboundEvent::text(
+        state.connector.name.clone(),
+        platform_message_id.clone(),
+        sender,
+        visitor_id,
+        text,
+    );
+    event.choice = choice_id
+        .filter(|id| protocol::valid_client_id(id))
+        .map(|choice_id| switchboard_connector::PickedChoice {
+            choice_id,
+            message_platform_id: None,
+        });
+    // Before the ingest: its event may come back through the live stream before the ack.
+    visitor.sent_here.add(platform_message_id);
     match state.host.ingest(event).await {
         Ok(receipt) => {
-            if !receipt.duplicate {
-                // Other tabs of the same visitor show the message too.
-                let copy = ServerFrame::Message(MessageView {
-                    id: receipt.message_id.clone(),
-                    seq: receipt.seq,
-                    author: AuthorKind::Customer,
-                    text: text.to_string(),
-                    created_at: protocol::format_time(chrono::Utc::now().timestamp_millis()),
-                    client_id: Some(client_id.clone()),
-                });
-                state.connector.push(visitor_id, &copy, Some(tab_id));
-            }
             let ack = ServerFrame::Ack {
                 client_id,
                 id: receipt.message_id,

@@ -25,6 +25,9 @@ pub enum ClientFrame {
     Message {
         client_id: String,
         text: String,
+        /// Set when the visitor pressed a quick reply (its label is the text).
+        #[serde(default)]
+        choice_id: Option<String>,
     },
     Typing {
         active: bool,
@@ -41,6 +44,9 @@ pub struct MessageView {
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Quick replies offered with the message.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<switchboard_connector::Choice>,
 }
 
 impl MessageView {
@@ -56,6 +62,7 @@ impl MessageView {
                 .as_deref()
                 .and_then(|platform_id| platform_id.split_once(':'))
                 .map(|(_, client_id)| client_id.to_string()),
+            choices: message.choices.clone(),
         }
     }
 }

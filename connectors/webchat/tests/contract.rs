@@ -12,8 +12,8 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard_connector::contract::{Harness, RecordingHost, run_all};
 use switchboard_connector::{
-    AuthorKind, ChannelMessage, Connector, ConnectorHost, HostError, InboundEvent, IngestReceipt,
-    OutboundMessage, TypingSignal,
+    AuthorKind, ChannelMessage, Connector, ConnectorHost, Cursor, CursorError, EventWatch,
+    HostError, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, TypingSignal,
 };
 use switchboard_webchat::{WebchatConnector, WebchatSettings};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,7 +58,8 @@ enum Reply {
 struct ThreadConn {
     sink: Arc<tokio::sync::Mutex<WsSink>>,
     replies: tokio::sync::Mutex<mpsc::UnboundedReceiver<Reply>>,
-    /// Messages from the app (not customer authored), deduplicated by id like the widget does.
+    /// Messages from the app (not customer authored), every frame counted: the suite must see
+    /// a message pushed twice as twice.
     received: Arc<Mutex<Vec<(String, String)>>>,
 }
 
@@ -75,7 +76,7 @@ impl WebchatHarness {
 
     fn with_settings(settings: WebchatSettings) -> WebchatHarness {
         WebchatHarness {
-            connector: WebchatConnector::new(settings),
+            connector: WebchatConnector::new("web", settings),
             server: Mutex::new(None),
             threads: Mutex::new(HashMap::new()),
         }
@@ -89,7 +90,7 @@ impl WebchatHarness {
     }
 
     fn ws_url(&self) -> String {
-        format!("ws://{}/channels/webchat/ws", self.current_server().0)
+        format!("ws://{}/channels/webchat/web/ws", self.current_server().0)
     }
 
     fn thread(&self, thread: &str) -> Arc<ThreadConn> {
@@ -108,10 +109,7 @@ fn record(received: &Mutex<Vec<(String, String)>>, view: &Value) {
     }
     let id = view["id"].as_str().expect("message id").to_string();
     let text = view["text"].as_str().expect("message text").to_string();
-    let mut received = received.lock().unwrap();
-    if !received.iter().any(|(seen, _)| *seen == id) {
-        received.push((id, text));
-    }
+    received.lock().unwrap().push((id, text));
 }
 
 /// Reads a visitor's socket until it closes (or the server it was opened on shuts down):
@@ -172,7 +170,7 @@ impl Harness for WebchatHarness {
             .clone()
             .routes(host)
             .expect("web chat has routes");
-        let app = axum::Router::new().nest("/channels/webchat", routes);
+        let app = axum::Router::new().nest("/channels/webchat/web", routes);
         let signal = shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
             axum::serve(listener, app)
@@ -211,8 +209,9 @@ impl Harness for WebchatHarness {
     }
 
     async fn fail_next_sends(&self, _count: usize) -> bool {
-        // Nothing between the connector and the visitor can fail: a reply to a visitor without
-        // an open tab is kept in history and shown on resume.
+        // Nothing between the connector and the visitor can refuse a delivery: a reply to a
+        // visitor without an open tab is kept in history and shown on resume. Repeated sends
+        // are checked by outbound_exactly_once, counted frame by frame.
         false
     }
 
@@ -373,7 +372,7 @@ async fn protocol_errors_are_contained() {
     let max_frame_bytes = settings.max_frame_bytes;
     let flood_close_after = settings.flood_close_after as usize;
     let harness = WebchatHarness::with_settings(settings);
-    let host = RecordingHost::new();
+    let host = RecordingHost::new("web");
     let shutdown = CancellationToken::new();
     harness.start(host.clone(), shutdown.clone()).await;
     let url = harness.ws_url();
@@ -497,19 +496,42 @@ struct SlowHistoryHost {
 
 #[async_trait]
 impl ConnectorHost for SlowHistoryHost {
+    fn channel(&self) -> &str {
+        self.inner.channel()
+    }
+
     async fn ingest(&self, event: InboundEvent) -> Result<IngestReceipt, HostError> {
         self.inner.ingest(event).await
     }
 
-    async fn history(
-        &self,
-        channel: &str,
-        thread: &str,
-        limit: u32,
-    ) -> Result<Vec<ChannelMessage>, HostError> {
+    async fn history(&self, thread: &str, limit: u32) -> Result<Vec<ChannelMessage>, HostError> {
         self.entered.notify_one();
         self.release.notified().await;
-        self.inner.history(channel, thread, limit).await
+        self.inner.history(thread, limit).await
+    }
+
+    async fn find_message(
+        &self,
+        platform_message_id: &str,
+    ) -> Result<Option<MessageRef>, HostError> {
+        self.inner.find_message(platform_message_id).await
+    }
+
+    async fn cursor(&self, key: &str) -> Result<Option<Cursor>, HostError> {
+        self.inner.cursor(key).await
+    }
+
+    async fn set_cursor(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        value: &str,
+    ) -> Result<Cursor, CursorError> {
+        self.inner.set_cursor(key, expected, value).await
+    }
+
+    fn watch(&self, thread: &str) -> EventWatch {
+        self.inner.watch(thread)
     }
 
     fn typing(&self, signal: TypingSignal) {
@@ -522,7 +544,7 @@ impl ConnectorHost for SlowHistoryHost {
 async fn reply_sent_while_history_loads_is_not_lost() {
     let harness = WebchatHarness::new();
     let host = Arc::new(SlowHistoryHost {
-        inner: RecordingHost::new(),
+        inner: RecordingHost::new("web"),
         entered: Notify::new(),
         release: Notify::new(),
     });
@@ -547,13 +569,16 @@ async fn reply_sent_while_history_loads_is_not_lost() {
     let reply = OutboundMessage {
         id: "reply-1".to_string(),
         conversation_id: "c-1".to_string(),
-        channel: "webchat".to_string(),
+        channel: "web".to_string(),
         thread: visitor.to_string(),
         seq: 1,
         author: AuthorKind::Agent,
         text: "answer during resume".to_string(),
         attachments: Vec::new(),
+        choices: Vec::new(),
         in_reply_to: None,
+        references: Vec::new(),
+        extensions: Default::default(),
         created_at_ms: 0,
     };
     harness.connector.send(&reply).await.expect("send");

@@ -4,11 +4,12 @@
 //! a route exists here only if it is registered with its documentation.
 //!
 //! Callers authenticate with `Authorization: Bearer <API key>`; what a key may do is its scopes
-//! (`tasks:read`, `tasks:write`, `tasks:approve`, `admin`) and roles, judged by the workflow
+//! (`tasks:read`, `tasks:write`, `tasks:approve`, `conversations:read`, `admin`) and roles, judged by the workflow
 //! service, which is the only place that authorises. Errors are
 //! `{"error": {"code", "message", "field"?}}` with stable codes ([`ApiError`]).
 
 mod contacts;
+mod conversations;
 mod tasks;
 mod webhooks;
 
@@ -31,6 +32,9 @@ use crate::workflow::{Actor, Scope, WorkflowError, WorkflowService};
 #[derive(Clone)]
 pub struct ApiState {
     pub workflow: Arc<WorkflowService>,
+    pub store: crate::store::Store,
+    pub bus: Arc<dyn crate::events::EventBus>,
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 /// The error body of every failed request.
@@ -63,7 +67,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code: code.to_string(),
@@ -72,7 +76,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError {
             field: Some(field.into()),
             ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -247,7 +251,8 @@ impl Modify for SecurityAddon {
         (name = "tasks", description = "Back-office tasks and their lifecycle"),
         (name = "orders", description = "Orders from the configured order source"),
         (name = "contacts", description = "Customers: their tasks, orders and linked emails"),
-        (name = "webhooks", description = "Webhook deliveries and inbound status updates")
+        (name = "webhooks", description = "Webhook deliveries and inbound status updates"),
+        (name = "conversations", description = "Conversation events, live and read back, and attachments")
     )
 )]
 struct ApiDoc;
@@ -269,6 +274,9 @@ fn documented() -> (axum::Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(webhooks::retry_delivery))
         .routes(routes!(webhooks::inbound_event))
+        .routes(routes!(conversations::conversation_events))
+        .routes(routes!(conversations::conversation_stream))
+        .routes(routes!(conversations::message_attachment))
         .split_for_parts()
 }
 
@@ -278,7 +286,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The API's routes, ready to merge into the app.
-pub fn router(workflow: Arc<WorkflowService>) -> axum::Router {
+pub fn router(state: ApiState) -> axum::Router {
     let (routes, document) = documented();
     let document = document.to_json().expect("the OpenAPI document serialises");
     routes
@@ -297,5 +305,5 @@ pub fn router(workflow: Arc<WorkflowService>) -> axum::Router {
                 }
             }),
         )
-        .with_state(ApiState { workflow })
+        .with_state(state)
 }

@@ -1,0 +1,902 @@
+//! Conversations and their messages: ingest at the door, history, turns, ownership moves.
+//!
+//! Every write here also writes the conversation's events (see [`super::events`]) in the same
+//! script or transaction, and returns them as [`LiveEvent`]s for the caller to publish once
+//! the write is durable.
+
+use std::time::Duration;
+
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use switchboard_connector::{
+    AuthorKind, ChannelMessage, Choice, EventKind, InboundEvent, LiveEvent, MessageRef,
+    OutboundMessage,
+};
+
+use super::events::{MessageFields, NewEvent, Place, live, no_data, with_message};
+use super::outbox::OutboxRow;
+use super::script::{Returns, Statement};
+use super::{Backend, MESSAGE_COLUMNS, Store, StoreError, StoreResult, message_of, new_id, now_ms};
+use crate::conversation::{InvalidMove, Move, Owner, State, Status};
+
+/// A conversation as the router needs it.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub id: String,
+    pub contact_id: String,
+    /// The channel instance it lives on; replies leave through it.
+    pub channel: String,
+    pub thread: String,
+    pub state: State,
+    pub language: Option<String>,
+    pub assistant_state: serde_json::Value,
+    pub verified: bool,
+}
+
+/// The result of storing an inbound event.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub message_id: String,
+    pub conversation_id: String,
+    pub seq: i64,
+    pub duplicate: bool,
+    /// Whether the owner has taken the message yet (always false for a new one).
+    pub handled: bool,
+    /// The events written, to publish.
+    pub events: Vec<LiveEvent>,
+}
+
+/// An inbound message the router still owes a turn (after a crash, or just ingested).
+#[derive(Debug, Clone)]
+pub struct PendingInbound {
+    pub message_id: String,
+    pub conversation_id: String,
+    pub seq: i64,
+    pub text: String,
+    pub platform_message_id: Option<String>,
+}
+
+/// A reply to store and queue for delivery in the same transaction.
+#[derive(Debug, Clone)]
+pub struct NewReply {
+    pub author: AuthorKind,
+    pub author_id: Option<String>,
+    pub text: String,
+    pub choices: Vec<Choice>,
+}
+
+impl NewReply {
+    pub fn bot(text: impl Into<String>) -> NewReply {
+        NewReply {
+            author: AuthorKind::Bot,
+            author_id: None,
+            text: text.into(),
+            choices: Vec::new(),
+        }
+    }
+}
+
+/// Everything one turn of the owner decided, committed atomically with marking the inbound
+/// message handled: a crash either loses the whole turn (and it is redone) or none of it.
+#[derive(Debug, Clone, Default)]
+pub struct TurnCommit {
+    pub conversation_id: String,
+    pub inbound_message_id: String,
+    /// The platform's id of the inbound message, which the replies answer.
+    pub inbound_platform_id: Option<String>,
+    pub replies: Vec<NewReply>,
+    pub assistant_state: Option<serde_json::Value>,
+    pub language: Option<String>,
+    /// A change of owner, with the event that explains it.
+    pub transfer: Option<Transfer>,
+}
+
+/// A change of owner or status, and why.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub to: Move,
+    /// What kind of change: `handoff`, `takeover`, `hand_back`, `transfer`, `resolved`.
+    pub change: String,
+    pub actor: String,
+    /// More for the event (a handoff's summary).
+    pub data: serde_json::Value,
+}
+
+/// What a committed turn left behind.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Replies to deliver, reserved for this instance.
+    pub outbox: Vec<OutboxRow>,
+    /// The conversation's state after the turn.
+    pub state: State,
+    pub events: Vec<LiveEvent>,
+}
+
+/// Why an ownership move was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidMove),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn state_of(row: &sqlx::any::AnyRow) -> StoreResult<State> {
+    let status: &str = row.try_get("status")?;
+    let owner: &str = row.try_get("owner")?;
+    Ok(State {
+        status: Status::parse(status)
+            .ok_or_else(|| StoreError::Corrupt(format!("conversation status {status}")))?,
+        owner: Owner::parse(owner)
+            .ok_or_else(|| StoreError::Corrupt(format!("conversation owner {owner}")))?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// `data` of an owner change: the caller's (a handoff's reason and summary), plus what kind
+/// of change, where from and where to.
+fn owner_change_data(current: &State, next: &State, transfer: &Transfer) -> serde_json::Value {
+    let mut data = match &transfer.data {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    data.insert("change".into(), transfer.change.clone().into());
+    data.insert("from".into(), current.owner.to_string().into());
+    data.insert("to".into(), next.owner.to_string().into());
+    data.insert("status".into(), next.status.as_str().into());
+    serde_json::Value::Object(data)
+}
+
+impl Store {
+    /// Store an inbound event once. The `(channel, platform_message_id)` unique constraint is
+    /// the dedupe: a redelivery inserts nothing and returns the original message.
+    pub async fn ingest(&self, event: &InboundEvent) -> StoreResult<Ingested> {
+        // Unique-constraint races (two instances opening the same conversation, or taking the
+        // same number) are settled by retrying: the second try sees the winner's rows.
+        let mut attempt = 0;
+        loop {
+            match self.try_ingest(event).await {
+                Err(error) if error.is_unique_violation() && attempt < 10 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_ingest(&self, event: &InboundEvent) -> StoreResult<Ingested> {
+        let now = now_ms();
+        let message_id = new_id();
+        let attachments = serde_json::to_string(&event.attachments)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let extensions = serde_json::to_string(&event.extensions)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let stored = NewEvent {
+            kind: EventKind::MessageStored,
+            actor: "customer".into(),
+            data: event_data_of(event),
+            message_id: Some(message_id.clone()),
+        };
+        // The common case in one script: the thread has an open conversation. The event
+        // reads the message the first statement wrote: on SQLite the statements run in turn,
+        // on PostgreSQL it reads the first statement's RETURNING rows (`s0`).
+        let event_source = match self.backend {
+            Backend::Sqlite => "FROM messages m WHERE m.id = $1",
+            Backend::Postgres => "FROM s0 m",
+        };
+        let event_sql = format!(
+            "INSERT INTO conversation_events \
+             (conversation_id, seq, kind, actor, data, message_id, created_at) \
+             SELECT m.conversation_id, COALESCE((SELECT e.seq FROM conversation_events e \
+             WHERE e.conversation_id = m.conversation_id ORDER BY e.seq DESC LIMIT 1), 0) + 1, \
+             'message.stored', 'customer', $2, $1, $3 {event_source} RETURNING seq"
+        );
+        let script = vec![
+            Statement::new(
+                "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
+                 author_id, text, attachments, channel, platform_message_id, platform_sent_at, \
+                 created_at, extensions) \
+                 SELECT $1, c.id, \
+                 (SELECT COALESCE(MAX(m.seq), 0) + 1 FROM messages m WHERE m.conversation_id = c.id), \
+                 'in', 'customer', $2, $3, $4, $5, $6, $7, $8, $10 \
+                 FROM conversations c \
+                 WHERE c.channel = $5 AND c.thread = $9 AND c.status <> 'resolved' \
+                 ON CONFLICT (channel, platform_message_id) DO NOTHING \
+                 RETURNING conversation_id, seq",
+                vec![
+                    (&message_id).into(),
+                    (&event.sender.platform_user_id).into(),
+                    (&event.text).into(),
+                    (&attachments).into(),
+                    (&event.channel).into(),
+                    (&event.platform_message_id).into(),
+                    event.sent_at_ms.into(),
+                    now.into(),
+                    (&event.thread).into(),
+                    (&extensions).into(),
+                ],
+            )
+            .returning_as("conversation_id", Returns::Text)
+            .returning_as("seq", Returns::Int),
+            // Only the backend's fixed source clause is spliced in.
+            Statement::dynamic(
+                event_sql,
+                vec![
+                    (&message_id).into(),
+                    stored.data.to_string().into(),
+                    now.into(),
+                ],
+            )
+            .returning("seq"),
+        ];
+        let returned = self.run_script_rows(script).await?;
+        if let [Some(message), Some(event_row)] = returned.as_slice() {
+            let conversation_id = message.text(0)?;
+            let seq = message.int(1)?;
+            let event_seq = event_row.int(0)?;
+            let place = Place {
+                conversation_id: &conversation_id,
+                channel: &event.channel,
+                thread: &event.thread,
+            };
+            let data = inbound_event_data(&stored, &message_id, seq, event);
+            let events = vec![live(&place, event_seq, &stored, data, now)];
+            return Ok(Ingested {
+                message_id,
+                conversation_id,
+                seq,
+                duplicate: false,
+                handled: false,
+                events,
+            });
+        }
+        // Nothing inserted: a redelivery, or the first message of a thread.
+        if let Some(existing) = self
+            .existing(&event.channel, &event.platform_message_id)
+            .await?
+        {
+            return Ok(existing);
+        }
+        let mut tx = self.write.begin().await?;
+        let (conversation_id, mut events) = self.open_conversation(&mut tx, event, now).await?;
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, author_id, \
+             text, attachments, channel, platform_message_id, platform_sent_at, created_at, \
+             extensions) \
+             VALUES ($1, $2, 1, 'in', 'customer', $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&message_id)
+        .bind(&conversation_id)
+        .bind(&event.sender.platform_user_id)
+        .bind(&event.text)
+        .bind(&attachments)
+        .bind(&event.channel)
+        .bind(&event.platform_message_id)
+        .bind(event.sent_at_ms)
+        .bind(now)
+        .bind(&extensions)
+        .execute(&mut *tx)
+        .await?;
+        insert_event(&mut tx, &conversation_id, 2, &stored, now).await?;
+        tx.commit().await?;
+        let place = Place {
+            conversation_id: &conversation_id,
+            channel: &event.channel,
+            thread: &event.thread,
+        };
+        let data = inbound_event_data(&stored, &message_id, 1, event);
+        events.push(live(&place, 2, &stored, data, now));
+        Ok(Ingested {
+            message_id,
+            conversation_id,
+            seq: 1,
+            duplicate: false,
+            handled: false,
+            events,
+        })
+    }
+
+    async fn existing(
+        &self,
+        channel: &str,
+        platform_message_id: &str,
+    ) -> StoreResult<Option<Ingested>> {
+        let row = sqlx::query(
+            "SELECT id, conversation_id, seq, handled_at FROM messages \
+             WHERE channel = $1 AND platform_message_id = $2",
+        )
+        .bind(channel)
+        .bind(platform_message_id)
+        .fetch_optional(&self.write)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(Ingested {
+            message_id: row.try_get("id")?,
+            conversation_id: row.try_get("conversation_id")?,
+            seq: row.try_get("seq")?,
+            duplicate: true,
+            handled: row.try_get::<Option<i64>, _>("handled_at")?.is_some(),
+            events: Vec::new(),
+        }))
+    }
+
+    /// Find or create the contact, then open a conversation owned by the bot (its event is
+    /// the conversation's first).
+    async fn open_conversation(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        event: &InboundEvent,
+        now: i64,
+    ) -> StoreResult<(String, Vec<LiveEvent>)> {
+        let sender = &event.sender;
+        let existing = sqlx::query(
+            "SELECT contact_id FROM contact_identities WHERE channel = $1 AND platform_user_id = $2",
+        )
+        .bind(&event.channel)
+        .bind(&sender.platform_user_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let contact_id = match existing {
+            Some(row) => row.try_get::<String, _>("contact_id")?,
+            None => {
+                let contact_id = new_id();
+                sqlx::query(
+                    "INSERT INTO contacts (id, display_name, created_at) VALUES ($1, $2, $3)",
+                )
+                .bind(&contact_id)
+                .bind(&sender.display_name)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO contact_identities \
+                     (channel, platform_user_id, contact_id, verified, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&event.channel)
+                .bind(&sender.platform_user_id)
+                .bind(&contact_id)
+                .bind(i64::from(sender.verified))
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                contact_id
+            }
+        };
+        let conversation_id = new_id();
+        sqlx::query(
+            "INSERT INTO conversations \
+             (id, contact_id, channel, thread, status, owner, created_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, 'bot', 'bot', $5, $5, 0)",
+        )
+        .bind(&conversation_id)
+        .bind(&contact_id)
+        .bind(&event.channel)
+        .bind(&event.thread)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        let opened = NewEvent {
+            kind: EventKind::ConversationOpened,
+            actor: "router".into(),
+            data: serde_json::json!({"channel": event.channel, "owner": "bot", "status": "bot"}),
+            message_id: None,
+        };
+        insert_event(tx, &conversation_id, 1, &opened, now).await?;
+        let place = Place {
+            conversation_id: &conversation_id,
+            channel: &event.channel,
+            thread: &event.thread,
+        };
+        let events = vec![live(&place, 1, &opened, opened.data.clone(), now)];
+        Ok((conversation_id, events))
+    }
+
+    /// The latest `limit` messages of the open conversation on a channel thread, oldest first.
+    pub async fn history(
+        &self,
+        channel: &str,
+        thread: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<ChannelMessage>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = \
+             (SELECT id FROM conversations WHERE channel = $1 AND thread = $2 \
+              AND status <> 'resolved') \
+             ORDER BY seq DESC LIMIT $3"
+        )))
+        .bind(channel)
+        .bind(thread)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        let mut messages = rows
+            .iter()
+            .map(message_of)
+            .collect::<StoreResult<Vec<_>>>()?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// Every message of a conversation in order.
+    pub async fn conversation_messages(
+        &self,
+        conversation_id: &str,
+    ) -> StoreResult<Vec<ChannelMessage>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY seq"
+        )))
+        .bind(conversation_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(message_of).collect()
+    }
+
+    /// Our message behind a platform id on a channel instance.
+    pub async fn find_message(
+        &self,
+        channel: &str,
+        platform_message_id: &str,
+    ) -> StoreResult<Option<MessageRef>> {
+        let row = sqlx::query(
+            "SELECT m.id, m.conversation_id, c.thread, m.author_kind, c.status \
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.channel = $1 AND m.platform_message_id = $2",
+        )
+        .bind(channel)
+        .bind(platform_message_id)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let author: &str = row.try_get("author_kind")?;
+        let status: &str = row.try_get("status")?;
+        Ok(Some(MessageRef {
+            message_id: row.try_get("id")?,
+            conversation_id: row.try_get("conversation_id")?,
+            thread: row.try_get("thread")?,
+            author: super::author_of(author)?,
+            open: status != Status::Resolved.as_str(),
+        }))
+    }
+
+    pub async fn conversation(&self, id: &str) -> StoreResult<Conversation> {
+        let row = sqlx::query(
+            "SELECT c.id, c.contact_id, c.channel, c.thread, c.status, c.owner, c.version, \
+             c.language, c.assistant_state, \
+             (SELECT MAX(i.verified) FROM contact_identities i \
+              WHERE i.contact_id = c.contact_id AND i.channel = c.channel) AS verified \
+             FROM conversations c WHERE c.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("conversation {id}")))?;
+        let state: &str = row.try_get("assistant_state")?;
+        Ok(Conversation {
+            id: row.try_get("id")?,
+            contact_id: row.try_get("contact_id")?,
+            channel: row.try_get("channel")?,
+            thread: row.try_get("thread")?,
+            state: state_of(&row)?,
+            language: row.try_get("language")?,
+            assistant_state: serde_json::from_str(state)
+                .map_err(|error| StoreError::Corrupt(format!("assistant state: {error}")))?,
+            verified: row.try_get::<Option<i64>, _>("verified")?.unwrap_or(0) == 1,
+        })
+    }
+
+    /// Every stored event of a conversation, in order.
+    pub async fn conversation_events(&self, conversation_id: &str) -> StoreResult<Vec<LiveEvent>> {
+        self.events_after(conversation_id, 0, i64::MAX).await
+    }
+
+    /// Give a conversation to a new owner (an agent taking over, a hand-back to the bot) or
+    /// resolve it, with the event that explains it, if the move is allowed and the
+    /// conversation is still at `expected_version` (None: whatever it is now). Turns in
+    /// flight for the old owner then commit nothing.
+    pub async fn transfer_conversation(
+        &self,
+        conversation_id: &str,
+        transfer: &Transfer,
+        expected_version: Option<i64>,
+    ) -> Result<(State, LiveEvent), TransferError> {
+        let now = now_ms();
+        let current = self.conversation(conversation_id).await?;
+        if let Some(expected) = expected_version
+            && expected != current.state.version
+        {
+            return Err(StoreError::OwnerChanged(conversation_id.to_string()).into());
+        }
+        let next = current.state.apply(&transfer.to)?;
+        let event = NewEvent {
+            kind: EventKind::OwnerChanged,
+            actor: transfer.actor.clone(),
+            data: owner_change_data(&current.state, &next, transfer),
+            message_id: None,
+        };
+        let values = self
+            .run_script(vec![
+                self.event_statement(conversation_id, 1, &event, now, Some(current.state.version)),
+                Statement::new(
+                    "UPDATE conversations SET status = $1, owner = $2, updated_at = $3, \
+                     version = version + 1 WHERE id = $4 AND version = $5 RETURNING version",
+                    vec![
+                        next.status.as_str().into(),
+                        next.owner.to_string().into(),
+                        now.into(),
+                        conversation_id.into(),
+                        current.state.version.into(),
+                    ],
+                )
+                .returning("version"),
+            ])
+            .await?;
+        let [Some(seq), Some(_version)] = values.as_slice() else {
+            return Err(StoreError::OwnerChanged(conversation_id.to_string()).into());
+        };
+        let place = Place {
+            conversation_id: &current.id,
+            channel: &current.channel,
+            thread: &current.thread,
+        };
+        let live_event = live(&place, *seq, &event, event.data.clone(), now);
+        Ok((next, live_event))
+    }
+
+    /// Inbound messages that no owner has taken yet, in conversation order.
+    pub async fn unhandled_inbound(&self) -> StoreResult<Vec<PendingInbound>> {
+        let rows = sqlx::query(
+            "SELECT id, conversation_id, seq, text, platform_message_id FROM messages \
+             WHERE direction = 'in' AND handled_at IS NULL ORDER BY conversation_id, seq",
+        )
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter().map(pending_of).collect()
+    }
+
+    /// One stored inbound message that no owner has taken yet.
+    pub async fn unhandled_message(&self, message_id: &str) -> StoreResult<Option<PendingInbound>> {
+        let row = sqlx::query(
+            "SELECT id, conversation_id, seq, text, platform_message_id FROM messages \
+             WHERE id = $1 AND direction = 'in' AND handled_at IS NULL",
+        )
+        .bind(message_id)
+        .fetch_optional(&self.write)
+        .await?;
+        row.as_ref().map(pending_of).transpose()
+    }
+
+    /// Commit one turn: replies (as messages, outbox rows and events), the assistant's state,
+    /// an owner change, and the inbound message marked handled, all or nothing. Returns the
+    /// outbox rows to deliver, already reserved for `instance`.
+    pub async fn commit_turn(
+        &self,
+        conversation: &Conversation,
+        turn: &TurnCommit,
+        instance: &str,
+        lease: Duration,
+    ) -> StoreResult<Committed> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .try_commit_turn(conversation, turn, instance, lease)
+                .await
+            {
+                Err(error) if error.is_unique_violation() && attempt < 10 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_commit_turn(
+        &self,
+        conversation: &Conversation,
+        turn: &TurnCommit,
+        instance: &str,
+        lease: Duration,
+    ) -> StoreResult<Committed> {
+        let now = now_ms();
+        let lease_until = now + lease.as_millis() as i64;
+        // Every statement is guarded by the conversation's version as the turn saw it: if an
+        // agent took the conversation meanwhile, or anything else changed it, the script
+        // writes nothing and the turn is redone on the fresh row. So the bot never answers a
+        // conversation it does not own.
+        let version = conversation.state.version;
+        let next_state = match &turn.transfer {
+            Some(transfer) => conversation
+                .state
+                .apply(&transfer.to)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            None => conversation.state.clone(),
+        };
+        let mut statements = Vec::new();
+        let mut messages = Vec::with_capacity(turn.replies.len());
+        let mut events = Vec::new();
+        for (position, reply) in turn.replies.iter().enumerate() {
+            let choices = serde_json::to_string(&reply.choices)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            let message = OutboundMessage {
+                id: new_id(),
+                conversation_id: conversation.id.clone(),
+                channel: conversation.channel.clone(),
+                thread: conversation.thread.clone(),
+                seq: 0,
+                author: reply.author,
+                text: reply.text.clone(),
+                attachments: Vec::new(),
+                choices: reply.choices.clone(),
+                in_reply_to: turn.inbound_platform_id.clone(),
+                references: Vec::new(),
+                extensions: Default::default(),
+                created_at_ms: now,
+            };
+            // The base is the conversation's last seq before this turn (this turn's replies
+            // excluded), so the reply's seq is the same whether the statements of the script see
+            // each other's rows (SQLite) or one snapshot (PostgreSQL).
+            statements.push(
+                Statement::new(
+                    "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
+                     author_id, text, attachments, channel, in_reply_to, created_at, choices) \
+                     SELECT $1, $2, COALESCE((SELECT seq FROM messages \
+                     WHERE conversation_id = $2 AND (in_reply_to IS NULL OR in_reply_to <> $7) \
+                     ORDER BY seq DESC LIMIT 1), 0) + $9, \
+                     'out', $3, $4, $5, '[]', $6, $7, $8, $11 \
+                     WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $2 AND version = $10) \
+                     RETURNING seq",
+                    vec![
+                        (&message.id).into(),
+                        (&message.conversation_id).into(),
+                        reply.author.as_str().into(),
+                        reply.author_id.clone().into(),
+                        (&message.text).into(),
+                        (&message.channel).into(),
+                        (&turn.inbound_message_id).into(),
+                        now.into(),
+                        (position as i64 + 1).into(),
+                        version.into(),
+                        choices.into(),
+                    ],
+                )
+                .returning("seq"),
+            );
+            statements.push(
+                Statement::new(
+                    "INSERT INTO outbox (kind, channel, message_id, lane, payload, \
+                     next_attempt_at, locked_until, locked_by, created_at) \
+                     SELECT 'message', $1, $2, $3, '{}', $4, $5, $6, $4 \
+                     WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $3 AND version = $7) \
+                     RETURNING id",
+                    vec![
+                        (&message.channel).into(),
+                        (&message.id).into(),
+                        (&message.conversation_id).into(),
+                        now.into(),
+                        lease_until.into(),
+                        instance.into(),
+                        version.into(),
+                    ],
+                )
+                .returning("id"),
+            );
+            let stored = NewEvent {
+                kind: EventKind::MessageStored,
+                actor: reply.author.as_str().into(),
+                data: no_data(),
+                message_id: Some(message.id.clone()),
+            };
+            statements.push(self.event_statement(
+                &conversation.id,
+                position as i64 + 1,
+                &stored,
+                now,
+                Some(version),
+            ));
+            events.push(stored);
+            messages.push(message);
+        }
+        if let Some(transfer) = &turn.transfer {
+            let changed = NewEvent {
+                kind: EventKind::OwnerChanged,
+                actor: transfer.actor.clone(),
+                data: owner_change_data(&conversation.state, &next_state, transfer),
+                message_id: None,
+            };
+            statements.push(self.event_statement(
+                &conversation.id,
+                events.len() as i64 + 1,
+                &changed,
+                now,
+                Some(version),
+            ));
+            events.push(changed);
+        }
+        statements.push(
+            Statement::new(
+                "UPDATE messages SET handled_at = $1 WHERE id = $2 \
+                 AND EXISTS (SELECT 1 FROM conversations WHERE id = $3 AND version = $4) \
+                 RETURNING handled_at",
+                vec![
+                    now.into(),
+                    (&turn.inbound_message_id).into(),
+                    (&conversation.id).into(),
+                    version.into(),
+                ],
+            )
+            .returning("handled_at"),
+        );
+        // One UPDATE for every conversation change, and the last statement: on SQLite the
+        // statements run in order and the guards above must still see the old version.
+        // (PostgreSQL runs the script as one statement, which may modify a row only once.)
+        let changes_conversation =
+            turn.assistant_state.is_some() || turn.language.is_some() || turn.transfer.is_some();
+        if changes_conversation {
+            statements.push(Statement::new(
+                "UPDATE conversations SET assistant_state = COALESCE($1, assistant_state), \
+                 language = COALESCE($2, language), status = $3, owner = $4, updated_at = $5, \
+                 version = version + 1 WHERE id = $6 AND version = $7",
+                vec![
+                    turn.assistant_state
+                        .as_ref()
+                        .map(|state| state.to_string())
+                        .into(),
+                    turn.language.clone().into(),
+                    next_state.status.as_str().into(),
+                    next_state.owner.to_string().into(),
+                    now.into(),
+                    (&conversation.id).into(),
+                    version.into(),
+                ],
+            ));
+        }
+        let values = self.run_script(statements).await?;
+        if values.iter().all(Option::is_none) {
+            // Nothing was written: the guard failed (an empty result on SQLite, NULLs on
+            // PostgreSQL).
+            return Err(StoreError::OwnerChanged(conversation.id.clone()));
+        }
+        let expected = messages.len() * 3 + usize::from(turn.transfer.is_some()) + 1;
+        let values: Vec<i64> = values.into_iter().flatten().collect();
+        if values.len() != expected {
+            return Err(StoreError::Corrupt(format!(
+                "turn script returned {} values, expected {expected}",
+                values.len()
+            )));
+        }
+        // Returned values come in statement order: (seq, outbox id, event seq) per reply, then
+        // the owner change's event seq, then handled_at.
+        let place = Place {
+            conversation_id: &conversation.id,
+            channel: &conversation.channel,
+            thread: &conversation.thread,
+        };
+        let mut queued = Vec::with_capacity(messages.len());
+        let mut live_events = Vec::with_capacity(events.len());
+        let mut values = values.into_iter();
+        let mut events = events.into_iter();
+        for mut message in messages {
+            let (Some(seq), Some(outbox_id), Some(event_seq), Some(event)) =
+                (values.next(), values.next(), values.next(), events.next())
+            else {
+                return Err(StoreError::Corrupt(
+                    "turn script returned too few values".into(),
+                ));
+            };
+            message.seq = seq;
+            let data = with_message(
+                &event.data,
+                &MessageFields {
+                    id: &message.id,
+                    seq,
+                    author: message.author.as_str(),
+                    text: &message.text,
+                    platform_message_id: None,
+                },
+            );
+            live_events.push(live(&place, event_seq, &event, data, now));
+            queued.push(OutboxRow {
+                id: outbox_id,
+                kind: "message".into(),
+                channel: Some(message.channel.clone()),
+                lane: message.conversation_id.clone(),
+                message_id: Some(message.id.clone()),
+                payload: "{}".into(),
+                attempts: 0,
+                message: Some(message),
+            });
+        }
+        if let (Some(event), Some(event_seq)) = (events.next(), values.next()) {
+            live_events.push(live(&place, event_seq, &event, event.data.clone(), now));
+        }
+        let state = if changes_conversation {
+            State {
+                version: version + 1,
+                ..next_state
+            }
+        } else {
+            next_state
+        };
+        Ok(Committed {
+            outbox: queued,
+            state,
+            events: live_events,
+        })
+    }
+}
+
+/// What an inbound message's event says beyond the message itself.
+fn event_data_of(event: &InboundEvent) -> serde_json::Value {
+    match &event.choice {
+        Some(choice) => serde_json::json!({"choice_id": choice.choice_id}),
+        None => no_data(),
+    }
+}
+
+fn inbound_event_data(
+    stored: &NewEvent,
+    message_id: &str,
+    seq: i64,
+    event: &InboundEvent,
+) -> serde_json::Value {
+    with_message(
+        &stored.data,
+        &MessageFields {
+            id: message_id,
+            seq,
+            author: AuthorKind::Customer.as_str(),
+            text: &event.text,
+            platform_message_id: Some(&event.platform_message_id),
+        },
+    )
+}
+
+fn pending_of(row: &sqlx::any::AnyRow) -> StoreResult<PendingInbound> {
+    Ok(PendingInbound {
+        message_id: row.try_get("id")?,
+        conversation_id: row.try_get("conversation_id")?,
+        seq: row.try_get("seq")?,
+        text: row.try_get("text")?,
+        platform_message_id: row.try_get("platform_message_id")?,
+    })
+}
+
+/// Insert one event with a known number, inside a transaction that just created or locked
+/// the conversation.
+async fn insert_event(
+    tx: &mut Transaction<'static, Any>,
+    conversation_id: &str,
+    seq: i64,
+    event: &NewEvent,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO conversation_events \
+         (conversation_id, seq, kind, actor, data, message_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(conversation_id)
+    .bind(seq)
+    .bind(event.kind.as_str())
+    .bind(&event.actor)
+    .bind(event.data.to_string())
+    .bind(&event.message_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The channel instance and attachments of a message.
+    pub async fn message_attachments(
+        &self,
+        message_id: &str,
+    ) -> StoreResult<Option<(String, Vec<switchboard_connector::Attachment>)>> {
+        let row = sqlx::query("SELECT channel, attachments FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&self.read)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let attachments: &str = row.try_get("attachments")?;
+        Ok(Some((
+            row.try_get("channel")?,
+            super::attachments_of(attachments)?,
+        )))
+    }
+}
