@@ -6,8 +6,9 @@
 //! webhooks.
 //!
 //! [`WorkflowService`] is the one door, used by the REST API (`src/http/api`), the assistant
-//! and the command line. It alone authorises: a customer is judged by the verified identity of
-//! their conversation as the store knows it (never by what they typed, nor by what the caller
+//! (through the adapter in `src/wiring`, so that this module never names it) and the command
+//! line. It alone authorises: a customer is judged by the verified identity of their
+//! conversation as the store knows it (never by what they typed, nor by what the caller
 //! claims), an API key by its scopes and roles. Every change is one atomic store script: the
 //! task, its audit event, the customer notice, the webhooks and the idempotency record.
 //!
@@ -17,7 +18,6 @@
 //! - [`notify`]: customer notices in en/es/ca; [`webhooks`]: Standard Webhooks signing and
 //!   delivery; [`cli`]: `switchboard tasks ...` and `switchboard apikey create`.
 
-pub mod actions;
 pub mod cli;
 pub mod model;
 pub mod notify;
@@ -36,7 +36,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-pub use actions::WorkflowActions;
 pub use model::{
     Actor, ApiKeyPrincipal, Delivery, DeliveryPage, Scope, Task, TaskEvent, TaskPage, TaskStatus,
     VerifiedContext, WorkflowError,
