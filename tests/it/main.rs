@@ -6,6 +6,7 @@ mod assistant;
 mod browser;
 mod crash;
 mod http;
+mod migrations;
 mod outbox;
 mod router;
 mod webchat;
