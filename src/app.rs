@@ -21,7 +21,8 @@ use crate::metrics::Metrics;
 use crate::outbox::Delivery;
 use crate::router::{Router, RouterParts};
 use crate::store::{Backend, Store};
-use crate::workflow::{WorkflowActions, WorkflowService};
+use crate::wiring::actions::WorkflowActions;
+use crate::workflow::WorkflowService;
 
 /// What a caller can swap in: tests and the benchmark bring their own assistant, connector
 /// factories (for `[[channel]]` kinds of their own) or ready-made connectors.

@@ -19,7 +19,9 @@
 //!   [`app`] wires it all from [`config`] and stops it in order; [`bench`] measures it.
 //! - When a customer needs the back office (a refund, a cancellation), the [`workflow`] opens a
 //!   task, applies the policies, and tells the customer and the back office about every change;
-//!   the REST API under `/api/v1` ([`http`]) is the back office's door to it.
+//!   the REST API under `/api/v1` ([`http`]) is the back office's door to it, and [`wiring`]
+//!   holds the adapter through which the assistant asks it for actions (the workflow never
+//!   names the assistant).
 
 pub mod app;
 pub mod assistant;
@@ -34,4 +36,5 @@ pub mod metrics;
 pub mod outbox;
 pub mod router;
 pub mod store;
+pub mod wiring;
 pub mod workflow;

@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
+use ego_tree::iter::Edge;
 use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
+use scraper::{Html, Node};
 use serde::{Deserialize, Serialize};
 
 use super::KnowledgeError;
@@ -270,66 +272,65 @@ fn markdown_sections(body: &str) -> (Option<String>, Vec<Section>) {
     (title, sections)
 }
 
-fn decode_entities(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find('&') {
-        out.push_str(&rest[..start]);
-        rest = &rest[start..];
-        let Some(end) = rest[..rest.len().min(12)].find(';') else {
-            out.push('&');
-            rest = &rest[1..];
-            continue;
-        };
-        let entity = &rest[1..end];
-        let decoded = match entity {
-            "amp" => Some('&'),
-            "lt" => Some('<'),
-            "gt" => Some('>'),
-            "quot" => Some('"'),
-            "apos" => Some('\''),
-            "nbsp" => Some(' '),
-            _ => entity
-                .strip_prefix("#x")
-                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
-                .or_else(|| entity.strip_prefix('#').and_then(|dec| dec.parse().ok()))
-                .and_then(char::from_u32),
-        };
-        match decoded {
-            Some(character) => {
-                out.push(character);
-                rest = &rest[end + 1..];
-            }
-            None => {
-                out.push('&');
-                rest = &rest[1..];
-            }
-        }
+/// Elements whose content is not article text.
+const SKIPPED_ELEMENTS: [&str; 6] = ["head", "script", "style", "template", "noscript", "svg"];
+
+/// Elements that end a paragraph (where they open and where they close).
+const BLOCK_ELEMENTS: [&str; 20] = [
+    "p",
+    "div",
+    "li",
+    "br",
+    "tr",
+    "section",
+    "article",
+    "ul",
+    "ol",
+    "table",
+    "pre",
+    "blockquote",
+    "dl",
+    "dt",
+    "dd",
+    "header",
+    "footer",
+    "main",
+    "aside",
+    "figure",
+];
+
+fn heading_level(element: &str) -> Option<u8> {
+    match element {
+        "h1" => Some(1),
+        "h2" => Some(2),
+        "h3" => Some(3),
+        "h4" => Some(4),
+        "h5" => Some(5),
+        "h6" => Some(6),
+        _ => None,
     }
-    out.push_str(rest);
-    out
 }
 
-/// A small tag scanner: headings start sections, block tags end paragraphs, script and style
-/// are dropped. Real-world knowledge-base exports are simple enough for this.
+/// HTML through a real parser (html5ever, as browsers parse it): every named and numeric
+/// entity decodes, broken markup is repaired the standard way, the head, scripts and styles
+/// are dropped. Headings start sections (the first `h1` is the title), block elements end
+/// paragraphs, table cells are separated by spaces.
 fn html_sections(body: &str) -> (Option<String>, Vec<Section>) {
+    let document = Html::parse_document(body);
     let mut title = None;
     let mut sections = vec![Section {
         heading: String::new(),
         paragraphs: Vec::new(),
     }];
     let mut text = String::new();
-    let mut heading_level: Option<u8> = None;
-    let mut skip_until: Option<&str> = None;
-    let mut rest = body;
+    let mut heading: Option<u8> = None;
+    // Depth inside skipped elements; they can nest (an svg in a template).
+    let mut skipped = 0usize;
     let flush = |text: &mut String,
                  heading: Option<u8>,
                  sections: &mut Vec<Section>,
                  title: &mut Option<String>| {
-        let clean = decode_entities(text)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let clean = text.split_whitespace().collect::<Vec<_>>().join(" ");
         text.clear();
         if clean.is_empty() {
             return;
@@ -347,54 +348,40 @@ fn html_sections(body: &str) -> (Option<String>, Vec<Section>) {
             }
         }
     };
-    while let Some(open) = rest.find('<') {
-        if skip_until.is_none() {
-            text.push_str(&rest[..open]);
-        }
-        rest = &rest[open..];
-        let Some(close) = rest.find('>') else {
-            break;
+    for edge in document.tree.root().traverse() {
+        let (node, opening) = match edge {
+            Edge::Open(node) => (node, true),
+            Edge::Close(node) => (node, false),
         };
-        let tag = rest[1..close].trim().to_ascii_lowercase();
-        rest = &rest[close + 1..];
-        let closing = tag.starts_with('/');
-        let name: String = tag
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|character| character.is_ascii_alphanumeric())
-            .collect();
-        if let Some(until) = skip_until {
-            if closing && name == until {
-                skip_until = None;
+        let element = match node.value() {
+            Node::Text(content) if opening && skipped == 0 => {
+                text.push_str(content);
+                continue;
+            }
+            Node::Element(element) => element.name(),
+            _ => continue,
+        };
+        if SKIPPED_ELEMENTS.contains(&element) {
+            if opening {
+                skipped += 1;
+            } else {
+                skipped -= 1;
             }
             continue;
         }
-        match name.as_str() {
-            "script" | "style" | "head" if !closing => {
-                skip_until = Some(match name.as_str() {
-                    "script" => "script",
-                    "style" => "style",
-                    _ => "head",
-                })
-            }
-            "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
-                flush(&mut text, heading_level, &mut sections, &mut title);
-                heading_level = if closing {
-                    None
-                } else {
-                    name[1..].parse().ok()
-                };
-            }
-            "p" | "div" | "li" | "br" | "tr" | "section" | "article" | "ul" | "ol" | "table"
-            | "pre" | "blockquote" => flush(&mut text, heading_level, &mut sections, &mut title),
-            "td" | "th" => text.push(' '),
-            _ => {}
+        if skipped > 0 {
+            continue;
+        }
+        if let Some(level) = heading_level(element) {
+            flush(&mut text, heading, &mut sections, &mut title);
+            heading = opening.then_some(level);
+        } else if BLOCK_ELEMENTS.contains(&element) {
+            flush(&mut text, heading, &mut sections, &mut title);
+        } else if element == "td" || element == "th" {
+            text.push(' ');
         }
     }
-    if skip_until.is_none() {
-        text.push_str(rest);
-    }
-    flush(&mut text, heading_level, &mut sections, &mut title);
+    flush(&mut text, heading, &mut sections, &mut title);
     sections.retain(|section| !section.paragraphs.is_empty());
     (title, sections)
 }
@@ -530,6 +517,51 @@ mod tests {
         .expect("parses");
         assert_eq!(text.title, "Pagos");
         assert_eq!(text.language, "es");
+    }
+
+    #[test]
+    fn html_entities_of_spanish_and_catalan_articles_decode() {
+        let detector = LanguageDetector::default();
+        let html = "<!DOCTYPE html><html><head><title>Ignored</title>\
+            <script>document.write('&eacute;')</script></head><body>\
+            <h1>Pol&iacute;tica de env&iacute;os</h1>\
+            <p>Enviamos a toda Espa&ntilde;a: el pedido llega en 48&nbsp;horas, \
+            tambi&eacute;n a las Islas Baleares &amp; Canarias.</p>\
+            <style>.a { color: red }</style>\
+            <h2>Col&middot;lecci&oacute; de tardor</h2>\
+            <p>La col&middot;lecci&oacute; nova arriba dem&agrave;; caf&#233; i caf&#xE9; \
+            s&#xf3;n el mateix &euro;.</p>\
+            <h2>Tarifas &lt;b&gt;</h2><table><tr><td>Pen&iacute;nsula</td><td>gratis</td></tr></table>\
+            <p>AT&T &unknownentity; 5 &lt; 6</p>\
+            </body></html>";
+        let article =
+            parse("envios.html", html, Format::Html, None, &detector, 1200).expect("parses");
+        assert_eq!(article.title, "Política de envíos");
+        let sections: Vec<&str> = article.chunks.iter().map(|c| c.section.as_str()).collect();
+        assert_eq!(sections, vec!["", "Col·lecció de tardor", "Tarifas <b>"]);
+        assert_eq!(
+            article.chunks[0].text,
+            "Enviamos a toda España: el pedido llega en 48 horas, también a las Islas Baleares & Canarias."
+        );
+        assert_eq!(
+            article.chunks[1].text,
+            "La col·lecció nova arriba demà; café i café són el mateix €."
+        );
+        assert_eq!(
+            article.chunks[2].text,
+            "Península gratis\nAT&T &unknownentity; 5 < 6"
+        );
+        let all: String = article.chunks.iter().map(|c| c.indexed_text()).collect();
+        for entity in [
+            "&eacute;", "&ntilde;", "&middot;", "&#233;", "&#xE9;", "&nbsp;",
+        ] {
+            assert!(!all.contains(entity), "{entity} left in {all}");
+        }
+        assert!(
+            !all.contains("document.write") && !all.contains("color"),
+            "{all}"
+        );
+        assert!(!all.contains("Ignored"), "{all}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod browser;
 mod channels;
 mod crash;
 mod http;
+mod migrations;
 mod outbox;
 mod router;
 mod webchat;

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
-use super::model::VerifiedContext;
-use super::notify::language_of;
-use super::{NewTask, Order, WorkflowError, WorkflowService};
 use crate::assistant::{Action, ActionRunner};
+use crate::workflow::notify::language_of;
+use crate::workflow::{NewTask, Order, VerifiedContext, WorkflowError, WorkflowService};
 
 pub struct WorkflowActions {
     service: Arc<WorkflowService>,
