@@ -108,6 +108,11 @@ impl Delivery {
             .map(|(_, sender)| sender.clone())
     }
 
+    /// Where committed changes are published (the workflow's task changes go out here too).
+    pub fn bus(&self) -> &Arc<dyn EventBus> {
+        &self.bus
+    }
+
     /// This process's name in outbox reservations.
     pub fn instance(&self) -> &str {
         &self.instance

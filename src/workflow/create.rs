@@ -396,8 +396,9 @@ impl WorkflowService {
             .delivery
             .as_ref()
             .map(|delivery| (delivery.instance(), delivery.lease()));
-        let rows = self.store.commit_task(commit, reserve).await?;
+        let (rows, events) = self.store.commit_task(commit, reserve).await?;
         if let Some(delivery) = &self.delivery {
+            delivery.bus().publish(&events);
             delivery.submit(rows);
         }
         Ok(())

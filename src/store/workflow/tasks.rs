@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Row};
-use switchboard_connector::{AuthorKind, OutboundMessage};
+use switchboard_connector::{AuthorKind, EventKind, LiveEvent, OutboundMessage};
 
+use crate::store::events::{MessageFields, NewEvent, Place, live, with_message};
 use crate::store::outbox::OutboxRow;
 use crate::store::script::Statement;
 use crate::store::{Store, StoreError, StoreResult, now_ms};
@@ -109,7 +110,8 @@ pub enum TaskConflict {
     OpenRefund,
     /// This inbound webhook was processed already.
     Inbound,
-    /// A message took the notice's place in the conversation (retried inside the store).
+    /// A message took the notice's place in the conversation, or an event its number
+    /// (retried inside the store).
     Sequence,
 }
 
@@ -135,7 +137,7 @@ pub fn task_conflict(error: &StoreError) -> Option<TaskConflict> {
         Some(TaskConflict::OpenRefund)
     } else if text.contains("inbound_webhooks") {
         Some(TaskConflict::Inbound)
-    } else if text.contains("messages") {
+    } else if text.contains("messages") || text.contains("conversation_events") {
         Some(TaskConflict::Sequence)
     } else {
         None
@@ -189,7 +191,7 @@ impl Store {
         &self,
         commit: &TaskCommit,
         reserve: Option<(&str, Duration)>,
-    ) -> StoreResult<Vec<OutboxRow>> {
+    ) -> StoreResult<(Vec<OutboxRow>, Vec<LiveEvent>)> {
         let mut attempt = 0;
         loop {
             match self.try_commit_task(commit, reserve).await {
@@ -207,7 +209,7 @@ impl Store {
         &self,
         commit: &TaskCommit,
         reserve: Option<(&str, Duration)>,
-    ) -> StoreResult<Vec<OutboxRow>> {
+    ) -> StoreResult<(Vec<OutboxRow>, Vec<LiveEvent>)> {
         let now = now_ms();
         let (locked_until, locked_by) = match reserve {
             Some((instance, lease)) => (
@@ -349,7 +351,48 @@ impl Store {
                 .returning("id"),
             );
         }
-        let expected = usize::from(commit.notice.is_some()) * 2 + commit.webhooks.len();
+        // The conversation hears of it: the notice is a message like any other, and the task's
+        // change is an event of its own.
+        let place = self.task_place(commit).await?;
+        let mut events = Vec::new();
+        if let Some((conversation_id, _, _)) = &place {
+            if let Some(notice) = &commit.notice {
+                events.push(NewEvent {
+                    kind: EventKind::MessageStored,
+                    actor: "workflow".into(),
+                    data: serde_json::json!({}),
+                    message_id: Some(notice.message_id.clone()),
+                });
+            }
+            let (kind, status) = match (&commit.insert, &commit.update) {
+                (Some(task), _) => (Some(task.kind.clone()), task.status.clone()),
+                (None, Some(update)) => (None, update.status.clone()),
+                (None, None) => (None, String::new()),
+            };
+            if !status.is_empty() {
+                let mut data = serde_json::json!({"task_id": commit.task_id, "status": status});
+                if let Some(kind) = kind {
+                    data["kind"] = kind.into();
+                }
+                events.push(NewEvent {
+                    kind: EventKind::TaskChanged,
+                    actor: "workflow".into(),
+                    data,
+                    message_id: None,
+                });
+            }
+            for (index, event) in events.iter().enumerate() {
+                statements.push(self.event_statement(
+                    conversation_id,
+                    index as i64 + 1,
+                    event,
+                    now,
+                    None,
+                ));
+            }
+        }
+        let expected =
+            usize::from(commit.notice.is_some()) * 2 + commit.webhooks.len() + events.len();
         // No statement here is guarded, so every RETURNING yields its row.
         let values: Vec<i64> = self
             .run_script(statements)
@@ -396,7 +439,7 @@ impl Store {
                 }),
             });
         }
-        for (webhook, outbox_id) in commit.webhooks.iter().zip(values) {
+        for (webhook, outbox_id) in commit.webhooks.iter().zip(values.by_ref()) {
             rows.push(OutboxRow {
                 id: outbox_id,
                 kind: "webhook".into(),
@@ -408,11 +451,73 @@ impl Store {
                 message: None,
             });
         }
+        let mut live_events = Vec::with_capacity(events.len());
+        if let Some((conversation_id, channel, thread)) = &place {
+            let place = Place {
+                conversation_id,
+                channel,
+                thread,
+            };
+            for (event, seq) in events.iter().zip(values) {
+                let data = match (&commit.notice, &event.message_id) {
+                    (Some(notice), Some(_)) => with_message(
+                        &event.data,
+                        &MessageFields {
+                            id: &notice.message_id,
+                            seq: rows
+                                .first()
+                                .and_then(|row| row.message.as_ref())
+                                .map_or(0, |message| message.seq),
+                            author: AuthorKind::System.as_str(),
+                            text: &notice.text,
+                            platform_message_id: None,
+                        },
+                    ),
+                    _ => event.data.clone(),
+                };
+                live_events.push(live(&place, seq, event, data, now));
+            }
+        }
         if reserve.is_none() {
             // Nobody holds them: the worker's poll delivers them.
-            return Ok(Vec::new());
+            return Ok((Vec::new(), live_events));
         }
-        Ok(rows)
+        Ok((rows, live_events))
+    }
+
+    /// The conversation a task commit concerns: (id, channel, thread), if it has one.
+    async fn task_place(
+        &self,
+        commit: &TaskCommit,
+    ) -> StoreResult<Option<(String, String, String)>> {
+        let row = match &commit.insert {
+            Some(task) => {
+                let Some(conversation_id) = &task.conversation_id else {
+                    return Ok(None);
+                };
+                sqlx::query("SELECT id, channel, thread FROM conversations WHERE id = $1")
+                    .bind(conversation_id)
+                    .fetch_optional(&self.write)
+                    .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT c.id, c.channel, c.thread FROM tasks t \
+                     JOIN conversations c ON c.id = t.conversation_id WHERE t.id = $1",
+                )
+                .bind(&commit.task_id)
+                .fetch_optional(&self.write)
+                .await?
+            }
+        };
+        row.map(|row| {
+            Ok((
+                row.try_get("id")?,
+                row.try_get("channel")?,
+                row.try_get("thread")?,
+            ))
+        })
+        .transpose()
     }
 
     pub async fn task(&self, id: &str) -> StoreResult<Option<TaskRow>> {

@@ -90,6 +90,27 @@ async fn customer_asks_in_chat(backend: Backend) {
     assert_eq!(opened[0]["conversation_id"], conversation_id.as_str());
     assert_eq!(opened[0]["payload"]["amount_cents"], 4500);
     assert_eq!(opened[0]["payload"]["reason"], "the mugs arrived broken");
+    // The conversation's event stream has the task and its notice, numbered with the rest.
+    let events = shop
+        .app
+        .store()
+        .conversation_events(&conversation_id)
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+    let task_event = events
+        .iter()
+        .find(|event| event.kind.as_str() == "task.changed")
+        .expect("a task event");
+    assert_eq!(task_event.data["task_id"], opened[0]["id"]);
+    assert!(
+        events
+            .iter()
+            .any(|event| event.kind.as_str() == "message.stored"
+                && event.data["author"] == "system"
+                && event.data["text"] == approved["text"])
+    );
 
     // A larger refund waits for finance; the approval over the API reaches the chat.
     visitor
