@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use switchboard_connector::{Connector, ConnectorHost};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,26 +53,25 @@ fn webchat_secret(settings: &Settings) -> anyhow::Result<Vec<u8>> {
     if let Ok(secret) = std::fs::read_to_string(&path)
         && secret.trim().len() >= 32
     {
+        crate::datadir::check_secret(&path);
         return Ok(secret.trim().as_bytes().to_vec());
     }
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    crate::datadir::prepare(&settings.data_dir)?;
     let bytes: [u8; 32] = rand::random();
     let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    // Write then rename, so a crash never leaves a half-written secret behind.
-    let partial = path.with_extension("secret.partial");
-    std::fs::write(&partial, &secret).context("writing webchat secret")?;
-    std::fs::rename(&partial, &path).context("writing webchat secret")?;
+    crate::datadir::write_private(&path, secret.as_bytes()).context("writing webchat secret")?;
     Ok(secret.into_bytes())
 }
 
 impl App {
     pub async fn start(settings: Settings, options: AppOptions) -> anyhow::Result<App> {
+        crate::datadir::prepare(&settings.data_dir)?;
         let url = settings.database_url();
         let store = Store::connect(&url, settings.database.max_connections)
             .await
             .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
         if store.backend() == Backend::Sqlite {
+            crate::datadir::restrict_files(&settings.data_dir);
             // One process owns a SQLite file: reservations left by a killed process are stale.
             let released = store.release_outbox_locks().await?;
             if released > 0 {
@@ -92,6 +90,7 @@ impl App {
         if settings.webchat.enabled {
             let secret = webchat_secret(&settings)?;
             let config = &settings.webchat;
+            use switchboard_webchat::limits::Rate;
             let mut webchat = switchboard_webchat::WebchatSettings::new(&secret);
             webchat.signer = switchboard_webchat::session::SessionSigner::new(
                 &secret,
@@ -99,20 +98,37 @@ impl App {
             );
             webchat.max_frame_bytes = config.max_frame_bytes;
             webchat.max_text_chars = config.max_text_chars;
-            webchat.rate_per_minute = config.rate_per_minute;
-            webchat.rate_burst = config.rate_burst;
+            webchat.visitor_rate = Rate::new(config.rate_per_minute, config.rate_burst);
+            webchat.address_rate = Rate::new(config.ip_rate_per_minute, config.ip_rate_burst);
+            webchat.session_rate =
+                Rate::new(config.ip_sessions_per_minute, config.ip_sessions_burst);
+            webchat.frame_rate = Rate::new(config.frame_rate_per_minute, config.frame_rate_burst);
+            webchat.hello_timeout = Duration::from_secs(config.hello_timeout_secs);
+            webchat.allowed_origins = config.allowed_origins.clone();
+            webchat.client_address_header = settings.http.client_address_header.clone();
             webchat.history_limit = config.history_limit;
+            let rejections = metrics.clone();
+            webchat.on_rejection = Arc::new(move |reason| rejections.edge_rejection(reason));
             let identity_secret = if config.identity_secret.is_empty() {
                 // Only this server signs (the demo page): a key of its own, never shared.
                 rand::random::<[u8; 32]>().to_vec()
             } else {
                 config.identity_secret.as_bytes().to_vec()
             };
-            let identities = switchboard_webchat::session::IdentityVerifier::new(&identity_secret);
+            if config.legacy_identity_signatures {
+                tracing::warn!(
+                    "web chat accepts legacy identity signatures, which never expire (webchat.legacy_identity_signatures)"
+                );
+            }
+            let identities = switchboard_webchat::session::IdentityVerifier::new(&identity_secret)
+                .with_policy(
+                    config.identity_max_ttl_secs,
+                    config.legacy_identity_signatures,
+                );
             if !config.demo_email.is_empty() {
-                tracing::warn!(email = %config.demo_email, "the demo page at / is signed in as a demo customer (webchat.demo_email)");
+                tracing::warn!(email = %config.demo_email, "demo mode: the demo page at / is signed in as a demo customer (webchat.demo_email)");
                 demo_identity = Some(DemoIdentity {
-                    signature: identities.sign(&config.demo_email),
+                    verifier: identities.clone(),
                     email: config.demo_email.clone(),
                 });
             }
@@ -175,8 +191,18 @@ impl App {
             open_sessions: open_sessions.clone(),
             workflow: workflow.clone(),
             demo_identity,
+            metrics_token: settings.http.metrics_token.as_str().into(),
+            frame_ancestors: settings.http.frame_ancestors.as_str().into(),
         };
-        let app = http::router(state, &channels, host);
+        let (app, metrics_app) = http::router(state, &channels, host, &settings.http);
+        let metrics_listener = match settings.http.metrics_address.as_str() {
+            "" => None,
+            address => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the metrics address {address}"))?,
+            ),
+        };
         let listener =
             tokio::net::TcpListener::bind((settings.http.host.as_str(), settings.http.port))
                 .await
@@ -185,20 +211,27 @@ impl App {
                 })?;
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();
-        let server = {
-            let stop = http_stop.clone();
-            // Chat frames are small and latency-bound: no Nagle delay.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %error, "could not set TCP_NODELAY");
-                }
-            });
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            })
+        let limits = http::serve::ServerLimits {
+            header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_secs),
+            max_connections: settings.http.max_connections,
+            max_connections_per_ip: settings.http.max_connections_per_ip,
         };
+        let server = tokio::spawn(http::serve::serve(
+            listener,
+            app,
+            limits.clone(),
+            metrics.clone(),
+            http_stop.clone(),
+        ));
+        if let Some(metrics_listener) = metrics_listener {
+            tokio::spawn(http::serve::serve(
+                metrics_listener,
+                metrics_app,
+                limits,
+                metrics.clone(),
+                http_stop.clone(),
+            ));
+        }
         tracing::info!(%addr, database = store.backend().name(), channels = ?channels.kinds(), "switchboard listening");
         Ok(App {
             addr,

@@ -39,13 +39,34 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpSettings {
     pub host: String,
     pub port: u16,
     /// Seconds to wait for in-flight work after SIGTERM before giving up.
     pub shutdown_grace_secs: u64,
+    /// A request's header must arrive within this many seconds, or the connection closes.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request (its body and its answer) may take; WebSockets are not bound by it.
+    pub request_timeout_secs: u64,
+    /// Open connections at once, WebSockets included; more are closed on accept.
+    pub max_connections: usize,
+    /// Open connections from one client address (0: no cap; behind a proxy every client
+    /// shares the proxy's address, so set it to 0 there).
+    pub max_connections_per_ip: usize,
+    /// A header the trusted reverse proxy sets to the client address (`x-forwarded-for`:
+    /// the last entry is taken). Empty: the TCP peer is the client.
+    pub client_address_header: String,
+    /// Requests per minute, and the burst above that, per API key on `/api/v1`.
+    pub api_rate_per_minute: u32,
+    pub api_rate_burst: u32,
+    /// `/metrics` requires `Authorization: Bearer <token>` when set (never logged).
+    pub metrics_token: String,
+    /// `host:port` to serve `/metrics` on instead of the public address; empty: public.
+    pub metrics_address: String,
+    /// The `frame-ancestors` of pages that host the chat (the demo page): who may frame them.
+    pub frame_ancestors: String,
 }
 
 impl Default for HttpSettings {
@@ -54,7 +75,28 @@ impl Default for HttpSettings {
             host: "127.0.0.1".into(),
             port: 8080,
             shutdown_grace_secs: 20,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            client_address_header: String::new(),
+            api_rate_per_minute: 600,
+            api_rate_burst: 100,
+            metrics_token: String::new(),
+            metrics_address: String::new(),
+            frame_ancestors: "'none'".into(),
         }
+    }
+}
+
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("max_connections", &self.max_connections)
+            .field("metrics_token", &"<redacted>")
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,9 +218,28 @@ pub struct WebchatConfig {
     pub session_ttl_days: u32,
     pub max_frame_bytes: usize,
     pub max_text_chars: usize,
+    /// Messages per minute per visitor (all its tabs together), and the burst above it.
     pub rate_per_minute: u32,
     pub rate_burst: u32,
+    /// Messages per minute from one client address (all its visitors), and the burst.
+    pub ip_rate_per_minute: u32,
+    pub ip_rate_burst: u32,
+    /// New sessions per minute from one client address, and the burst.
+    pub ip_sessions_per_minute: u32,
+    pub ip_sessions_burst: u32,
+    /// Frames of any kind (typing, malformed, messages) per minute per socket, and the burst.
+    pub frame_rate_per_minute: u32,
+    pub frame_rate_burst: u32,
+    /// Seconds a new socket may take to say `hello`.
+    pub hello_timeout_secs: u64,
+    /// Origins (`https://shop.example.com`) whose pages may open the chat socket. Empty: only
+    /// pages served by this server itself.
+    pub allowed_origins: Vec<String>,
     pub history_limit: u32,
+    /// Longest lifetime, in seconds, of an identity token the embedding page signs.
+    pub identity_max_ttl_secs: i64,
+    /// Also accept the old identity form (an HMAC of the email, which never expires).
+    pub legacy_identity_signatures: bool,
     /// Lets the page embedding the widget vouch for a signed-in customer (see
     /// docs/webchat-protocol.md). Empty: only the demo page can (with `demo_email`).
     pub identity_secret: String,
@@ -196,7 +257,17 @@ impl Default for WebchatConfig {
             max_text_chars: 4000,
             rate_per_minute: 120,
             rate_burst: 20,
+            ip_rate_per_minute: 600,
+            ip_rate_burst: 100,
+            ip_sessions_per_minute: 30,
+            ip_sessions_burst: 20,
+            frame_rate_per_minute: 600,
+            frame_rate_burst: 120,
+            hello_timeout_secs: 10,
+            allowed_origins: Vec::new(),
             history_limit: 100,
+            identity_max_ttl_secs: 24 * 3600,
+            legacy_identity_signatures: false,
             identity_secret: String::new(),
             demo_email: String::new(),
         }
@@ -225,7 +296,9 @@ impl Settings {
                 config::Environment::with_prefix("SWITCHBOARD")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("webchat.allowed_origins"),
             );
         builder.build()?.try_deserialize()
     }

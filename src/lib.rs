@@ -23,6 +23,9 @@ pub mod assistant;
 pub mod bench;
 pub mod channels;
 pub mod config;
+pub mod datadir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod knowledge;
 pub mod metrics;

@@ -60,6 +60,11 @@ pub struct Metrics {
     outbound_failures: DashMap<String, AtomicU64>,
     outbound_dead: DashMap<String, AtomicU64>,
     handoffs: AtomicU64,
+    /// Requests, frames and connections refused at the edge, per reason (rate limits, caps,
+    /// timeouts, origins).
+    edge_rejections: DashMap<String, AtomicU64>,
+    /// Open HTTP connections (WebSockets included).
+    http_connections: AtomicU64,
     /// From an inbound message being stored to its turn being committed.
     pub router_latency: Histogram,
 }
@@ -75,6 +80,16 @@ fn bump(map: &DashMap<String, AtomicU64>, channel: &str) {
 }
 
 fn render_counter(map: &DashMap<String, AtomicU64>, name: &str, help: &str, out: &mut String) {
+    render_labelled(map, name, "channel", help, out);
+}
+
+fn render_labelled(
+    map: &DashMap<String, AtomicU64>,
+    name: &str,
+    label: &str,
+    help: &str,
+    out: &mut String,
+) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} counter");
     let mut rows: Vec<(String, u64)> = map
@@ -83,7 +98,7 @@ fn render_counter(map: &DashMap<String, AtomicU64>, name: &str, help: &str, out:
         .collect();
     rows.sort();
     for (channel, value) in rows {
-        let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {value}");
+        let _ = writeln!(out, "{name}{{{label}=\"{channel}\"}} {value}");
     }
 }
 
@@ -106,6 +121,23 @@ impl Metrics {
 
     pub fn outbound_dead(&self, channel: &str) {
         bump(&self.outbound_dead, channel);
+    }
+
+    /// Something refused at the edge: `reason` is a stable label such as `rate_limited`.
+    pub fn edge_rejection(&self, reason: &str) {
+        bump(&self.edge_rejections, reason);
+    }
+
+    pub fn connection_opened(&self) {
+        self.http_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self) {
+        self.http_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn open_connections(&self) -> u64 {
+        self.http_connections.load(Ordering::Relaxed)
     }
 
     pub fn handoff(&self) {
@@ -172,6 +204,23 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE switchboard_webchat_sessions gauge");
         let _ = writeln!(out, "switchboard_webchat_sessions {open_sessions}");
+        render_labelled(
+            &self.edge_rejections,
+            "switchboard_edge_rejections_total",
+            "reason",
+            "Connections, requests and frames refused at the edge, per reason.",
+            &mut out,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_http_connections Open HTTP connections, WebSockets included."
+        );
+        let _ = writeln!(out, "# TYPE switchboard_http_connections gauge");
+        let _ = writeln!(
+            out,
+            "switchboard_http_connections {}",
+            self.open_connections()
+        );
         out
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod assistant;
 pub mod router;
+pub mod soak;
 pub mod tasks;
 
 use clap::Subcommand;
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     Assistant(assistant::AssistantBench),
     /// Create tasks through the REST API over HTTP, idempotency keys on.
     Tasks(tasks::TasksBench),
+    /// A steady mix of chat, API calls and idle sockets for minutes: memory, descriptors and
+    /// p99 at start and end, so leaks and drift show.
+    Soak(soak::SoakBench),
 }
 
 pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()> {
@@ -26,6 +30,7 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
         BenchCommand::Router(options) => router::run(options, settings).await,
         BenchCommand::Assistant(options) => assistant::run(options, settings).await,
         BenchCommand::Tasks(options) => tasks::run(options, settings).await,
+        BenchCommand::Soak(options) => soak::run(options).await,
     }
 }
 

@@ -49,7 +49,7 @@ pub struct RouterBench {
     idle: Option<usize>,
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Server {
@@ -59,7 +59,7 @@ struct Server {
     _data_dir: Option<tempdir::TempDir>,
 }
 
-mod tempdir {
+pub(crate) mod tempdir {
     /// A directory removed on drop (the bench's scratch database).
     pub struct TempDir(pub std::path::PathBuf);
 
@@ -81,7 +81,7 @@ mod tempdir {
     }
 }
 
-fn ws_url(base: &str) -> anyhow::Result<String> {
+pub(crate) fn ws_url(base: &str) -> anyhow::Result<String> {
     let base = base.trim_end_matches('/');
     let rest = base
         .strip_prefix("http://")
@@ -93,6 +93,18 @@ fn ws_url(base: &str) -> anyhow::Result<String> {
         .context("--url must start with http:// or https://")?;
     Ok(format!("{rest}/channels/webchat/ws"))
 }
+
+/// A server driven by the benchmark from one address: the per-address limits lifted.
+pub(crate) const LIFTED_LIMITS: [(&str, &str); 8] = [
+    ("SWITCHBOARD__WEBCHAT__RATE_PER_MINUTE", "1000000"),
+    ("SWITCHBOARD__WEBCHAT__RATE_BURST", "100000"),
+    ("SWITCHBOARD__WEBCHAT__IP_RATE_PER_MINUTE", "10000000"),
+    ("SWITCHBOARD__WEBCHAT__IP_RATE_BURST", "1000000"),
+    ("SWITCHBOARD__WEBCHAT__IP_SESSIONS_PER_MINUTE", "10000000"),
+    ("SWITCHBOARD__WEBCHAT__IP_SESSIONS_BURST", "1000000"),
+    ("SWITCHBOARD__HTTP__MAX_CONNECTIONS", "100000"),
+    ("SWITCHBOARD__HTTP__MAX_CONNECTIONS_PER_IP", "0"),
+];
 
 fn bench_settings(
     mut settings: Settings,
@@ -107,6 +119,15 @@ fn bench_settings(
     settings.webchat.enabled = true;
     settings.webchat.rate_per_minute = 1_000_000;
     settings.webchat.rate_burst = 100_000;
+    // Every simulated visitor comes from 127.0.0.1: lift the per-address limits too.
+    settings.webchat.ip_rate_per_minute = 10_000_000;
+    settings.webchat.ip_rate_burst = 1_000_000;
+    settings.webchat.ip_sessions_per_minute = 10_000_000;
+    settings.webchat.ip_sessions_burst = 1_000_000;
+    settings.webchat.frame_rate_per_minute = 1_000_000;
+    settings.webchat.frame_rate_burst = 100_000;
+    settings.http.max_connections = 100_000;
+    settings.http.max_connections_per_ip = 0;
     settings
 }
 
@@ -147,6 +168,7 @@ async fn start_child(options: &RouterBench) -> anyhow::Result<Server> {
         )
         .env("SWITCHBOARD__ASSISTANT__KIND", "echo")
         .env("SWITCHBOARD__LOG__LEVEL", "warn")
+        .envs(LIFTED_LIMITS.iter().copied())
         .kill_on_drop(true)
         .spawn()
         .context("starting the server process")?;
@@ -160,7 +182,7 @@ async fn start_child(options: &RouterBench) -> anyhow::Result<Server> {
     })
 }
 
-async fn wait_ready(base: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(base: &str) -> anyhow::Result<()> {
     let address = base.trim_start_matches("http://").to_string();
     for _ in 0..300 {
         if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {
@@ -181,8 +203,9 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
 }
 
 /// Connect and complete the hello/welcome handshake.
-async fn connect(url: &str) -> anyhow::Result<Socket> {
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Socket> {
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(same_origin_request(url)?, None, true).await?;
     socket
         .send(Message::text(r#"{"type":"hello","token":null}"#))
         .await?;
@@ -194,6 +217,29 @@ async fn connect(url: &str) -> anyhow::Result<Socket> {
             None => bail!("closed before welcome"),
         }
     }
+}
+
+/// A WebSocket request that says it comes from a page of the server itself, as the widget on
+/// the demo page would (the server refuses other origins by default).
+pub(crate) fn same_origin_request(
+    url: &str,
+) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    let authority = request
+        .uri()
+        .authority()
+        .map(|authority| authority.to_string())
+        .context("the URL names a host")?;
+    let scheme = if url.starts_with("wss:") {
+        "https"
+    } else {
+        "http"
+    };
+    request
+        .headers_mut()
+        .insert("origin", format!("{scheme}://{authority}").parse()?);
+    Ok(request)
 }
 
 fn message_frame(visitor: usize, n: u64) -> Message {
@@ -443,7 +489,7 @@ async fn open_loop(
     Ok(())
 }
 
-fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn resident_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

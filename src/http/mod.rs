@@ -2,23 +2,33 @@
 //! health, readiness and metrics, and the back-office REST API under `/api/v1` ([`api`]).
 
 pub mod api;
+pub mod edge;
+pub mod serve;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use switchboard_connector::ConnectorHost;
 
 use crate::channels::Channels;
+use crate::config::HttpSettings;
+use crate::http::edge::security_headers;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// `http.metrics_token`: empty, or the bearer token `/metrics` requires.
+    pub metrics_token: Arc<str>,
+    /// `http.frame_ancestors` of the pages that host the chat.
+    pub frame_ancestors: Arc<str>,
     pub metrics: Arc<Metrics>,
     pub open_sessions: Arc<dyn Fn() -> usize + Send + Sync>,
     pub workflow: Arc<crate::workflow::WorkflowService>,
@@ -26,18 +36,35 @@ pub struct AppState {
     pub demo_identity: Option<DemoIdentity>,
 }
 
-/// A demo shop customer, signed for the widget.
+/// A demo shop customer (demo mode only): the demo page signs a short-lived identity token
+/// for them at every load.
 #[derive(Debug, Clone)]
 pub struct DemoIdentity {
     pub email: String,
-    pub signature: String,
+    #[cfg(feature = "channel-webchat")]
+    pub verifier: switchboard_webchat::session::IdentityVerifier,
 }
 
-pub fn router(state: AppState, channels: &Channels, host: Arc<dyn ConnectorHost>) -> Router {
+/// Lifetime of the demo page's identity token: a copied page stops working within the hour.
+#[cfg(feature = "channel-webchat")]
+const DEMO_TOKEN_SECS: i64 = 3600;
+
+/// The public app, and the app served on `http.metrics_address` (if set, `/metrics` lives only
+/// there).
+pub fn router(
+    state: AppState,
+    channels: &Channels,
+    host: Arc<dyn ConnectorHost>,
+    settings: &HttpSettings,
+) -> (Router, Router) {
+    let metrics_route = Router::<AppState>::new().route("/metrics", get(metrics));
+    let metrics_app = security_headers(metrics_route.clone()).with_state(state.clone());
     let mut app = Router::<AppState>::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/readyz", get(readyz));
+    if settings.metrics_address.is_empty() {
+        app = app.merge(metrics_route);
+    }
     #[cfg(feature = "channel-webchat")]
     {
         app = app
@@ -46,13 +73,27 @@ pub fn router(state: AppState, channels: &Channels, host: Arc<dyn ConnectorHost>
             .route("/widget.css", get(widget_css));
     }
     let workflow = state.workflow.clone();
-    let mut app: Router = app.with_state(state).merge(api::router(workflow));
+    let rate = api::ApiRate {
+        per_minute: settings.api_rate_per_minute,
+        burst: settings.api_rate_burst,
+    };
+    let mut app: Router = app.with_state(state).merge(api::router(workflow, rate));
     for connector in channels.all() {
         if let Some(routes) = connector.clone().routes(host.clone()) {
             app = app.nest(&format!("/channels/{}", connector.kind()), routes);
         }
     }
-    app.layer(tower_http::trace::TraceLayer::new_for_http())
+    let timeout = Duration::from_secs(settings.request_timeout_secs.max(1));
+    // Innermost first: JSON errors see the timeout's 408 and the content type's 415.
+    let app = app
+        .layer(axum::middleware::from_fn(edge::require_json))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(axum::middleware::from_fn(edge::json_errors));
+    let app = security_headers(app).layer(tower_http::trace::TraceLayer::new_for_http());
+    (app, metrics_app)
 }
 
 async fn healthz() -> &'static str {
@@ -69,7 +110,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !edge::metrics_authorised(&headers, &state.metrics_token) {
+        return edge::metrics_unauthorised();
+    }
     let depth = match state.store.outbox_depth().await {
         Ok(depth) => depth,
         Err(error) => {
@@ -89,19 +133,35 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 #[cfg(feature = "channel-webchat")]
-async fn demo_page(State(state): State<AppState>) -> Response {
+async fn demo_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let page = match &state.demo_identity {
         None => switchboard_webchat::DEMO_HTML.to_string(),
         Some(identity) => {
-            // Both values are checked when configured; escaped all the same.
+            // The token is for this page's own origin, as the browser will name it.
+            let host = headers
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = match headers
+                .get("x-forwarded-proto")
+                .and_then(|value| value.to_str().ok())
+            {
+                Some("https") => "https",
+                _ => "http",
+            };
+            let origin = format!("{scheme}://{host}");
+            let expires = chrono::Utc::now().timestamp() + DEMO_TOKEN_SECS;
+            let token = identity
+                .verifier
+                .issue_token(&identity.email, &origin, expires);
+            // The email is checked when configured and the token is base64url; escaped all
+            // the same.
             let email = escape_html(&identity.email);
+            let token = escape_html(&token);
             switchboard_webchat::DEMO_HTML
                 .replace(
                     "data-open=\"true\"",
-                    &format!(
-                        "data-open=\"true\" data-user-email=\"{email}\" data-user-signature=\"{}\"",
-                        identity.signature
-                    ),
+                    &format!("data-open=\"true\" data-user-token=\"{token}\""),
                 )
                 .replace(
                     "<!-- signed-in -->",
@@ -109,14 +169,18 @@ async fn demo_page(State(state): State<AppState>) -> Response {
                 )
         }
     };
-    (
+    let mut response = (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
         page,
     )
-        .into_response()
+        .into_response();
+    for (name, value) in edge::host_page_headers(&state.frame_ancestors) {
+        response.headers_mut().insert(name, value);
+    }
+    response
 }
 
 #[cfg(feature = "channel-webchat")]

@@ -1495,6 +1495,12 @@ impl WorkflowService {
     }
 }
 
+/// Whether `body` parses as an inbound status update (the fuzz target's entry point).
+#[doc(hidden)]
+pub fn parse_inbound_event(body: &[u8]) -> bool {
+    serde_json::from_slice::<InboundEvent>(body).is_ok()
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InboundEvent {

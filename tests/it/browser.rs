@@ -29,6 +29,8 @@ async fn widget_chats_in_a_real_browser() {
         .env("SWITCHBOARD__DATA_DIR", database.dir.path())
         .env("SWITCHBOARD__HTTP__PORT", port.to_string())
         .env("SWITCHBOARD__LOG__LEVEL", "warn")
+        // Demo mode, as scripts/demo runs it: the demo page is signed in as the demo customer.
+        .env("SWITCHBOARD__WEBCHAT__DEMO_EMAIL", "ana@example.com")
         .stdout(Stdio::null())
         .spawn()
         .expect("start switchboard");

@@ -2,11 +2,14 @@
 
 mod helpers;
 
+mod abuse;
 mod assistant;
 mod browser;
 mod crash;
+mod edge;
 mod http;
 mod outbox;
 mod router;
+mod schema;
 mod webchat;
 mod workflow;

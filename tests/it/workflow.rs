@@ -368,13 +368,14 @@ async fn customer_asks_in_chat(backend: Backend) {
     )
     .await;
     // Signed in to the shop's site, which vouches for the customer's email to the widget.
-    let identity = json!({
-        "email": "ana@example.com",
-        "signature": IdentityVerifier::new(b"shop-secret").sign("ana@example.com"),
-    });
+    let identity_token = IdentityVerifier::new(b"shop-secret").issue_token(
+        "ana@example.com",
+        &crate::helpers::same_origin(&shop.app.ws_url()),
+        chrono::Utc::now().timestamp() + 600,
+    );
     let mut visitor = Visitor::hello(
         &shop.app.ws_url(),
-        json!({"type": "hello", "token": null, "identity": identity}),
+        json!({"type": "hello", "token": null, "identity_token": identity_token}),
     )
     .await;
     visitor.send_and_ack("c-0", "hello").await;

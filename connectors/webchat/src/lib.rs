@@ -8,17 +8,20 @@
 //!
 //! The wire protocol is documented in `docs/webchat-protocol.md`.
 
+pub mod limits;
 pub mod protocol;
 pub mod session;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
@@ -29,8 +32,9 @@ use switchboard_connector::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::{Limits, Rate};
 use crate::protocol::{ClientFrame, MessageView, ServerFrame, close};
-use crate::session::{IdentityVerifier, SessionSigner};
+use crate::session::{IdentityRefused, IdentityVerifier, SessionSigner, normalise_origin};
 
 pub const KIND: &str = "webchat";
 
@@ -41,36 +45,66 @@ pub const WIDGET_JS: &str = include_str!("../assets/widget.js");
 pub const WIDGET_CSS: &str = include_str!("../assets/widget.css");
 pub const DEMO_HTML: &str = include_str!("../assets/demo.html");
 
+/// Counts a refusal under a stable reason label (the app's metrics).
+pub type RejectionHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// Tunables of the web chat channel (`[webchat]` in the config file).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebchatSettings {
     pub signer: SessionSigner,
     /// Largest accepted text frame; a larger one closes the socket with 1009.
     pub max_frame_bytes: usize,
     pub max_text_chars: usize,
-    /// Sustained messages per minute per connection, and the burst allowed above it.
-    pub rate_per_minute: u32,
-    pub rate_burst: u32,
-    /// Consecutive refused messages after which a flooding client is disconnected.
+    /// Messages per visitor, across all its sockets.
+    pub visitor_rate: Rate,
+    /// Messages per client address, across all its visitors.
+    pub address_rate: Rate,
+    /// New sessions per client address.
+    pub session_rate: Rate,
+    /// Frames of any kind per socket (typing and malformed frames included).
+    pub frame_rate: Rate,
+    /// Consecutive refused frames after which a flooding client is disconnected.
     pub flood_close_after: u32,
     pub history_limit: u32,
+    /// A socket that has not said `hello` by then is closed.
     pub hello_timeout: Duration,
+    /// Origins whose pages may open the socket; empty: the server's own origin only.
+    pub allowed_origins: Vec<String>,
+    /// The header a trusted reverse proxy sets to the client address; empty: the TCP peer.
+    pub client_address_header: String,
     /// Checks the signed-in customers that embedding pages vouch for; `None` refuses them.
     pub identities: Option<IdentityVerifier>,
+    pub on_rejection: RejectionHook,
+}
+
+impl std::fmt::Debug for WebchatSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebchatSettings")
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("visitor_rate", &self.visitor_rate)
+            .field("address_rate", &self.address_rate)
+            .field("allowed_origins", &self.allowed_origins)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebchatSettings {
     pub fn new(secret: &[u8]) -> WebchatSettings {
         WebchatSettings {
-            signer: SessionSigner::new(secret, 90 * 24 * 3600),
+            signer: SessionSigner::new(secret, 30 * 24 * 3600),
             max_frame_bytes: 16 * 1024,
             max_text_chars: 4000,
-            rate_per_minute: 120,
-            rate_burst: 20,
+            visitor_rate: Rate::new(120, 20),
+            address_rate: Rate::new(600, 100),
+            session_rate: Rate::new(30, 20),
+            frame_rate: Rate::new(600, 120),
             flood_close_after: 50,
             history_limit: 100,
             hello_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
+            client_address_header: String::new(),
             identities: None,
+            on_rejection: Arc::new(|_| {}),
         }
     }
 }
@@ -85,6 +119,7 @@ struct Tab {
 /// The web chat connector: keeps the open tabs of each visitor.
 pub struct WebchatConnector {
     settings: WebchatSettings,
+    limits: Limits,
     tabs: DashMap<String, Vec<Tab>>,
     next_tab: AtomicU64,
     shutdown: CancellationToken,
@@ -92,8 +127,15 @@ pub struct WebchatConnector {
 
 impl WebchatConnector {
     pub fn new(settings: WebchatSettings) -> Arc<WebchatConnector> {
+        let limits = Limits::new(
+            settings.visitor_rate,
+            settings.address_rate,
+            settings.session_rate,
+            settings.frame_rate,
+        );
         Arc::new(WebchatConnector {
             settings,
+            limits,
             tabs: DashMap::new(),
             next_tab: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
@@ -103,6 +145,15 @@ impl WebchatConnector {
     /// Number of open WebSocket sessions.
     pub fn open_sessions(&self) -> usize {
         self.tabs.iter().map(|entry| entry.value().len()).sum()
+    }
+
+    /// Rate limit keys held in memory (pruned every minute).
+    pub fn tracked_limit_keys(&self) -> usize {
+        self.limits.tracked_keys()
+    }
+
+    fn reject(&self, reason: &'static str) {
+        (self.settings.on_rejection)(reason);
     }
 
     /// Close every socket with 1001 so that clients reconnect elsewhere or later.
@@ -172,7 +223,13 @@ impl Connector for WebchatConnector {
     }
 
     async fn run(&self, _host: Arc<dyn ConnectorHost>, shutdown: CancellationToken) {
-        shutdown.cancelled().await;
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = prune.tick() => self.limits.forget_idle(),
+                _ = shutdown.cancelled() => break,
+            }
+        }
         self.close_all();
     }
 
@@ -206,8 +263,78 @@ struct SocketState {
     host: Arc<dyn ConnectorHost>,
 }
 
-async fn upgrade(State(state): State<SocketState>, ws: WebSocketUpgrade) -> Response {
-    let limit = state.connector.settings.max_frame_bytes;
+/// Where a socket comes from, as the upgrade request tells.
+struct Peer {
+    /// The page's origin (`Origin` header), normalised.
+    origin: Option<String>,
+    origin_allowed: bool,
+    address: Option<IpAddr>,
+}
+
+/// The client address: the TCP peer, or the last entry of the trusted proxy's header.
+pub fn client_address(
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    trusted_header: &str,
+) -> Option<IpAddr> {
+    if !trusted_header.is_empty()
+        && let Some(text) = headers.get(trusted_header).and_then(|v| v.to_str().ok())
+        // The trusted proxy appends the address it saw; whatever stands before it, the
+        // client may have written itself.
+        && let Some(address) = text
+            .rsplit(',')
+            .next()
+            .and_then(|entry| entry.trim().parse::<IpAddr>().ok())
+    {
+        return Some(address);
+    }
+    peer.map(|peer| peer.ip())
+}
+
+/// Whether a page of `origin` may open the socket. No configured origins: only the server's
+/// own pages, whose origin names the host the request was sent to.
+fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
+    let Some(origin) = origin else {
+        // Browsers always send Origin on a WebSocket upgrade; a socket without one is a script
+        // that could claim any origin, so it gets no identity and no exemption either.
+        return false;
+    };
+    if !allowed.is_empty() {
+        return allowed
+            .iter()
+            .any(|entry| normalise_origin(entry) == origin);
+    }
+    let authority = origin.split_once("://").map(|(_, rest)| rest);
+    match (authority, host) {
+        (Some(authority), Some(host)) => authority.eq_ignore_ascii_case(host.trim()),
+        _ => false,
+    }
+}
+
+async fn upgrade(
+    State(state): State<SocketState>,
+    headers: HeaderMap,
+    connect_info: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let settings = &state.connector.settings;
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .map(normalise_origin);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    let peer = Peer {
+        origin_allowed: origin_allowed(&settings.allowed_origins, origin.as_deref(), host),
+        origin,
+        address: client_address(
+            &headers,
+            connect_info.map(|axum::Extension(ConnectInfo(address))| address),
+            &settings.client_address_header,
+        ),
+    };
+    let limit = settings.max_frame_bytes;
     // Small buffers: most sessions sit idle, and 10,000 of them must fit in little memory.
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
@@ -216,7 +343,7 @@ async fn upgrade(State(state): State<SocketState>, ws: WebSocketUpgrade) -> Resp
         // log line; only larger ones end in a transport error.
         .max_message_size(limit.max(HARD_FRAME_LIMIT))
         .max_frame_size(limit.max(HARD_FRAME_LIMIT))
-        .on_upgrade(move |socket| serve_socket(state, socket))
+        .on_upgrade(move |socket| serve_socket(state, socket, peer))
         .into_response()
 }
 
@@ -271,138 +398,198 @@ struct Session {
 /// Visitor ids of signed-in customers start with this; anonymous ones are UUIDs.
 const IDENTITY_PREFIX: &str = "id-";
 
-/// Wait for `hello`, then check or issue the session token. A signed-in customer (a valid
-/// `identity`) is the same visitor on every device; a token of a signed-in customer is not
-/// honoured without the identity (someone else may be using the browser after they left).
-async fn handshake(state: &SocketState, socket: &mut WebSocket) -> Option<Session> {
-    let settings = &state.connector.settings;
-    let first = tokio::time::timeout(settings.hello_timeout, socket.recv()).await;
-    let frame = match first {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<ClientFrame>(&text).ok(),
-        Ok(Some(Ok(_))) => None,
-        Ok(Some(Err(_)) | None) => return None,
-        Err(_elapsed) => None,
+/// Read the next frame, as the handshake and the socket loop see it.
+enum Incoming {
+    Frame(Message),
+    /// A text frame that is not UTF-8: the socket is closed with 1007.
+    InvalidUtf8,
+    Gone,
+}
+
+fn classify(incoming: Option<Result<Message, axum::Error>>) -> Incoming {
+    match incoming {
+        Some(Ok(message)) => Incoming::Frame(message),
+        Some(Err(error)) => {
+            let invalid_utf8 = error
+                .into_inner()
+                .downcast_ref::<tungstenite::Error>()
+                .is_some_and(|error| matches!(error, tungstenite::Error::Utf8(_)));
+            if invalid_utf8 {
+                Incoming::InvalidUtf8
+            } else {
+                Incoming::Gone
+            }
+        }
+        None => Incoming::Gone,
+    }
+}
+
+/// Tell the client why it is refused, then close with `code`.
+async fn refuse_and_close(
+    socket: &mut WebSocket,
+    frame: ServerFrame,
+    code: u16,
+    reason: &'static str,
+) {
+    send_frame(socket, &frame).await;
+    close_with(socket, code, reason).await;
+}
+
+fn retry_millis(retry: Duration) -> u64 {
+    u64::try_from(retry.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The signed-in customer a `hello` vouches for, if its identity holds.
+async fn verify_identity(
+    state: &SocketState,
+    socket: &mut WebSocket,
+    peer: &Peer,
+    identity_token: Option<String>,
+    legacy: Option<protocol::Identity>,
+) -> Option<String> {
+    if identity_token.is_none() && legacy.is_none() {
+        return None;
+    }
+    let connector = &state.connector;
+    let verified = match connector.settings.identities.as_ref() {
+        None => Err(IdentityRefused::Invalid),
+        Some(identities) => match (identity_token, legacy) {
+            (Some(token), _) => identities.verify_token(&token, peer.origin.as_deref(), now_secs()),
+            (None, Some(legacy)) => identities.verify_legacy(&legacy.email, &legacy.signature),
+            (None, None) => Err(IdentityRefused::Invalid),
+        },
     };
-    let Some(ClientFrame::Hello { token, identity }) = frame else {
-        tracing::info!("web chat client did not start with hello");
-        send_frame(
+    match verified {
+        Ok(email) => Some(email),
+        Err(refused) => {
+            tracing::info!(reason = %refused, "web chat identity refused");
+            connector.reject("webchat_identity");
+            let message = format!("{refused}; continuing as a guest");
+            send_frame(socket, &ServerFrame::error(refused.code(), message)).await;
+            None
+        }
+    }
+}
+
+/// Wait for `hello`, then check or issue the session token. A signed-in customer (a valid
+/// identity) is the same visitor on every device; a token of a signed-in customer is not
+/// honoured without the identity (someone else may be using the browser after they left).
+/// A resumed session gets a fresh token: the old one ages out, an active visitor never does.
+async fn handshake(state: &SocketState, socket: &mut WebSocket, peer: &Peer) -> Option<Session> {
+    let connector = &state.connector;
+    let settings = &connector.settings;
+    if !peer.origin_allowed {
+        tracing::info!(origin = ?peer.origin, "web chat socket from a foreign origin refused");
+        connector.reject("webchat_origin");
+        let frame = ServerFrame::error(
+            "origin_not_allowed",
+            "pages of this origin may not open the chat",
+        );
+        refuse_and_close(
             socket,
-            &ServerFrame::error("hello_required", "the first frame must be hello"),
+            frame,
+            close::ORIGIN_NOT_ALLOWED,
+            "origin not allowed",
         )
         .await;
-        close_with(socket, close::HELLO_REQUIRED, "hello required").await;
         return None;
-    };
-    let email = match identity {
-        None => None,
-        Some(identity) => {
-            let verified = settings
-                .identities
-                .as_ref()
-                .and_then(|identities| identities.verify(&identity.email, &identity.signature));
-            if verified.is_none() {
-                tracing::info!("web chat identity refused");
-                send_frame(
-                    socket,
-                    &ServerFrame::error(
-                        "invalid_identity",
-                        "the identity is not signed by this site; continuing as a guest",
-                    ),
-                )
-                .await;
+    }
+    let first = tokio::time::timeout(settings.hello_timeout, socket.recv()).await;
+    let frame = match first {
+        Ok(incoming) => match classify(incoming) {
+            Incoming::Frame(Message::Text(text)) => protocol::parse_client_frame(&text).ok(),
+            Incoming::Frame(_) => None,
+            Incoming::InvalidUtf8 => {
+                close_with(socket, close::INVALID_PAYLOAD, "invalid utf-8").await;
+                return None;
             }
-            verified
+            Incoming::Gone => return None,
+        },
+        Err(_elapsed) => {
+            connector.reject("webchat_hello_timeout");
+            None
         }
     };
+    let Some(ClientFrame::Hello {
+        token,
+        identity_token,
+        identity,
+    }) = frame
+    else {
+        tracing::info!("web chat client did not start with hello");
+        let frame = ServerFrame::error("hello_required", "the first frame must be hello");
+        refuse_and_close(socket, frame, close::HELLO_REQUIRED, "hello required").await;
+        return None;
+    };
+    let email = verify_identity(state, socket, peer, identity_token, identity).await;
+    let now = now_secs();
     let from_token = match token {
-        Some(token) => match settings.signer.verify(&token, now_secs()) {
-            Some(visitor_id) => Some((visitor_id, token)),
+        Some(token) => match settings.signer.verify(&token, now) {
+            Some(visitor_id) => Some(visitor_id),
             None => {
                 tracing::info!("web chat session token refused");
-                send_frame(
-                    socket,
-                    &ServerFrame::error("invalid_token", "the session token is not valid"),
-                )
-                .await;
-                close_with(socket, close::INVALID_TOKEN, "invalid token").await;
+                let frame = ServerFrame::error("invalid_token", "the session token is not valid");
+                refuse_and_close(socket, frame, close::INVALID_TOKEN, "invalid token").await;
                 return None;
             }
         },
         None => None,
     };
-    let now = now_secs();
-    Some(match (email, from_token) {
-        (Some(email), token) => {
-            let visitor_id = settings.signer.identity_visitor(&email);
-            let resumed = token.is_some_and(|(previous, _)| previous == visitor_id);
-            Session {
-                token: settings.signer.issue(&visitor_id, now),
-                visitor_id,
-                resumed,
-                email: Some(email),
-            }
+    let (visitor_id, resumed) = match (&email, from_token) {
+        (Some(email), previous) => {
+            let visitor_id = settings.signer.identity_visitor(email);
+            let resumed = previous.is_some_and(|previous| previous == visitor_id);
+            (visitor_id, resumed)
         }
-        (None, Some((visitor_id, token))) if !visitor_id.starts_with(IDENTITY_PREFIX) => Session {
-            visitor_id,
-            token,
-            resumed: true,
-            email: None,
-        },
-        (None, _) => {
-            let visitor_id = uuid::Uuid::now_v7().to_string();
-            Session {
-                token: settings.signer.issue(&visitor_id, now),
-                visitor_id,
-                resumed: false,
-                email: None,
-            }
-        }
+        (None, Some(visitor_id)) if !visitor_id.starts_with(IDENTITY_PREFIX) => (visitor_id, true),
+        (None, _) => (uuid::Uuid::now_v7().to_string(), false),
+    };
+    if !resumed && let Err(retry) = connector.limits.new_session(peer.address) {
+        tracing::info!(address = ?peer.address, "web chat new sessions rate limited");
+        connector.reject("webchat_new_sessions");
+        let frame = ServerFrame::Error {
+            code: "rate_limited",
+            message: "too many new chat sessions from this address, try again later".into(),
+            client_id: None,
+            retry_after_ms: Some(retry_millis(retry)),
+        };
+        refuse_and_close(socket, frame, close::RATE_LIMITED, "too many new sessions").await;
+        return None;
+    }
+    Some(Session {
+        token: settings.signer.issue(&visitor_id, now),
+        visitor_id,
+        resumed,
+        email,
     })
 }
 
-/// A token bucket per connection.
-struct RateLimit {
-    tokens: f64,
-    capacity: f64,
-    per_second: f64,
-    last: Instant,
+/// Consecutive refusals on one socket: a client that keeps going after being told to slow
+/// down is disconnected.
+#[derive(Default)]
+struct Flood {
     refused_in_a_row: u32,
 }
 
-impl RateLimit {
-    fn new(settings: &WebchatSettings) -> RateLimit {
-        RateLimit {
-            tokens: settings.rate_burst as f64,
-            capacity: settings.rate_burst as f64,
-            per_second: settings.rate_per_minute as f64 / 60.0,
-            last: Instant::now(),
-            refused_in_a_row: 0,
-        }
+impl Flood {
+    fn allowed(&mut self) {
+        self.refused_in_a_row = 0;
     }
 
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.refused_in_a_row = 0;
-            true
-        } else {
-            self.refused_in_a_row += 1;
-            false
-        }
+    /// Count a refusal; true when the client should be disconnected.
+    fn refused(&mut self, settings: &WebchatSettings) -> bool {
+        self.refused_in_a_row += 1;
+        self.refused_in_a_row >= settings.flood_close_after
     }
 }
 
-async fn serve_socket(state: SocketState, mut socket: WebSocket) {
+async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
     let Some(Session {
         visitor_id,
         token,
         resumed,
         email,
-    }) = handshake(&state, &mut socket).await
+    }) = handshake(&state, &mut socket, &peer).await
     else {
         return;
     };
@@ -439,14 +626,41 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
         history: history.iter().map(MessageView::from_channel).collect(),
     };
     if send_frame(&mut socket, &welcome).await {
-        let mut rate = RateLimit::new(&settings);
+        let frames = connector.limits.frames();
+        let mut flood = Flood::default();
         loop {
             tokio::select! {
                 incoming = socket.recv() => {
-                    let Some(Ok(message)) = incoming else { break };
-                    let visitor = Visitor { id: &visitor_id, tab_id, email: email.as_deref() };
+                    let message = match classify(incoming) {
+                        Incoming::Frame(message) => message,
+                        Incoming::InvalidUtf8 => {
+                            connector.reject("webchat_invalid_utf8");
+                            close_with(&mut socket, close::INVALID_PAYLOAD, "invalid utf-8").await;
+                            break;
+                        }
+                        Incoming::Gone => break,
+                    };
+                    if matches!(message, Message::Text(_) | Message::Binary(_)) {
+                        if frames.check().is_err() {
+                            // Over the frame rate: dropped unanswered, so that a flood of
+                            // malformed frames is not echoed back as a flood of errors.
+                            connector.reject("webchat_frame_rate");
+                            if flood.refused(&settings) {
+                                tracing::warn!(visitor = %visitor_id, "web chat client flooding, closing");
+                                close_with(&mut socket, close::POLICY, "flooding").await;
+                                break;
+                            }
+                            continue;
+                        }
+                    }
+                    let visitor = Visitor {
+                        id: &visitor_id,
+                        tab_id,
+                        email: email.as_deref(),
+                        address: peer.address,
+                    };
                     let keep_open =
-                        handle_incoming(&state, &mut socket, &visitor, &mut rate, message).await;
+                        handle_incoming(&state, &mut socket, &visitor, &mut flood, message).await;
                     if !keep_open {
                         break;
                     }
@@ -475,6 +689,7 @@ struct Visitor<'a> {
     id: &'a str,
     tab_id: u64,
     email: Option<&'a str>,
+    address: Option<IpAddr>,
 }
 
 /// Handle one frame from the browser; false closes the socket.
@@ -482,7 +697,7 @@ async fn handle_incoming(
     state: &SocketState,
     socket: &mut WebSocket,
     visitor: &Visitor<'_>,
-    rate: &mut RateLimit,
+    flood: &mut Flood,
     message: Message,
 ) -> bool {
     let visitor_id = visitor.id;
@@ -508,7 +723,7 @@ async fn handle_incoming(
         close_with(socket, close::TOO_BIG, "frame too large").await;
         return false;
     }
-    let frame = match serde_json::from_str::<ClientFrame>(&text) {
+    let frame = match protocol::parse_client_frame(&text) {
         Ok(frame) => frame,
         Err(error) => {
             tracing::debug!(visitor = visitor_id, error = %error, "malformed web chat frame");
@@ -537,7 +752,7 @@ async fn handle_incoming(
             true
         }
         ClientFrame::Message { client_id, text } => {
-            handle_message(state, socket, visitor, rate, client_id, text).await
+            handle_message(state, socket, visitor, flood, client_id, text).await
         }
     }
 }
@@ -546,7 +761,7 @@ async fn handle_message(
     state: &SocketState,
     socket: &mut WebSocket,
     visitor: &Visitor<'_>,
-    rate: &mut RateLimit,
+    flood: &mut Flood,
     client_id: String,
     text: String,
 ) -> bool {
@@ -556,6 +771,7 @@ async fn handle_message(
         code,
         message,
         client_id: Some(client_id.to_string()),
+        retry_after_ms: None,
     };
     if !protocol::valid_client_id(&client_id) {
         let frame = ServerFrame::error(
@@ -574,19 +790,22 @@ async fn handle_message(
         let frame = refuse("text_too_long", message, &client_id);
         return send_frame(socket, &frame).await;
     }
-    if !rate.allow() {
-        if rate.refused_in_a_row >= settings.flood_close_after {
+    if let Err(retry) = state.connector.limits.message(visitor_id, visitor.address) {
+        state.connector.reject("webchat_rate_limited");
+        if flood.refused(settings) {
             tracing::warn!(visitor = visitor_id, "web chat client flooding, closing");
             close_with(socket, close::POLICY, "flooding").await;
             return false;
         }
-        let frame = refuse(
-            "rate_limited",
-            "too many messages, slow down".into(),
-            &client_id,
-        );
+        let frame = ServerFrame::Error {
+            code: "rate_limited",
+            message: "too many messages, slow down".into(),
+            client_id: Some(client_id),
+            retry_after_ms: Some(retry_millis(retry)),
+        };
         return send_frame(socket, &frame).await;
     }
+    flood.allowed();
     let event = InboundEvent {
         channel: KIND.to_string(),
         platform_message_id: format!("{visitor_id}:{client_id}"),

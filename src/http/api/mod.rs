@@ -31,6 +31,15 @@ use crate::workflow::{Actor, Scope, WorkflowError, WorkflowService};
 #[derive(Clone)]
 pub struct ApiState {
     pub workflow: Arc<WorkflowService>,
+    /// Requests per API key (keyed by the key's SHA-256, never the key itself).
+    pub key_limits: Arc<governor::DefaultKeyedRateLimiter<[u8; 32]>>,
+}
+
+/// Requests per minute per API key, and the burst above it (`http.api_rate_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiRate {
+    pub per_minute: u32,
+    pub burst: u32,
 }
 
 /// The error body of every failed request.
@@ -60,6 +69,8 @@ pub struct ApiError {
     code: String,
     message: String,
     field: Option<String>,
+    /// Seconds, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -69,6 +80,24 @@ impl ApiError {
             code: code.to_string(),
             message: message.into(),
             field: None,
+            retry_after: None,
+        }
+    }
+
+    /// A rejection at the HTTP edge, before or around the handlers (see `http::edge`).
+    pub fn edge(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(status, code, message)
+    }
+
+    fn rate_limited(retry_after: std::time::Duration) -> ApiError {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(seconds.max(1)),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests with this API key, retry later",
+            )
         }
     }
 
@@ -137,7 +166,13 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -169,15 +204,23 @@ impl FromRequestParts<ApiState> for Caller {
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .ok_or_else(unauthorized)?;
-        match state.workflow.authenticate(key).await? {
-            Some(actor) => Ok(Caller(actor)),
-            None => Err(unauthorized()),
+        let Some(actor) = state.workflow.authenticate(key).await? else {
+            return Err(unauthorized());
+        };
+        // Counted only once the key is known to be valid: random keys cannot grow the table.
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
+        if let Err(not_until) = state.key_limits.check_key(&digest) {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            return Err(ApiError::rate_limited(wait));
         }
+        Ok(Caller(actor))
     }
 }
 
 /// Parse a JSON body; a failure names the field (`payload.amount_cents`, `type`).
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -278,7 +321,12 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The API's routes, ready to merge into the app.
-pub fn router(workflow: Arc<WorkflowService>) -> axum::Router {
+pub fn router(workflow: Arc<WorkflowService>, rate: ApiRate) -> axum::Router {
+    let quota = governor::Quota::per_minute(
+        std::num::NonZeroU32::new(rate.per_minute.max(1)).expect("at least one"),
+    )
+    .allow_burst(std::num::NonZeroU32::new(rate.burst.max(1)).expect("at least one"));
+    let key_limits = Arc::new(governor::RateLimiter::keyed(quota));
     let (routes, document) = documented();
     let document = document.to_json().expect("the OpenAPI document serialises");
     routes
@@ -297,5 +345,8 @@ pub fn router(workflow: Arc<WorkflowService>) -> axum::Router {
                 }
             }),
         )
-        .with_state(ApiState { workflow })
+        .with_state(ApiState {
+            workflow,
+            key_limits,
+        })
 }

@@ -1,0 +1,78 @@
+//! The REST API against its own OpenAPI document: schemathesis (PyPI) generates requests from
+//! the served document, valid and invalid, and checks every answer against it (status codes,
+//! content types, bodies, headers, no server errors). `scripts/test` installs it; a missing
+//! `st` fails this test rather than skipping it.
+
+use std::process::Command;
+
+use switchboard::workflow::{Actor, Scope};
+
+use crate::helpers::{Backend, TestApp};
+
+async fn api_conforms_to_its_openapi(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        |settings| {
+            // schemathesis sends thousands of requests with one key.
+            settings.http.api_rate_per_minute = 1_000_000;
+            settings.http.api_rate_burst = 100_000;
+            settings.workflow.inbound.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
+        },
+        Default::default(),
+    )
+    .await;
+    let (_, key) = app
+        .app
+        .workflow
+        .create_api_key(
+            &Actor::operator("test", Vec::new()),
+            "schemathesis",
+            &[Scope::Admin],
+            &["finance".to_string()],
+        )
+        .await
+        .unwrap();
+    let schema = app.http_url("/api/v1/openapi.json");
+    let report = tempfile::tempdir().unwrap();
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new("st")
+            .args([
+                "run",
+                &schema,
+                "--checks",
+                "all",
+                "--max-examples",
+                "25",
+                "--seed",
+                "7",
+            ])
+            .args(["--workers", "2", "--no-color", "--request-timeout", "10"])
+            .args(["--header", &format!("Authorization: Bearer {key}")])
+            .args(["--generation-database", "none"])
+            .arg("--report-dir")
+            .arg(report.path())
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("schemathesis (st) is not installed: run scripts/test, or pip install schemathesis");
+    let output = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        run.status.success(),
+        "schemathesis found failures:\n{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schemathesis_sqlite() {
+    api_conforms_to_its_openapi(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schemathesis_postgres() {
+    api_conforms_to_its_openapi(Backend::Postgres).await;
+}
