@@ -9,7 +9,7 @@
 //! sends.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -180,28 +180,4 @@ pub async fn serve(
     connections.close();
     connections.wait().await;
     Ok(())
-}
-
-/// The client address of a request: the TCP peer, or (behind a trusted proxy) the first
-/// address in the configured header. Used by the rate limits.
-pub fn client_address(
-    headers: &axum::http::HeaderMap,
-    peer: Option<SocketAddr>,
-    trusted_header: &str,
-) -> Option<IpAddr> {
-    if !trusted_header.is_empty()
-        && let Some(value) = headers.get(trusted_header)
-        && let Ok(text) = value.to_str()
-    {
-        // X-Forwarded-For is "client, proxy1, proxy2": the proxy we trust appended the last
-        // hop, and the client may have forged the rest, so we take the entry our proxy added.
-        if let Some(address) = text
-            .rsplit(',')
-            .next()
-            .and_then(|entry| entry.trim().parse::<IpAddr>().ok())
-        {
-            return Some(address);
-        }
-    }
-    peer.map(|peer| peer.ip())
 }

@@ -9,6 +9,7 @@
 //! The wire protocol is documented in `docs/webchat-protocol.md`.
 
 pub mod limits;
+mod peer;
 pub mod protocol;
 pub mod session;
 
@@ -33,6 +34,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::{Limits, Rate};
+pub use crate::peer::client_address;
+use crate::peer::{Peer, origin_allowed};
 use crate::protocol::{ClientFrame, MessageView, ServerFrame, close};
 use crate::session::{IdentityRefused, IdentityVerifier, SessionSigner, normalise_origin};
 
@@ -261,54 +264,6 @@ impl Connector for WebchatConnector {
 struct SocketState {
     connector: Arc<WebchatConnector>,
     host: Arc<dyn ConnectorHost>,
-}
-
-/// Where a socket comes from, as the upgrade request tells.
-struct Peer {
-    /// The page's origin (`Origin` header), normalised.
-    origin: Option<String>,
-    origin_allowed: bool,
-    address: Option<IpAddr>,
-}
-
-/// The client address: the TCP peer, or the last entry of the trusted proxy's header.
-pub fn client_address(
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    trusted_header: &str,
-) -> Option<IpAddr> {
-    if !trusted_header.is_empty()
-        && let Some(text) = headers.get(trusted_header).and_then(|v| v.to_str().ok())
-        // The trusted proxy appends the address it saw; whatever stands before it, the
-        // client may have written itself.
-        && let Some(address) = text
-            .rsplit(',')
-            .next()
-            .and_then(|entry| entry.trim().parse::<IpAddr>().ok())
-    {
-        return Some(address);
-    }
-    peer.map(|peer| peer.ip())
-}
-
-/// Whether a page of `origin` may open the socket. No configured origins: only the server's
-/// own pages, whose origin names the host the request was sent to.
-fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Option<&str>) -> bool {
-    let Some(origin) = origin else {
-        // Browsers always send Origin on a WebSocket upgrade; a socket without one is a script
-        // that could claim any origin, so it gets no identity and no exemption either.
-        return false;
-    };
-    if !allowed.is_empty() {
-        return allowed
-            .iter()
-            .any(|entry| normalise_origin(entry) == origin);
-    }
-    let authority = origin.split_once("://").map(|(_, rest)| rest);
-    match (authority, host) {
-        (Some(authority), Some(host)) => authority.eq_ignore_ascii_case(host.trim()),
-        _ => false,
-    }
 }
 
 async fn upgrade(
@@ -640,18 +595,18 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
                         }
                         Incoming::Gone => break,
                     };
-                    if matches!(message, Message::Text(_) | Message::Binary(_)) {
-                        if frames.check().is_err() {
-                            // Over the frame rate: dropped unanswered, so that a flood of
-                            // malformed frames is not echoed back as a flood of errors.
-                            connector.reject("webchat_frame_rate");
-                            if flood.refused(&settings) {
-                                tracing::warn!(visitor = %visitor_id, "web chat client flooding, closing");
-                                close_with(&mut socket, close::POLICY, "flooding").await;
-                                break;
-                            }
-                            continue;
+                    // Over the frame rate: dropped unanswered, so that a flood of malformed
+                    // frames is not echoed back as a flood of errors.
+                    if matches!(message, Message::Text(_) | Message::Binary(_))
+                        && frames.check().is_err()
+                    {
+                        connector.reject("webchat_frame_rate");
+                        if flood.refused(&settings) {
+                            tracing::warn!(visitor = %visitor_id, "web chat client flooding, closing");
+                            close_with(&mut socket, close::POLICY, "flooding").await;
+                            break;
                         }
+                        continue;
                     }
                     let visitor = Visitor {
                         id: &visitor_id,
