@@ -247,7 +247,9 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 }
 
 fn parse_limit(limit: Option<&str>) -> Result<Option<i64>, ApiError> {
+    // `limit=` (empty) is the same as no limit.
     limit
+        .filter(|text| !text.trim().is_empty())
         .map(|text| {
             text.parse::<i64>()
                 .map_err(|_| ApiError::invalid("limit", "must be an integer"))
