@@ -34,6 +34,14 @@ fn start_server(database: &TestDatabase, port: u16) -> Child {
         .env("SWITCHBOARD__WEBCHAT__RATE_PER_MINUTE", "600000")
         .env("SWITCHBOARD__WEBCHAT__RATE_BURST", "100000")
         .env("SWITCHBOARD__WEBCHAT__HISTORY_LIMIT", "5000")
+        // The burst comes from one address, as fast as it goes: the per-address and per-socket
+        // limits (tested in abuse.rs) would refuse most of it.
+        .env("SWITCHBOARD__WEBCHAT__IP_RATE_PER_MINUTE", "6000000")
+        .env("SWITCHBOARD__WEBCHAT__IP_RATE_BURST", "1000000")
+        .env("SWITCHBOARD__WEBCHAT__FRAME_RATE_PER_MINUTE", "6000000")
+        .env("SWITCHBOARD__WEBCHAT__FRAME_RATE_BURST", "1000000")
+        .env("SWITCHBOARD__WEBCHAT__IP_SESSIONS_PER_MINUTE", "60000")
+        .env("SWITCHBOARD__WEBCHAT__IP_SESSIONS_BURST", "10000")
         // Rows reserved by the killed process become claimable soon (PostgreSQL keeps them).
         .env("SWITCHBOARD__OUTBOX__LEASE_SECS", "1")
         .env("SWITCHBOARD__LOG__LEVEL", "warn")
