@@ -96,12 +96,14 @@ impl BuiltinAssistant {
             )));
         }
         let embedder = assistant.embedder().await?;
-        let samples: Vec<(String, String)> = intents
-            .examples()
-            .into_iter()
-            .map(|(language, text, _)| (language, text))
-            .collect();
-        let detector = Arc::new(LanguageDetector::train(&samples));
+        // Loading the three language models takes a moment: off the async threads.
+        let detector = Arc::new(
+            tokio::task::spawn_blocking(LanguageDetector::new)
+                .await
+                .map_err(|error| {
+                    AssistantError::Failed(format!("loading language models: {error}"))
+                })?,
+        );
         let knowledge = KnowledgeBase::open_embedded(
             &settings.data_dir,
             embedder.clone(),
