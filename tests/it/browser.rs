@@ -78,11 +78,13 @@ async fn widget_chats_in_a_real_browser() {
         (status.as_str(), owner.as_str()),
         ("queued", "queue:support")
     );
-    let (data,): (String,) =
-        sqlx::query_as("SELECT data FROM conversation_events WHERE kind = 'conversation.handoff'")
-            .fetch_one(&mut connection)
-            .await
-            .unwrap();
+    let (data,): (String,) = sqlx::query_as(
+        "SELECT data FROM conversation_events WHERE kind = 'owner.changed' \
+             AND data LIKE '%\"change\":\"handoff\"%'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
     let data: serde_json::Value = serde_json::from_str(&data).unwrap();
     assert_eq!(data["reason"], "customer_request", "{data}");
     assert_eq!(
