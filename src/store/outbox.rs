@@ -362,14 +362,16 @@ impl Store {
                  m.platform_message_id \
                  FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id \
                  LEFT JOIN messages m ON m.id = e.message_id \
-                 WHERE e.created_at = $1 AND e.message_id IN ({}) ORDER BY e.conversation_id, e.seq",
+                 WHERE e.message_id IS NOT NULL AND e.message_id IN ({}) AND e.created_at = $1 \
+                 ORDER BY e.conversation_id, e.seq",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
             for (_, message_id, _) in chunk {
                 query = query.bind(message_id.clone());
             }
-            for row in query.fetch_all(&self.write).await? {
+            // The read pool: on SQLite the write connection belongs to the group writer.
+            for row in query.fetch_all(&self.read).await? {
                 let event = super::events::event_of(&row)?;
                 let message_id = event.data["message_id"]
                     .as_str()
