@@ -14,6 +14,7 @@ mod cursors;
 mod events;
 mod outbox;
 mod script;
+mod turns;
 mod workflow;
 
 pub use conversations::{
