@@ -498,6 +498,28 @@ impl Store {
         transfer: &Transfer,
         expected_version: Option<i64>,
     ) -> Result<(State, LiveEvent), TransferError> {
+        // Another writer taking the conversation's next event number is settled by retrying,
+        // as a turn's commit is.
+        let mut attempt = 0;
+        loop {
+            match self
+                .try_transfer(conversation_id, transfer, expected_version)
+                .await
+            {
+                Err(TransferError::Store(error)) if error.is_unique_violation() && attempt < 10 => {
+                    attempt += 1
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_transfer(
+        &self,
+        conversation_id: &str,
+        transfer: &Transfer,
+        expected_version: Option<i64>,
+    ) -> Result<(State, LiveEvent), TransferError> {
         let now = now_ms();
         let current = self.conversation(conversation_id).await?;
         if let Some(expected) = expected_version
