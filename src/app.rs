@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use switchboard_connector::{ChannelFactory, Connector, ConnectorHost};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +14,7 @@ use crate::channels::host::InstanceHost;
 use crate::channels::supervisor::{check_health, supervise};
 use crate::channels::{Channels, Instance, Registry};
 use crate::config::Settings;
+use crate::console::{Console, ConsoleParts};
 use crate::events::{EventBus, LocalBus};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -42,9 +42,13 @@ pub struct App {
     pub bus: Arc<dyn EventBus>,
     /// The back-office workflow (tasks, policies, approvals).
     pub workflow: Arc<WorkflowService>,
+    /// The agent console (accounts, teams, conversation work, reports).
+    pub console: Arc<Console>,
     http_stop: CancellationToken,
     connectors_stop: CancellationToken,
     delivery_stop: CancellationToken,
+    assign_stop: CancellationToken,
+    assign_task: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
     delivery_task: JoinHandle<()>,
     connector_tasks: Vec<JoinHandle<()>>,
@@ -53,7 +57,7 @@ pub struct App {
 }
 
 type SessionCount = Arc<dyn Fn() -> usize + Send + Sync>;
-type DemoPage = Arc<dyn Fn() -> String + Send + Sync>;
+use crate::http::DemoPage;
 
 /// What the HTTP layer shows of the web chat instances: their open sessions, and the demo
 /// page with the first one's widget.
@@ -63,7 +67,7 @@ fn webchat_views(
 ) -> (SessionCount, Option<DemoPage>) {
     let instances = factory.built();
     let demo_page: Option<DemoPage> = instances.first().cloned().map(|first| {
-        let page: DemoPage = Arc::new(move || first.demo_page());
+        let page: DemoPage = Arc::new(move |origin: &str| first.demo_page(origin));
         page
     });
     let open_sessions: SessionCount = Arc::new(move || {
@@ -77,10 +81,17 @@ fn webchat_views(
 
 impl App {
     pub async fn start(settings: Settings, options: AppOptions) -> anyhow::Result<App> {
+        // Owner-only before anything is written into it: it holds secrets and the database.
+        crate::datadir::prepare(&settings.data_dir)?;
+        if settings.demo {
+            tracing::warn!(
+                "demo mode: web chat instances with a demo_email sign visitors of / in as that customer; never run a deployment like this"
+            );
+        }
         let mut registry = Registry::builtin();
         #[cfg(feature = "channel-webchat")]
         let webchat = {
-            let factory = Arc::new(switchboard_webchat::WebchatFactory::default());
+            let factory = Arc::new(switchboard_webchat::WebchatFactory::new(settings.demo));
             registry.register(factory.clone());
             factory
         };
@@ -102,6 +113,7 @@ impl App {
             .await
             .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
         if store.backend() == Backend::Sqlite {
+            crate::datadir::restrict_files(&settings.data_dir);
             // One process owns a SQLite file: reservations left by a killed process are stale.
             let released = store.release_outbox_locks().await?;
             if released > 0 {
@@ -136,6 +148,9 @@ impl App {
             WorkflowService::start(store.clone(), &settings.workflow, Some(delivery.clone()))
                 .await
                 .context("starting the workflow")?;
+        let teams = Console::load_teams(&store, &settings.router.default_queue)
+            .await
+            .context("loading the console's teams")?;
         let router = Router::new(RouterParts {
             store: store.clone(),
             assistant,
@@ -145,11 +160,28 @@ impl App {
             delivery: delivery.clone(),
             bus: bus.clone(),
             settings: settings.router.clone(),
+            handoff: Some(teams.clone()),
+        });
+        let console = Console::new(ConsoleParts {
+            store: store.clone(),
+            router: router.clone(),
+            bus: bus.clone(),
+            workflow: workflow.clone(),
+            teams,
+            channels: channels.clone(),
+            settings: settings.console.clone(),
+            public_url: settings.http.public_url.clone(),
+            default_queue: settings.router.default_queue.clone(),
         });
         // Old work first: messages stored before a crash queue ahead of anything new.
         router.recover().await?;
         let delivery_stop = CancellationToken::new();
         let delivery_task = tokio::spawn(delivery.clone().run(delivery_stop.clone()));
+        let assign_stop = CancellationToken::new();
+        let assign_task = tokio::spawn(crate::console::assign::run(
+            console.clone(),
+            assign_stop.clone(),
+        ));
 
         let connectors_stop = CancellationToken::new();
         let mut connector_tasks = Vec::new();
@@ -162,6 +194,7 @@ impl App {
                 router.clone(),
                 bus.clone(),
                 instance.status.clone(),
+                metrics.clone(),
             );
             hosts.push((instance.clone(), host.clone()));
             connector_tasks.push(tokio::spawn(supervise(
@@ -185,8 +218,19 @@ impl App {
             channels: channels.clone(),
             bus: bus.clone(),
             demo_page,
+            console: console.clone(),
+            metrics_token: settings.http.metrics_token.clone(),
+            frame_ancestors: settings.http.frame_ancestors.as_str().into(),
         };
-        let app = http::router(state, &hosts);
+        let (app, metrics_app) = http::router(state, &hosts, &settings.http);
+        let metrics_listener = match settings.http.metrics_address.as_str() {
+            "" => None,
+            address => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the metrics address {address}"))?,
+            ),
+        };
         let listener =
             tokio::net::TcpListener::bind((settings.http.host.as_str(), settings.http.port))
                 .await
@@ -195,20 +239,28 @@ impl App {
                 })?;
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();
-        let server = {
-            let stop = http_stop.clone();
-            // Chat frames are small and latency-bound: no Nagle delay.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(error) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %error, "could not set TCP_NODELAY");
-                }
-            });
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            })
+        let limits = http::serve::ServerLimits {
+            header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_secs.max(1)),
+            max_connections: settings.http.max_connections,
+            max_connections_per_ip: settings.http.max_connections_per_ip,
+            client_address_header: settings.http.client_address_header.as_str().into(),
         };
+        let server = tokio::spawn(http::serve::serve(
+            listener,
+            app,
+            limits.clone(),
+            metrics.clone(),
+            http_stop.clone(),
+        ));
+        if let Some(metrics_listener) = metrics_listener {
+            tokio::spawn(http::serve::serve(
+                metrics_listener,
+                metrics_app,
+                limits,
+                metrics.clone(),
+                http_stop.clone(),
+            ));
+        }
         tracing::info!(%addr, database = store.backend().name(), channels = ?channels.names(), "switchboard listening");
         Ok(App {
             addr,
@@ -218,7 +270,10 @@ impl App {
             channels,
             bus,
             workflow,
+            console,
             http_stop,
+            assign_stop,
+            assign_task,
             connectors_stop,
             delivery_stop,
             server,
@@ -234,6 +289,8 @@ impl App {
     pub async fn shutdown(self) {
         tracing::info!("shutting down: draining in-flight work");
         self.http_stop.cancel();
+        self.assign_stop.cancel();
+        let _ = self.assign_task.await;
         let drained = async {
             self.router.drain().await;
             self.delivery_stop.cancel();

@@ -6,11 +6,15 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use switchboard_connector::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// Demo mode (`scripts/demo`): web chat instances with a `demo_email` sign the demo page
+    /// in as that customer. Never in a deployment: whoever opens `/` would act as them.
+    pub demo: bool,
     pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub log: LogSettings,
@@ -22,12 +26,14 @@ pub struct Settings {
     /// The `[[channel]]` tables: one per channel instance.
     pub channel: ChannelTables,
     pub workflow: crate::workflow::WorkflowSettings,
+    pub console: crate::console::ConsoleSettings,
 }
 
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
             data_dir: PathBuf::from("data"),
+            demo: false,
             http: HttpSettings::default(),
             database: DatabaseSettings::default(),
             log: LogSettings::default(),
@@ -38,6 +44,7 @@ impl Default for Settings {
             supervisor: Default::default(),
             channel: ChannelTables::default(),
             workflow: crate::workflow::WorkflowSettings::default(),
+            console: crate::console::ConsoleSettings::default(),
         }
     }
 }
@@ -52,6 +59,28 @@ pub struct HttpSettings {
     pub public_url: String,
     /// Seconds to wait for in-flight work after SIGTERM before giving up.
     pub shutdown_grace_secs: u64,
+    /// A request's header must arrive within this many seconds, or the connection closes.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request (its body and its answer) may take; WebSockets are not bound by it.
+    pub request_timeout_secs: u64,
+    /// Open connections at once, WebSockets included; more are closed on accept.
+    pub max_connections: usize,
+    /// Open connections from one client address (0: no cap; behind a proxy every client
+    /// shares the proxy's address, so set it to 0 there).
+    pub max_connections_per_ip: usize,
+    /// A header the trusted reverse proxy sets to the client address (`x-forwarded-for`:
+    /// the last entry is taken). Empty: the TCP peer is the client.
+    pub client_address_header: String,
+    /// Requests per minute, and the burst above that, per API key on `/api/v1`.
+    pub api_rate_per_minute: u32,
+    pub api_rate_burst: u32,
+    /// `/metrics` requires `Authorization: Bearer <token>` when set (never logged).
+    pub metrics_token: Secret,
+    /// `host:port` to serve `/metrics` on instead of the public address; empty: public.
+    pub metrics_address: String,
+    /// The CSP `frame-ancestors` of the pages that host the chat (the demo page): who may frame
+    /// them. Every other page and API response may not be framed at all.
+    pub frame_ancestors: String,
 }
 
 impl Default for HttpSettings {
@@ -61,6 +90,16 @@ impl Default for HttpSettings {
             port: 8080,
             public_url: String::new(),
             shutdown_grace_secs: 20,
+            header_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            client_address_header: String::new(),
+            api_rate_per_minute: 600,
+            api_rate_burst: 100,
+            metrics_token: Secret::default(),
+            metrics_address: String::new(),
+            frame_ancestors: "'none'".into(),
         }
     }
 }
@@ -130,6 +169,9 @@ pub struct RouterSettings {
     pub default_queue: String,
     /// If the assistant takes longer than this, the customer sees a typing indicator.
     pub typing_after_ms: u64,
+    /// The customer's next message on a resolved conversation's thread reopens it to the bot;
+    /// false: it opens a new conversation and the resolved one stays as history.
+    pub reopen_resolved: bool,
 }
 
 impl Default for RouterSettings {
@@ -137,6 +179,7 @@ impl Default for RouterSettings {
         RouterSettings {
             default_queue: "support".into(),
             typing_after_ms: 300,
+            reopen_resolved: true,
         }
     }
 }
@@ -258,6 +301,10 @@ mod tests {
         let defaults = Settings::default();
         assert_eq!(parsed.http.port, defaults.http.port);
         assert_eq!(parsed.outbox.max_attempts, defaults.outbox.max_attempts);
+        assert_eq!(
+            parsed.router.reopen_resolved,
+            defaults.router.reopen_resolved
+        );
         assert_eq!(format!("{:?}", parsed.channel), "[\"webchat/web\"]");
     }
 

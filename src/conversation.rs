@@ -4,7 +4,9 @@
 //! status follows the owner (`bot`, `queued`, `agent`) until the conversation is `resolved`.
 //! The allowed moves are `bot -> queued -> agent -> (bot | resolved)`, plus taking over from
 //! the bot directly, moving between queues and agents, and resolving from any open state. A
-//! resolved conversation stays as history; the customer's next message opens a new one.
+//! resolved conversation is reopened to the bot by the customer's next message on its thread
+//! ([`Move::Reopen`], when `[router] reopen_resolved` is on, the default); otherwise it stays
+//! as history and that message opens a new one.
 
 use std::fmt;
 
@@ -102,11 +104,15 @@ pub struct InvalidMove {
     pub to_owner: String,
 }
 
-/// The target of a move: a new owner, or resolved (keeping the last owner on record).
+/// The target of a move: a new owner, resolved (keeping the last owner on record), or a
+/// resolved conversation reopened to the bot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Move {
     To(Owner),
     Resolve,
+    /// The customer wrote again on a resolved conversation's thread: the bot owns it again.
+    /// Only the router's ingest makes this move, and only from resolved.
+    Reopen,
 }
 
 impl State {
@@ -115,10 +121,14 @@ impl State {
         let (owner, status) = match change {
             Move::To(owner) => (owner.clone(), owner.status()),
             Move::Resolve => (self.owner.clone(), Status::Resolved),
+            Move::Reopen => (Owner::Bot, Status::Bot),
         };
         let allowed = match (self.status, status) {
-            // Resolved is final: a new message opens a new conversation.
+            // Only a reopen leaves resolved, and a reopen leaves only resolved: an agent or
+            // the console cannot revive a conversation by handing it back.
+            (Status::Resolved, Status::Bot) => *change == Move::Reopen,
             (Status::Resolved, _) => false,
+            _ if *change == Move::Reopen => false,
             (_, Status::Resolved) => true,
             // The bot hands over to a queue, or an agent takes over before it does.
             (Status::Bot, Status::Queued | Status::Agent) => true,
@@ -208,5 +218,23 @@ mod tests {
             let error = resolved.apply(&change).unwrap_err();
             assert_eq!(error.from, Status::Resolved);
         }
+        // Reopening is for resolved conversations only.
+        for open in [bot, agent] {
+            assert!(open.apply(&Move::Reopen).is_err());
+        }
+    }
+
+    #[test]
+    fn a_resolved_conversation_reopens_to_the_bot() {
+        let resolved = state(Owner::Agent("a1".into()), Status::Resolved);
+        let reopened = resolved.apply(&Move::Reopen).unwrap();
+        assert_eq!(
+            reopened,
+            State {
+                owner: Owner::Bot,
+                status: Status::Bot,
+                version: 4
+            }
+        );
     }
 }

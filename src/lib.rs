@@ -22,13 +22,18 @@
 //!   the REST API under `/api/v1` ([`http`]) is the back office's door to it, and [`wiring`]
 //!   holds the adapter through which the assistant asks it for actions (the workflow never
 //!   names the assistant).
+//! - People take over in the [`console`]: agents claim, reply and hand back conversations (the
+//!   router keeps one owner and the bot silent meanwhile), back-office staff work their task
+//!   queues, admins manage people and teams and read reports computed from the same events.
 
 pub mod app;
 pub mod assistant;
 pub mod bench;
 pub mod channels;
 pub mod config;
+pub mod console;
 pub mod conversation;
+pub mod datadir;
 pub mod events;
 pub mod http;
 pub mod knowledge;

@@ -54,6 +54,11 @@ enum Command {
         #[command(subcommand)]
         which: switchboard::workflow::cli::ApikeyCommand,
     },
+    /// Console accounts: `user create` makes the first admin.
+    User {
+        #[command(subcommand)]
+        which: switchboard::console::cli::UserCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             Command::Apikey { which } => {
                 switchboard::workflow::cli::run_apikey(which, settings).await
             }
+            Command::User { which } => switchboard::console::cli::run(which, settings).await,
         }
     })
 }

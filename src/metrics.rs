@@ -23,6 +23,11 @@ struct ChannelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabel {
     kind: String,
     instance: String,
@@ -48,6 +53,10 @@ pub struct Metrics {
     outbox_depth: Gauge<i64, AtomicI64>,
     webchat_sessions: Gauge<i64, AtomicI64>,
     channel_up: Family<InstanceLabel, Gauge<i64, AtomicI64>>,
+    /// Connections, requests and frames refused at the edge, per stable reason label.
+    edge_rejections: Family<ReasonLabel, Counter>,
+    /// Open HTTP connections, WebSockets included.
+    http_connections: Gauge<i64, AtomicI64>,
     /// From an inbound message being stored to its turn being committed.
     pub router_latency: Latency,
 }
@@ -116,8 +125,22 @@ impl Default for Metrics {
             "1 while a channel instance runs and its platform answers, else 0",
             channel_up.clone(),
         );
+        let edge_rejections = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "edge_rejections",
+            "Connections, requests and frames refused at the edge, per reason",
+            edge_rejections.clone(),
+        );
+        let http_connections = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "http_connections",
+            "Open HTTP connections, WebSockets included",
+            http_connections.clone(),
+        );
         Metrics {
             registry,
+            edge_rejections,
+            http_connections,
             inbound,
             inbound_duplicates,
             outbound,
@@ -161,6 +184,25 @@ impl Metrics {
 
     pub fn handoff(&self) {
         self.handoffs.inc();
+    }
+
+    /// Something refused at the edge: `reason` is a stable label such as `max_connections`.
+    pub fn edge_rejection(&self, reason: &'static str) {
+        self.edge_rejections
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn connection_opened(&self) {
+        self.http_connections.inc();
+    }
+
+    pub fn connection_closed(&self) {
+        self.http_connections.dec();
+    }
+
+    pub fn open_connections(&self) -> i64 {
+        self.http_connections.get()
     }
 
     /// The exposition text. Gauges read at scrape time are passed in: the outbox depth, open

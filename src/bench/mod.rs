@@ -4,7 +4,9 @@
 //! as space-separated `name=value` pairs, so scripts can pick them up.
 
 pub mod assistant;
+pub mod console;
 pub mod router;
+pub mod soak;
 pub mod tasks;
 
 use clap::Subcommand;
@@ -19,6 +21,12 @@ pub enum BenchCommand {
     Assistant(assistant::AssistantBench),
     /// Create tasks through the REST API over HTTP, idempotency keys on.
     Tasks(tasks::TasksBench),
+    /// Agents' live queue feeds while the router is under load: delivery latency, and the
+    /// router's throughput beside the same run without agents.
+    Console(console::ConsoleBench),
+    /// A steady mix of chat, API calls and idle sockets for minutes: memory, descriptors and
+    /// p99 at start and end, so leaks and drift show.
+    Soak(soak::SoakBench),
 }
 
 pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()> {
@@ -26,6 +34,8 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
         BenchCommand::Router(options) => router::run(options, settings).await,
         BenchCommand::Assistant(options) => assistant::run(options, settings).await,
         BenchCommand::Tasks(options) => tasks::run(options, settings).await,
+        BenchCommand::Console(options) => console::run(options, settings).await,
+        BenchCommand::Soak(options) => soak::run(options).await,
     }
 }
 

@@ -11,7 +11,9 @@
 //! Without `--url` the server is started in-process (or as a child for `--idle`) with the echo
 //! assistant, on `--database` (default: a fresh SQLite file), so the figures are the router's,
 //! not the assistant's. With `--url` it drives a server already running; that server's web chat
-//! rate limit must allow the load (`SWITCHBOARD__WEBCHAT__RATE_PER_MINUTE`).
+//! limits (its `[[channel]]` table's `rate_*`, `ip_*` and `frame_*` keys) and
+//! `http.max_connections_per_ip` must allow the load, since every visitor comes from one
+//! address.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +51,7 @@ pub struct RouterBench {
     idle: Option<usize>,
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Server {
@@ -59,7 +61,7 @@ struct Server {
     _data_dir: Option<tempdir::TempDir>,
 }
 
-mod tempdir {
+pub(crate) mod tempdir {
     /// A directory removed on drop (the bench's scratch database).
     pub struct TempDir(pub std::path::PathBuf);
 
@@ -81,7 +83,7 @@ mod tempdir {
     }
 }
 
-fn ws_url(base: &str) -> anyhow::Result<String> {
+pub(crate) fn ws_url(base: &str) -> anyhow::Result<String> {
     let base = base.trim_end_matches('/');
     let rest = base
         .strip_prefix("http://")
@@ -94,7 +96,46 @@ fn ws_url(base: &str) -> anyhow::Result<String> {
     Ok(format!("{rest}/channels/webchat/web/ws"))
 }
 
-fn bench_settings(
+/// The web chat keys of a server the benchmark drives: every simulated visitor comes from
+/// 127.0.0.1, so the per-visitor, per-address and per-socket limits are lifted.
+const LIFTED_WEBCHAT: [(&str, i64); 8] = [
+    ("rate_per_minute", 1_000_000),
+    ("rate_burst", 100_000),
+    ("ip_rate_per_minute", 10_000_000),
+    ("ip_rate_burst", 1_000_000),
+    ("ip_sessions_per_minute", 10_000_000),
+    ("ip_sessions_burst", 1_000_000),
+    ("frame_rate_per_minute", 1_000_000),
+    ("frame_rate_burst", 100_000),
+];
+
+/// The `web` web chat table with its limits lifted.
+fn lifted_web_table() -> serde_json::Map<String, serde_json::Value> {
+    let mut web = serde_json::Map::new();
+    web.insert("kind".into(), "webchat".into());
+    web.insert("name".into(), "web".into());
+    for (key, value) in LIFTED_WEBCHAT {
+        web.insert(key.into(), value.into());
+    }
+    web
+}
+
+/// A config file for a server process the benchmark drives: the web chat and connection
+/// limits lifted (channel tables cannot be set through the environment); everything else
+/// comes from the defaults and the environment.
+pub(crate) fn lifted_config_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let mut text = String::from(
+        "[http]\nmax_connections = 100000\nmax_connections_per_ip = 0\n\n[[channel]]\nkind = \"webchat\"\nname = \"web\"\n",
+    );
+    for (key, value) in LIFTED_WEBCHAT {
+        text.push_str(&format!("{key} = {value}\n"));
+    }
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, text).context("writing the benchmark's config file")?;
+    Ok(path)
+}
+
+pub(super) fn bench_settings(
     mut settings: Settings,
     data_dir: &std::path::Path,
     database: &Option<String>,
@@ -104,12 +145,9 @@ fn bench_settings(
     settings.http.port = 0;
     settings.database.url = database.clone().unwrap_or_default();
     settings.assistant.kind = "echo".into();
-    let mut web = serde_json::Map::new();
-    web.insert("kind".into(), "webchat".into());
-    web.insert("name".into(), "web".into());
-    web.insert("rate_per_minute".into(), 1_000_000.into());
-    web.insert("rate_burst".into(), 100_000.into());
-    settings.channel = crate::config::ChannelTables(vec![web]);
+    settings.channel = crate::config::ChannelTables(vec![lifted_web_table()]);
+    settings.http.max_connections = 100_000;
+    settings.http.max_connections_per_ip = 0;
     settings
 }
 
@@ -141,6 +179,8 @@ async fn start_child(options: &RouterBench) -> anyhow::Result<Server> {
     let exe = std::env::current_exe()?;
     let child = tokio::process::Command::new(exe)
         .arg("serve")
+        .arg("--config")
+        .arg(lifted_config_file(&data_dir.0)?)
         .env("SWITCHBOARD__DATA_DIR", &data_dir.0)
         .env("SWITCHBOARD__HTTP__HOST", "127.0.0.1")
         .env("SWITCHBOARD__HTTP__PORT", port.to_string())
@@ -163,7 +203,7 @@ async fn start_child(options: &RouterBench) -> anyhow::Result<Server> {
     })
 }
 
-async fn wait_ready(base: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(base: &str) -> anyhow::Result<()> {
     let address = base.trim_start_matches("http://").to_string();
     for _ in 0..300 {
         if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {
@@ -184,8 +224,9 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
 }
 
 /// Connect and complete the hello/welcome handshake.
-async fn connect(url: &str) -> anyhow::Result<Socket> {
-    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Socket> {
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(same_origin_request(url)?, None, true).await?;
     socket
         .send(Message::text(r#"{"type":"hello","token":null}"#))
         .await?;
@@ -197,6 +238,29 @@ async fn connect(url: &str) -> anyhow::Result<Socket> {
             None => bail!("closed before welcome"),
         }
     }
+}
+
+/// A WebSocket request that says it comes from a page of the server itself, as the widget on
+/// the demo page would (the server refuses other origins by default).
+pub(crate) fn same_origin_request(
+    url: &str,
+) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    let authority = request
+        .uri()
+        .authority()
+        .map(|authority| authority.to_string())
+        .context("the URL names a host")?;
+    let scheme = if url.starts_with("wss:") {
+        "https"
+    } else {
+        "http"
+    };
+    request
+        .headers_mut()
+        .insert("origin", format!("{scheme}://{authority}").parse()?);
+    Ok(request)
 }
 
 fn message_frame(visitor: usize, n: u64) -> Message {
@@ -244,6 +308,60 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
         options.visitors, options.seconds
     );
 
+    let figures = load(
+        &server.ws_url,
+        options.visitors,
+        options.seconds,
+        options.rate,
+    )
+    .await?;
+    let (msgs_per_s, p50, p90, p99, max) = (
+        figures.msgs_per_s,
+        figures.p50_ms,
+        figures.p90_ms,
+        figures.p99_ms,
+        figures.max_ms,
+    );
+    if let Some(app) = server.app.take() {
+        app.shutdown().await;
+    }
+    if let Some(mut child) = server.child.take() {
+        let _ = child.kill().await;
+    }
+    println!(
+        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}",
+        options.visitors, figures.errors
+    );
+    Ok(())
+}
+
+/// What one load run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadFigures {
+    pub msgs_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+}
+
+/// Drive `visitors` web chat visitors against `ws_url` for `seconds` (after a second of
+/// warm-up): closed loop, or open loop at `rate` messages/s in all. Prints what it saw.
+pub async fn load(
+    ws_url: &str,
+    visitors: usize,
+    seconds: u64,
+    rate: u64,
+) -> anyhow::Result<LoadFigures> {
+    let options = RouterBench {
+        url: None,
+        database: None,
+        visitors,
+        seconds,
+        rate,
+        idle: None,
+    };
     let totals = Arc::new(Totals {
         sent: AtomicU64::new(0),
         replies: AtomicU64::new(0),
@@ -252,7 +370,7 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
     });
     let mut sockets = Vec::with_capacity(options.visitors);
     for _ in 0..options.visitors {
-        sockets.push(connect(&server.ws_url).await?);
+        sockets.push(connect(ws_url).await?);
     }
     let warmup = Duration::from_secs(1);
     let started = Instant::now();
@@ -302,18 +420,14 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
     println!(
         "latency inbound frame -> reply frame: p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
     );
-    if let Some(app) = server.app.take() {
-        app.shutdown().await;
-    }
-    if let Some(mut child) = server.child.take() {
-        let _ = child.kill().await;
-    }
-    println!(
-        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}",
-        options.visitors,
-        totals.errors.load(Ordering::Relaxed)
-    );
-    Ok(())
+    Ok(LoadFigures {
+        msgs_per_s,
+        p50_ms: p50,
+        p90_ms: p90,
+        p99_ms: p99,
+        max_ms: max,
+        errors: totals.errors.load(Ordering::Relaxed),
+    })
 }
 
 fn describe_db(database: &Option<String>) -> String {
@@ -446,7 +560,7 @@ async fn open_loop(
     Ok(())
 }
 
-fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn resident_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

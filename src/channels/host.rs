@@ -11,6 +11,7 @@ use switchboard_connector::{
 
 use super::InstanceStatus;
 use crate::events::EventBus;
+use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::store::CursorWrite;
 
@@ -19,6 +20,7 @@ pub struct InstanceHost {
     router: Arc<Router>,
     bus: Arc<dyn EventBus>,
     status: Arc<InstanceStatus>,
+    metrics: Arc<Metrics>,
 }
 
 impl InstanceHost {
@@ -27,12 +29,14 @@ impl InstanceHost {
         router: Arc<Router>,
         bus: Arc<dyn EventBus>,
         status: Arc<InstanceStatus>,
+        metrics: Arc<Metrics>,
     ) -> Arc<InstanceHost> {
         Arc::new(InstanceHost {
             channel: channel.to_string(),
             router,
             bus,
             status,
+            metrics,
         })
     }
 
@@ -114,5 +118,9 @@ impl ConnectorHost for InstanceHost {
 
     fn typing(&self, signal: TypingSignal) {
         self.router.customer_typing(&self.channel, signal);
+    }
+
+    fn edge_rejection(&self, reason: &'static str) {
+        self.metrics.edge_rejection(reason);
     }
 }

@@ -18,27 +18,18 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
 use switchboard_connector::{
-    ChannelFactory, Connector, InstanceConfig, OutboundLimits, expand_env,
+    ChannelFactory, ChannelTable, Connector, InstanceConfig, OutboundLimits, TableError,
 };
 use tokio::sync::Semaphore;
 
 use crate::store::now_ms;
 pub use supervisor::{InstanceState, InstanceStatus, StatusView};
 
-/// Keys of a `[[channel]]` table that every kind shares; the rest belong to the kind.
-const SHARED_KEYS: [&str; 6] = [
-    "kind",
-    "name",
-    "enabled",
-    "outbound_per_second",
-    "outbound_burst",
-    "outbound_concurrency",
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelConfigError {
-    #[error("[[channel]] number {index} has no {key}")]
-    Missing { index: usize, key: &'static str },
+    /// The keys every kind shares (kind, name, enabled, outbound_*), or `${VAR}`.
+    #[error(transparent)]
+    Table(#[from] TableError),
     #[error(
         "channel {name:?}: no connector of kind {kind:?} in this build (kinds compiled in: {available})"
     )]
@@ -49,10 +40,6 @@ pub enum ChannelConfigError {
     },
     #[error("two channels are named {0:?}: instance names must be unique")]
     Duplicate(String),
-    #[error(
-        "channel name {0:?}: use 1 to 64 lowercase letters, digits, '-' and '_' (it appears in URLs)"
-    )]
-    BadName(String),
     #[error("channel {name:?}: {message}")]
     Invalid { name: String, message: String },
     #[error(transparent)]
@@ -73,6 +60,8 @@ impl Registry {
         registry.register(Arc::new(switchboard_webchat::WebchatFactory::default()));
         #[cfg(feature = "channel-api")]
         registry.register(Arc::new(switchboard_api_channel::ApiChannelFactory));
+        #[cfg(feature = "channel-email")]
+        registry.register(Arc::new(switchboard_email::EmailFactory));
         registry
     }
 
@@ -98,29 +87,17 @@ impl Registry {
     ) -> Result<Channels, ChannelConfigError> {
         let mut channels = Channels::default();
         for (index, table) in tables.iter().enumerate() {
-            let text = |key: &'static str| {
-                table
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .ok_or(ChannelConfigError::Missing {
-                        index: index + 1,
-                        key,
-                    })
-            };
-            let kind = text("kind")?;
-            let name = text("name")?;
-            if !valid_name(&name) {
-                return Err(ChannelConfigError::BadName(name));
-            }
+            let ChannelTable {
+                kind,
+                name,
+                enabled,
+                outbound,
+                settings,
+            } = ChannelTable::read(index + 1, table, &|variable| std::env::var(variable).ok())?;
             if channels.instances.contains_key(&name) {
                 return Err(ChannelConfigError::Duplicate(name));
             }
-            let invalid = |message: String| ChannelConfigError::Invalid {
-                name: name.clone(),
-                message,
-            };
-            if table.get("enabled").and_then(Value::as_bool) == Some(false) {
+            if !enabled {
                 tracing::info!(channel = %name, kind = %kind, "channel disabled in config");
                 continue;
             }
@@ -131,16 +108,6 @@ impl Registry {
                     available: self.kinds().join(", "),
                 }
             })?;
-            let mut settings: serde_json::Map<String, Value> = table
-                .iter()
-                .filter(|(key, _)| !SHARED_KEYS.contains(&key.as_str()))
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect();
-            let mut expanded = Value::Object(std::mem::take(&mut settings));
-            expand_env(&mut expanded, &|variable| std::env::var(variable).ok()).map_err(invalid)?;
-            let Value::Object(settings) = expanded else {
-                unreachable!("an object stays an object")
-            };
             let connector = factory.build(InstanceConfig {
                 kind: kind.clone(),
                 name: name.clone(),
@@ -149,59 +116,19 @@ impl Registry {
                 settings,
             })?;
             if connector.name() != name || connector.kind() != kind {
-                return Err(invalid(format!(
-                    "the {kind} factory built an instance that calls itself {:?} of kind {}",
-                    connector.name(),
-                    connector.kind()
-                )));
+                return Err(ChannelConfigError::Invalid {
+                    name: name.clone(),
+                    message: format!(
+                        "the {kind} factory built an instance that calls itself {:?} of kind {}",
+                        connector.name(),
+                        connector.kind()
+                    ),
+                });
             }
-            let limits = configured_limits(connector.limits(), table).map_err(invalid)?;
-            channels.add(connector, limits);
+            channels.add(connector.clone(), connector.limits().tightened(outbound));
         }
         Ok(channels)
     }
-}
-
-fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-/// The platform's limits, tightened (or set) by the table's `outbound_*` keys.
-fn configured_limits(
-    platform: OutboundLimits,
-    table: &serde_json::Map<String, Value>,
-) -> Result<OutboundLimits, String> {
-    let mut limits = platform;
-    if let Some(value) = table.get("outbound_per_second") {
-        let rate = value
-            .as_f64()
-            .filter(|rate| *rate > 0.0)
-            .ok_or("outbound_per_second must be a positive number")?;
-        limits.per_second = Some(limits.per_second.map_or(rate, |own| own.min(rate)));
-    }
-    if let Some(value) = table.get("outbound_burst") {
-        limits.burst = value
-            .as_u64()
-            .filter(|burst| *burst > 0)
-            .and_then(|burst| u32::try_from(burst).ok())
-            .ok_or("outbound_burst must be a positive integer")?;
-    }
-    if let Some(value) = table.get("outbound_concurrency") {
-        let concurrency = value
-            .as_u64()
-            .filter(|n| *n > 0)
-            .ok_or("outbound_concurrency must be a positive integer")?
-            as usize;
-        limits.concurrency = Some(
-            limits
-                .concurrency
-                .map_or(concurrency, |own| own.min(concurrency)),
-        );
-    }
-    Ok(limits)
 }
 
 /// One running channel instance.
@@ -351,29 +278,15 @@ mod tests {
         let bad = [table(json!({"kind": "webchat", "name": "Web Chat"}))];
         assert!(matches!(
             registry.build(&bad, dir.path(), None),
-            Err(ChannelConfigError::BadName(_))
+            Err(ChannelConfigError::Table(TableError::BadName(_)))
         ));
         let missing = [table(json!({"kind": "webchat"}))];
         assert!(matches!(
             registry.build(&missing, dir.path(), None),
-            Err(ChannelConfigError::Missing { key: "name", .. })
+            Err(ChannelConfigError::Table(TableError::Missing {
+                key: "name",
+                ..
+            }))
         ));
-    }
-
-    #[test]
-    fn outbound_keys_tighten_the_platform_limits() {
-        let platform = OutboundLimits {
-            per_second: Some(30.0),
-            burst: 5,
-            concurrency: None,
-        };
-        let limits = configured_limits(
-            platform,
-            &table(json!({"outbound_per_second": 50, "outbound_concurrency": 4})),
-        )
-        .unwrap();
-        assert_eq!(limits.per_second, Some(30.0));
-        assert_eq!(limits.concurrency, Some(4));
-        assert!(configured_limits(platform, &table(json!({"outbound_per_second": -1}))).is_err());
     }
 }

@@ -1,21 +1,31 @@
 //! The HTTP surface: the demo page and widget assets, channel endpoints under `/channels`,
 //! health, readiness and metrics, and the back-office REST API under `/api/v1` ([`api`]).
+//! [`serve`] accepts connections with the public edge's limits; [`edge`] holds what every
+//! request and response shares (headers, JSON errors, content types, rate limits).
 
 pub mod api;
+pub mod edge;
+pub mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use switchboard_connector::ConnectorHost;
+use switchboard_connector::{ConnectorHost, Secret};
 
 use crate::channels::{Channels, Instance};
+use crate::config::HttpSettings;
 use crate::events::EventBus;
+use crate::http::edge::{CredentialLimits, security_headers};
 use crate::metrics::Metrics;
 use crate::store::Store;
+
+/// The demo shop's page with a web chat instance's widget, for a browser on the given origin.
+pub type DemoPage = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -26,16 +36,31 @@ pub struct AppState {
     pub channels: Arc<Channels>,
     pub bus: Arc<dyn EventBus>,
     /// The demo shop's page with the first web chat instance's widget.
-    pub demo_page: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    pub console: Arc<crate::console::Console>,
+    pub demo_page: Option<DemoPage>,
+    /// `http.metrics_token`: empty, or the bearer token `/metrics` requires.
+    pub metrics_token: Secret,
+    /// `http.frame_ancestors` of the pages that host the chat.
+    pub frame_ancestors: Arc<str>,
 }
 
-/// The HTTP app: its own routes, the REST API, and each channel instance's routes under
-/// `/channels/{kind}/{name}`, served with that instance's host.
-pub fn router(state: AppState, hosts: &[(Arc<Instance>, Arc<dyn ConnectorHost>)]) -> Router {
+/// The public app, and the app served on `http.metrics_address` (when that is set, `/metrics`
+/// lives only there). The public one has its own routes, the REST API, and each channel
+/// instance's routes under `/channels/{kind}/{name}`, served with that instance's host; every
+/// route, present and future, gets the edge's layers (see [`edge`]).
+pub fn router(
+    state: AppState,
+    hosts: &[(Arc<Instance>, Arc<dyn ConnectorHost>)],
+    settings: &HttpSettings,
+) -> (Router, Router) {
+    let metrics_route = Router::<AppState>::new().route("/metrics", get(metrics));
+    let metrics_app = security_headers(metrics_route.clone().with_state(state.clone()));
     let mut app = Router::<AppState>::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics));
+        .route("/readyz", get(readyz));
+    if settings.metrics_address.is_empty() {
+        app = app.merge(metrics_route);
+    }
     #[cfg(feature = "channel-webchat")]
     {
         app = app
@@ -48,8 +73,14 @@ pub fn router(state: AppState, hosts: &[(Arc<Instance>, Arc<dyn ConnectorHost>)]
         store: state.store.clone(),
         bus: state.bus.clone(),
         channels: state.channels.clone(),
+        console: Some(state.console.clone()),
+        key_limits: Arc::new(CredentialLimits::new(
+            settings.api_rate_per_minute,
+            settings.api_rate_burst,
+        )),
     });
-    let mut app: Router = app.with_state(state).merge(api);
+    let console = crate::console::http::router(state.console.clone());
+    let mut app: Router = app.with_state(state).merge(api).merge(console);
     for (instance, host) in hosts {
         if let Some(routes) = instance.connector.clone().routes(host.clone()) {
             app = app.nest(
@@ -58,7 +89,19 @@ pub fn router(state: AppState, hosts: &[(Arc<Instance>, Arc<dyn ConnectorHost>)]
             );
         }
     }
-    app.layer(tower_http::trace::TraceLayer::new_for_http())
+    let timeout = Duration::from_secs(settings.request_timeout_secs.max(1));
+    // Innermost first: JSON errors see the timeout's 408 and the content type's 415. The
+    // timeout ends a request that has not been answered in time; a WebSocket, once upgraded,
+    // is not bound by it.
+    let app = app
+        .layer(axum::middleware::from_fn(edge::require_json))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(axum::middleware::from_fn(edge::json_errors));
+    let app = security_headers(app).layer(tower_http::trace::TraceLayer::new_for_http());
+    (app, metrics_app)
 }
 
 async fn healthz() -> &'static str {
@@ -92,7 +135,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !edge::metrics_authorised(&headers, state.metrics_token.expose()) {
+        return edge::metrics_unauthorised();
+    }
     let depth = match state.store.outbox_depth().await {
         Ok(depth) => depth,
         Err(error) => {
@@ -125,18 +171,35 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 #[cfg(feature = "channel-webchat")]
-async fn demo_page(State(state): State<AppState>) -> Response {
+async fn demo_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(page) = &state.demo_page else {
         return (StatusCode::NOT_FOUND, "no web chat channel is configured").into_response();
     };
-    (
+    // The page's own origin, as the browser will name it on the chat socket.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|value| value.to_str().ok())
+    {
+        Some("https") => "https",
+        _ => "http",
+    };
+    let origin = format!("{scheme}://{host}");
+    let mut response = (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        page(),
+        page(&origin),
     )
-        .into_response()
+        .into_response();
+    for (name, value) in edge::host_page_headers(&state.frame_ancestors) {
+        response.headers_mut().insert(name, value);
+    }
+    response
 }
 
 #[cfg(feature = "channel-webchat")]

@@ -16,6 +16,7 @@
 //! Every change is published on the [`EventBus`] once it is committed. Connectors reach the
 //! router through an instance-scoped host ([`crate::channels::host::InstanceHost`]).
 
+pub mod console;
 pub mod lanes;
 
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashSet;
 use switchboard_connector::{
-    AuthorKind, EventKind, HostError, InboundEvent, IngestReceipt, LiveEvent, TypingSignal,
+    AuthorKind, EventKind, HostError, InboundEvent, IngestReceipt, LiveEvent, RecordOnly,
+    TypingSignal,
 };
 
 use crate::assistant::{ActionRunner, Assistant, Reply, Turn};
@@ -35,7 +37,8 @@ use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::outbox::Delivery;
 use crate::store::{
-    Conversation, NewReply, Store, StoreError, Transfer, TransferError, TurnCommit, now_ms,
+    Conversation, IngestOptions, NewReply, Store, StoreError, Transfer, TransferError, TurnCommit,
+    now_ms,
 };
 use lanes::Lanes;
 
@@ -75,6 +78,28 @@ pub struct Router {
     linked_emails: quick_cache::sync::Cache<(String, String, String), ()>,
     /// Messages queued on a lane and not yet through their turn.
     queued: DashSet<String>,
+    /// Whether a queue's people are there when the bot hands over (business hours).
+    handoff: Option<Arc<dyn HandoffPolicy>>,
+    /// Threads whose customer just rated their resolved conversation: their next message
+    /// within the window is the rating's comment, `(conversation id, until ms)`.
+    awaiting_comment: quick_cache::sync::Cache<(String, String), (String, i64)>,
+}
+
+/// What becomes of a handoff to a queue whose people are away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoffDecision {
+    Open,
+    /// Out of hours: tell the customer `notice` (when people are back), and either wait in
+    /// the queue or, with `back_to_bot`, stay with the bot.
+    Closed {
+        notice: String,
+        back_to_bot: bool,
+    },
+}
+
+/// Decides handoffs by the queue's business hours.
+pub trait HandoffPolicy: Send + Sync {
+    fn decide(&self, queue: &str, language: Option<&str>) -> HandoffDecision;
 }
 
 /// Most entries kept in each of the router's caches.
@@ -97,6 +122,8 @@ impl Router {
             threads: quick_cache::sync::Cache::new(CACHED_CONVERSATIONS),
             linked_emails: quick_cache::sync::Cache::new(CACHED_CONVERSATIONS),
             queued: DashSet::new(),
+            handoff: parts.handoff,
+            awaiting_comment: quick_cache::sync::Cache::new(10_000),
         });
         let weak = Arc::downgrade(&router);
         let lanes = Lanes::new(Arc::new(move |job: Job| {
@@ -332,22 +359,50 @@ impl Router {
     }
 
     fn commit_for_bot(&self, conversation: &Conversation, job: &Job, reply: Reply) -> TurnCommit {
-        let transfer = reply.handoff.map(|handoff| {
+        let language = reply
+            .language
+            .clone()
+            .or_else(|| conversation.language.clone());
+        let mut notice = None;
+        let transfer = reply.handoff.and_then(|handoff| {
             let queue = handoff
                 .queue
                 .unwrap_or_else(|| self.settings.default_queue.clone());
-            Transfer {
+            let decision = match &self.handoff {
+                Some(policy) => policy.decide(&queue, language.as_deref()),
+                None => HandoffDecision::Open,
+            };
+            let mut data =
+                serde_json::json!({"reason": handoff.reason, "summary": handoff.summary});
+            if let HandoffDecision::Closed {
+                notice: text,
+                back_to_bot,
+            } = decision
+            {
+                notice = Some(text);
+                if back_to_bot {
+                    return None;
+                }
+                data["out_of_hours"] = true.into();
+            }
+            Some(Transfer {
                 to: Move::To(Owner::Queue(queue)),
                 change: "handoff".into(),
                 actor: "bot".into(),
-                data: serde_json::json!({"reason": handoff.reason, "summary": handoff.summary}),
-            }
+                data,
+            })
         });
         let mut replies: Vec<NewReply> = reply.messages.into_iter().map(NewReply::bot).collect();
         if !reply.choices.is_empty()
             && let Some(last) = replies.last_mut()
         {
             last.choices = reply.choices;
+        }
+        if let Some(text) = notice {
+            replies.push(NewReply {
+                author: AuthorKind::System,
+                ..NewReply::bot(text)
+            });
         }
         TurnCommit {
             conversation_id: conversation.id.clone(),
@@ -448,10 +503,24 @@ impl Router {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(HostError::Unavailable("shutting down".into()));
         }
-        let stored = self.store.ingest(&event).await.map_err(|error| {
+        // A rating of a resolved conversation (or its comment) belongs to that conversation.
+        if let Some(receipt) = self.take_rating(&event).await? {
+            return Ok(receipt);
+        }
+        // A message nobody should answer (an auto-reply, a bounce, imported history) is kept for
+        // people to read only: two automatic responders must never answer each other.
+        let record_only = event.extensions.get::<RecordOnly>();
+        let options = IngestOptions {
+            reopen_resolved: self.settings.reopen_resolved,
+            record_only: record_only.is_some(),
+        };
+        let stored = self.store.ingest(&event, options).await.map_err(|error| {
             tracing::error!(channel = %event.channel, error = %error, "inbound message not stored");
             HostError::Unavailable("storage unavailable".into())
         })?;
+        if stored.reopened {
+            self.conversations.remove(&stored.conversation_id);
+        }
         self.bus.publish(&stored.events);
         self.threads.insert(
             (event.channel.clone(), event.thread.clone()),
@@ -475,6 +544,14 @@ impl Router {
             if !stored.handled && !self.queued.contains(&stored.message_id) {
                 self.requeue(&stored.message_id).await?;
             }
+        } else if let Some(record_only) = record_only {
+            self.metrics.inbound(&event.channel);
+            tracing::info!(
+                channel = %event.channel,
+                conversation = %stored.conversation_id,
+                reason = %record_only.reason,
+                "message recorded, not answered"
+            );
         } else {
             self.metrics.inbound(&event.channel);
             self.queue(Job {
@@ -532,4 +609,6 @@ pub struct RouterParts {
     pub delivery: Arc<Delivery>,
     pub bus: Arc<dyn EventBus>,
     pub settings: RouterSettings,
+    /// Business hours of the queues handoffs go to; None: always open.
+    pub handoff: Option<Arc<dyn HandoffPolicy>>,
 }

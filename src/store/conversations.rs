@@ -29,6 +29,18 @@ pub struct Conversation {
     pub verified: bool,
 }
 
+/// How the router wants an inbound event stored.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestOptions {
+    /// A message on the thread of a resolved conversation reopens it to the bot; otherwise it
+    /// opens a new conversation on the thread.
+    pub reopen_resolved: bool,
+    /// Store the message as already handled, so no owner answers it (a machine's message:
+    /// see `switchboard_connector::RecordOnly`). It joins the thread's latest conversation
+    /// whatever its status, and reopens nothing.
+    pub record_only: bool,
+}
+
 /// The result of storing an inbound event.
 #[derive(Debug, Clone)]
 pub struct Ingested {
@@ -36,8 +48,10 @@ pub struct Ingested {
     pub conversation_id: String,
     pub seq: i64,
     pub duplicate: bool,
-    /// Whether the owner has taken the message yet (always false for a new one).
+    /// Whether the owner has taken the message yet (false for a new one, unless recorded only).
     pub handled: bool,
+    /// The message reopened a resolved conversation (its state changed).
+    pub reopened: bool,
     /// The events written, to publish.
     pub events: Vec<LiveEvent>,
 }
@@ -150,20 +164,36 @@ pub(super) fn owner_change_data(
 impl Store {
     /// Store an inbound event once. The `(channel, platform_message_id)` unique constraint is
     /// the dedupe: a redelivery inserts nothing and returns the original message.
-    pub async fn ingest(&self, event: &InboundEvent) -> StoreResult<Ingested> {
+    pub async fn ingest(
+        &self,
+        event: &InboundEvent,
+        options: IngestOptions,
+    ) -> StoreResult<Ingested> {
         // Unique-constraint races (two instances opening the same conversation, or taking the
-        // same number) are settled by retrying: the second try sees the winner's rows.
+        // same number) and a conversation changed under a reopen are settled by retrying: the
+        // second try sees the winner's rows.
         let mut attempt = 0;
         loop {
-            match self.try_ingest(event).await {
-                Err(error) if error.is_unique_violation() && attempt < 10 => attempt += 1,
+            match self.try_ingest(event, options).await {
+                Err(error)
+                    if (error.is_unique_violation()
+                        || matches!(error, StoreError::OwnerChanged(_)))
+                        && attempt < 10 =>
+                {
+                    attempt += 1
+                }
                 other => return other,
             }
         }
     }
 
-    async fn try_ingest(&self, event: &InboundEvent) -> StoreResult<Ingested> {
+    async fn try_ingest(
+        &self,
+        event: &InboundEvent,
+        options: IngestOptions,
+    ) -> StoreResult<Ingested> {
         let now = now_ms();
+        let handled_at = options.record_only.then_some(now);
         let message_id = new_id();
         let attachments = serde_json::to_string(&event.attachments)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
@@ -193,10 +223,10 @@ impl Store {
             Statement::new(
                 "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
                  author_id, text, attachments, channel, platform_message_id, platform_sent_at, \
-                 created_at, extensions) \
+                 created_at, extensions, handled_at) \
                  SELECT $1, c.id, \
                  (SELECT COALESCE(MAX(m.seq), 0) + 1 FROM messages m WHERE m.conversation_id = c.id), \
-                 'in', 'customer', $2, $3, $4, $5, $6, $7, $8, $10 \
+                 'in', 'customer', $2, $3, $4, $5, $6, $7, $8, $10, $11 \
                  FROM conversations c \
                  WHERE c.channel = $5 AND c.thread = $9 AND c.status <> 'resolved' \
                  ON CONFLICT (channel, platform_message_id) DO NOTHING \
@@ -212,6 +242,7 @@ impl Store {
                     now.into(),
                     (&event.thread).into(),
                     (&extensions).into(),
+                    handled_at.into(),
                 ],
             )
             .returning_as("conversation_id", Returns::Text)
@@ -244,11 +275,12 @@ impl Store {
                 conversation_id,
                 seq,
                 duplicate: false,
-                handled: false,
+                handled: options.record_only,
+                reopened: false,
                 events,
             });
         }
-        // Nothing inserted: a redelivery, or the first message of a thread.
+        // Nothing inserted: a redelivery, or no open conversation on the thread.
         if let Some(existing) = self
             .existing(&event.channel, &event.platform_message_id)
             .await?
@@ -256,15 +288,49 @@ impl Store {
             return Ok(existing);
         }
         let mut tx = self.write.begin().await?;
-        let (conversation_id, mut events) = self.open_conversation(&mut tx, event, now).await?;
+        let latest = if options.reopen_resolved || options.record_only {
+            latest_on_thread(&mut tx, &event.channel, &event.thread).await?
+        } else {
+            None
+        };
+        fn place_of<'a>(conversation_id: &'a str, event: &'a InboundEvent) -> Place<'a> {
+            Place {
+                conversation_id,
+                channel: &event.channel,
+                thread: &event.thread,
+            }
+        }
+        let mut reopened = false;
+        let mut events = Vec::new();
+        // The message's number and its event's number in the conversation it joins.
+        let (conversation_id, seq, event_seq) = match latest {
+            Some((conversation_id, state)) => {
+                let (last_message, mut last_event) =
+                    last_numbers(&mut tx, &conversation_id).await?;
+                if state.status == Status::Resolved && !options.record_only {
+                    last_event += 1;
+                    let change = reopen(&mut tx, &conversation_id, &state, last_event, now).await?;
+                    let place = place_of(&conversation_id, event);
+                    events.push(live(&place, last_event, &change, change.data.clone(), now));
+                    reopened = true;
+                }
+                (conversation_id, last_message + 1, last_event + 1)
+            }
+            None => {
+                let (conversation_id, opened) = self.open_conversation(&mut tx, event, now).await?;
+                events.extend(opened);
+                (conversation_id, 1, 2)
+            }
+        };
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, author_id, \
              text, attachments, channel, platform_message_id, platform_sent_at, created_at, \
-             extensions) \
-             VALUES ($1, $2, 1, 'in', 'customer', $3, $4, $5, $6, $7, $8, $9, $10)",
+             extensions, handled_at) \
+             VALUES ($1, $2, $3, 'in', 'customer', $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&message_id)
         .bind(&conversation_id)
+        .bind(seq)
         .bind(&event.sender.platform_user_id)
         .bind(&event.text)
         .bind(&attachments)
@@ -273,28 +339,31 @@ impl Store {
         .bind(event.sent_at_ms)
         .bind(now)
         .bind(&extensions)
+        .bind(handled_at)
         .execute(&mut *tx)
         .await?;
-        insert_event(&mut tx, &conversation_id, 2, &stored, now).await?;
+        insert_event(&mut tx, &conversation_id, event_seq, &stored, now).await?;
         tx.commit().await?;
-        let place = Place {
-            conversation_id: &conversation_id,
-            channel: &event.channel,
-            thread: &event.thread,
-        };
-        let data = inbound_event_data(&stored, &message_id, 1, event);
-        events.push(live(&place, 2, &stored, data, now));
+        let data = inbound_event_data(&stored, &message_id, seq, event);
+        events.push(live(
+            &place_of(&conversation_id, event),
+            event_seq,
+            &stored,
+            data,
+            now,
+        ));
         Ok(Ingested {
             message_id,
             conversation_id,
-            seq: 1,
+            seq,
             duplicate: false,
-            handled: false,
+            handled: options.record_only,
+            reopened,
             events,
         })
     }
 
-    async fn existing(
+    pub(in crate::store) async fn existing(
         &self,
         channel: &str,
         platform_message_id: &str,
@@ -314,6 +383,7 @@ impl Store {
             seq: row.try_get("seq")?,
             duplicate: true,
             handled: row.try_get::<Option<i64>, _>("handled_at")?.is_some(),
+            reopened: false,
             events: Vec::new(),
         }))
     }
@@ -638,6 +708,85 @@ fn pending_of(row: &sqlx::any::AnyRow) -> StoreResult<PendingInbound> {
         text: row.try_get("text")?,
         platform_message_id: row.try_get("platform_message_id")?,
     })
+}
+
+/// The latest conversation on a channel thread (resolved, since the thread has no open one,
+/// unless another writer opened one a moment ago), with its state.
+async fn latest_on_thread(
+    tx: &mut Transaction<'static, Any>,
+    channel: &str,
+    thread: &str,
+) -> StoreResult<Option<(String, State)>> {
+    let row = sqlx::query(
+        "SELECT id, status, owner, version FROM conversations \
+         WHERE channel = $1 AND thread = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(channel)
+    .bind(thread)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(|row| Ok((row.try_get("id")?, state_of(&row)?)))
+        .transpose()
+}
+
+/// A conversation's last message number and last event number.
+async fn last_numbers(
+    tx: &mut Transaction<'static, Any>,
+    conversation_id: &str,
+) -> StoreResult<(i64, i64)> {
+    let row = sqlx::query(
+        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1) AS message, \
+         (SELECT COALESCE(MAX(seq), 0) FROM conversation_events WHERE conversation_id = $1) AS event",
+    )
+    .bind(conversation_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((row.try_get("message")?, row.try_get("event")?))
+}
+
+/// Give a resolved conversation back to the bot (the customer wrote again on its thread), with
+/// its owner.changed event numbered `event_seq`. The assistant's memory of the old request
+/// is dropped: a resolved conversation finished it. Another writer that changed the row
+/// first makes this fail with `OwnerChanged`, and the ingest is retried.
+async fn reopen(
+    tx: &mut Transaction<'static, Any>,
+    conversation_id: &str,
+    current: &State,
+    event_seq: i64,
+    now: i64,
+) -> StoreResult<NewEvent> {
+    let next = current
+        .apply(&Move::Reopen)
+        .map_err(|_| StoreError::OwnerChanged(conversation_id.to_string()))?;
+    let updated = sqlx::query(
+        "UPDATE conversations SET status = $1, owner = $2, version = version + 1, \
+         updated_at = $3, assistant_state = '{}' \
+         WHERE id = $4 AND version = $5 AND status = 'resolved'",
+    )
+    .bind(next.status.as_str())
+    .bind(next.owner.to_string())
+    .bind(now)
+    .bind(conversation_id)
+    .bind(current.version)
+    .execute(&mut **tx)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Err(StoreError::OwnerChanged(conversation_id.to_string()));
+    }
+    let transfer = Transfer {
+        to: Move::Reopen,
+        change: "reopened".into(),
+        actor: "customer".into(),
+        data: serde_json::json!({}),
+    };
+    let event = NewEvent {
+        kind: EventKind::OwnerChanged,
+        actor: transfer.actor.clone(),
+        data: owner_change_data(current, &next, &transfer),
+        message_id: None,
+    };
+    insert_event(tx, conversation_id, event_seq, &event, now).await?;
+    Ok(event)
 }
 
 /// Insert one event with a known number, inside a transaction that just created or locked

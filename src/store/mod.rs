@@ -9,6 +9,7 @@
 //! (writers queue in-process instead of failing with SQLITE_BUSY) beside a read pool; both run
 //! in WAL mode. PostgreSQL uses one pool for both.
 
+pub mod console;
 mod conversations;
 mod cursors;
 mod events;
@@ -18,8 +19,8 @@ mod turns;
 mod workflow;
 
 pub use conversations::{
-    Committed, Conversation, Ingested, NewReply, PendingInbound, Transfer, TransferError,
-    TurnCommit,
+    Committed, Conversation, IngestOptions, Ingested, NewReply, PendingInbound, Transfer,
+    TransferError, TurnCommit,
 };
 pub use cursors::CursorWrite;
 pub use events::NewEvent;

@@ -261,7 +261,12 @@ async fn group_loop(pool: AnyPool, mut receiver: mpsc::Receiver<Job>) {
 /// prepared form from sqlx's statement cache. Returns the RETURNING rows of each script.
 async fn run_sqlite(pool: &AnyPool, scripts: &[&[Statement]]) -> StoreResult<Vec<Vec<AnyRow>>> {
     let mut connection = pool.acquire().await?;
-    connection.execute("BEGIN").await?;
+    if let Err(error) = connection.execute("BEGIN").await {
+        // A connection that cannot begin may be stuck in a transaction a failed rollback left
+        // open: never hand it out again, the pool opens a fresh one for the next group.
+        connection.close_on_drop();
+        return Err(error.into());
+    }
     let mut results = Vec::with_capacity(scripts.len());
     for statements in scripts {
         let mut sql = String::new();
@@ -276,16 +281,33 @@ async fn run_sqlite(pool: &AnyPool, scripts: &[&[Statement]]) -> StoreResult<Vec
             Ok(rows) => results.push(rows),
             Err(error) => {
                 // Undo the group before the connection goes back to the pool.
-                let _ = connection.execute("ROLLBACK").await;
+                roll_back(&mut connection).await;
                 return Err(error.into());
             }
         }
     }
     if let Err(error) = connection.execute("COMMIT").await {
-        let _ = connection.execute("ROLLBACK").await;
+        roll_back(&mut connection).await;
         return Err(error.into());
     }
     Ok(results)
+}
+
+/// Roll back a failed group. SQLite may already have rolled back on its own (a full disk, an
+/// I/O error), and then ROLLBACK fails with "no transaction is active", which is fine; but if
+/// the rollback fails while a transaction is still open (the disk still full), the connection
+/// would start every later group inside it ("cannot start a transaction within a
+/// transaction") and no write would ever succeed again. So the connection is closed instead
+/// of going back to the pool.
+async fn roll_back(connection: &mut sqlx::pool::PoolConnection<sqlx::Any>) {
+    match connection.execute("ROLLBACK").await {
+        Ok(_) => {}
+        Err(error) if error.to_string().contains("no transaction is active") => {}
+        Err(error) => {
+            tracing::warn!(error = %error, "rollback failed: the write connection is replaced");
+            connection.close_on_drop();
+        }
+    }
 }
 
 /// A script as one PostgreSQL statement: every statement but the last becomes a

@@ -125,6 +125,7 @@ pub async fn run_tasks(command: TasksCommand, settings: Settings) -> anyhow::Res
                 queue,
                 contact_id: contact,
                 order_id: None,
+                queues: None,
             };
             let page = service
                 .list(&operator, filter, cursor.as_deref(), Some(limit))

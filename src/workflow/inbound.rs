@@ -1,7 +1,7 @@
 //! Inbound status updates: the back office pushes a signed `task.status` event (Standard
 //! Webhooks, `workflow.inbound.secret`); a `webhook-id` seen before changes nothing.
 
-use serde::Deserialize;
+use switchboard_webhooks::{UpdateError, parse_status_update};
 
 use super::{Actor, InboundOutcome, TaskStatus, Transition, WorkflowError, WorkflowService};
 use crate::store::{TaskConflict, task_conflict};
@@ -37,17 +37,12 @@ impl WorkflowService {
                 message: error.to_string(),
             })?;
         let webhook_id = webhook_id.unwrap_or_default().to_string();
-        let update: InboundEvent = serde_json::from_slice(body).map_err(|error| {
-            WorkflowError::invalid("body", format!("not a status update: {error}"))
+        let update = parse_status_update::<TaskStatus>(body).map_err(|error| match error {
+            UpdateError::Body(_) => WorkflowError::invalid("body", error.to_string()),
+            UpdateError::UnknownType(_) => WorkflowError::invalid("type", error.to_string()),
         })?;
-        if update.kind != "task.status" {
-            return Err(WorkflowError::invalid(
-                "type",
-                format!("unknown event type {:?} (known: task.status)", update.kind),
-            ));
-        }
         let actor = Actor::back_office("inbound", self.settings.inbound.roles.clone());
-        let task_id = update.data.task_id.clone();
+        let task_id = update.task_id.clone();
         if self.store.inbound_seen(&webhook_id).await? {
             return Ok(InboundOutcome {
                 task: self.get(&actor, &task_id).await?,
@@ -55,9 +50,9 @@ impl WorkflowService {
             });
         }
         let transition = Transition {
-            status: update.data.status,
-            reason: update.data.reason,
-            customer_note: update.data.customer_note,
+            status: update.status,
+            reason: update.reason,
+            customer_note: update.customer_note,
             expected_version: None,
         };
         match self
@@ -79,23 +74,4 @@ impl WorkflowService {
             Err(other) => Err(other),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InboundEvent {
-    #[serde(rename = "type")]
-    kind: String,
-    data: InboundStatus,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InboundStatus {
-    task_id: String,
-    status: TaskStatus,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    customer_note: Option<String>,
 }

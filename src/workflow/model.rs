@@ -259,6 +259,14 @@ pub(super) enum ActorKind {
     Operator { name: String, roles: Vec<String> },
     /// The back office pushing a signed status update.
     BackOffice { name: String, roles: Vec<String> },
+    /// A person signed in to the console: scopes from their role, back-office roles, and
+    /// the task queues they may see (None: all).
+    Staff {
+        email: String,
+        scopes: Vec<Scope>,
+        roles: Vec<String>,
+        task_queues: Option<Vec<String>>,
+    },
     /// A policy deciding on its own.
     Policy,
 }
@@ -277,6 +285,35 @@ impl Actor {
                 name: name.into(),
                 roles,
             },
+        }
+    }
+
+    /// A person signed in to the console (the console authenticated them): what their role
+    /// allows, their back-office roles, and the task queues they work (None: all).
+    pub fn staff(
+        email: impl Into<String>,
+        scopes: Vec<Scope>,
+        roles: Vec<String>,
+        task_queues: Option<Vec<String>>,
+    ) -> Actor {
+        Actor {
+            kind: ActorKind::Staff {
+                email: email.into(),
+                scopes,
+                roles,
+                task_queues,
+            },
+        }
+    }
+
+    /// The task queues this actor is limited to, if any.
+    pub fn task_queues(&self) -> Option<&[String]> {
+        match &self.kind {
+            ActorKind::Staff {
+                task_queues: Some(queues),
+                ..
+            } => Some(queues),
+            _ => None,
         }
     }
 
@@ -322,6 +359,7 @@ impl Actor {
             ActorKind::Customer(context) => format!("customer:{}", context.contact_id),
             ActorKind::ApiKey(key) => format!("api_key:{}", key.id),
             ActorKind::Operator { name, .. } => format!("operator:{name}"),
+            ActorKind::Staff { email, .. } => format!("user:{email}"),
             ActorKind::BackOffice { name, .. } => format!("backoffice:{name}"),
             ActorKind::Policy => "policy".into(),
         }
@@ -335,6 +373,9 @@ impl Actor {
             ActorKind::ApiKey(key) => {
                 key.scopes.contains(&scope) || key.scopes.contains(&Scope::Admin)
             }
+            ActorKind::Staff { scopes, .. } => {
+                scopes.contains(&scope) || scopes.contains(&Scope::Admin)
+            }
             ActorKind::Operator { .. } | ActorKind::BackOffice { .. } | ActorKind::Policy => true,
         }
     }
@@ -342,9 +383,9 @@ impl Actor {
     pub fn has_role(&self, role: &str) -> bool {
         match &self.kind {
             ActorKind::ApiKey(key) => key.roles.iter().any(|held| held == role),
-            ActorKind::Operator { roles, .. } | ActorKind::BackOffice { roles, .. } => {
-                roles.iter().any(|held| held == role)
-            }
+            ActorKind::Operator { roles, .. }
+            | ActorKind::BackOffice { roles, .. }
+            | ActorKind::Staff { roles, .. } => roles.iter().any(|held| held == role),
             ActorKind::Customer(_) | ActorKind::Policy => false,
         }
     }

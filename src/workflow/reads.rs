@@ -13,8 +13,16 @@ impl WorkflowService {
     pub async fn get(&self, actor: &Actor, task_id: &str) -> Result<Task, WorkflowError> {
         let contact = self.reader_contact(actor).await?;
         let row = self.store.task(task_id).await?;
+        let in_queues = |queue: &str| {
+            actor
+                .task_queues()
+                .is_none_or(|queues| queues.iter().any(|q| q == queue))
+        };
         match row {
-            Some(row) if contact.as_ref().is_none_or(|id| *id == row.contact_id) => {
+            Some(row)
+                if contact.as_ref().is_none_or(|id| *id == row.contact_id)
+                    && in_queues(&row.queue) =>
+            {
                 task_of_row(&row)
             }
             _ => Err(WorkflowError::not_found(
@@ -49,6 +57,9 @@ impl WorkflowService {
     ) -> Result<TaskPage, WorkflowError> {
         if let Some(contact) = self.reader_contact(actor).await? {
             filter.contact_id = Some(contact);
+        }
+        if let Some(queues) = actor.task_queues() {
+            filter.queues = Some(queues.to_vec());
         }
         if let Some(status) = &filter.status
             && TaskStatus::parse(status).is_none()

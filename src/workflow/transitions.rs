@@ -77,6 +77,15 @@ impl WorkflowService {
                 WorkflowError::not_found("task_not_found", format!("task {task_id}"))
             })?;
             let task = task_of_row(&row)?;
+            if actor
+                .task_queues()
+                .is_some_and(|queues| !queues.contains(&task.queue))
+            {
+                return Err(WorkflowError::not_found(
+                    "task_not_found",
+                    format!("task {task_id}"),
+                ));
+            }
             if let Some(conversation) = &customer
                 && task.contact_id != conversation.contact_id
             {

@@ -1,8 +1,6 @@
-//! Webhooks both ways, signed per the Standard Webhooks spec: `webhook-id`,
-//! `webhook-timestamp` (seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 of
-//! "id.timestamp.body">`, with secrets written `whsec_<base64 key>`. Receivers can verify our
-//! events with the reference `standardwebhooks` libraries, and the back office signs the
-//! status updates it pushes in the same way.
+//! Outbound webhooks, signed per the Standard Webhooks spec by `switchboard_webhooks` (the
+//! signing, verification and status-update parsing live in that small crate of their own, so
+//! the fuzz targets reach them without building the server).
 //!
 //! Outbound events are outbox rows of kind `webhook` (written with the task change that caused
 //! them); [`WebhookSender`] is what the outbox worker calls to deliver one. The `webhook-id` is
@@ -12,113 +10,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use switchboard_connector::ConnectorError;
 
 use super::settings::WebhookEndpoint;
 use crate::outbox::RowSender;
 use crate::store::OutboxRow;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SignatureError {
-    #[error("the secret must be whsec_ followed by base64")]
-    BadSecret,
-    #[error("missing header {0}")]
-    MissingHeader(&'static str),
-    #[error("webhook-timestamp is not a number of seconds")]
-    BadTimestamp,
-    #[error("webhook-timestamp is too far from now")]
-    Stale,
-    #[error("no signature matches")]
-    Mismatch,
-}
-
-/// Signs and verifies with one `whsec_` secret.
-#[derive(Clone)]
-pub struct Signer {
-    key: Vec<u8>,
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Signer(<redacted>)")
-    }
-}
-
-impl Signer {
-    pub fn new(secret: &str) -> Result<Signer, SignatureError> {
-        let encoded = secret
-            .strip_prefix("whsec_")
-            .ok_or(SignatureError::BadSecret)?;
-        let key = STANDARD
-            .decode(encoded)
-            .map_err(|_| SignatureError::BadSecret)?;
-        if key.is_empty() {
-            return Err(SignatureError::BadSecret);
-        }
-        Ok(Signer { key })
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length")
-    }
-
-    /// The `webhook-signature` header value for one message.
-    pub fn sign(&self, id: &str, timestamp_secs: i64, body: &[u8]) -> String {
-        let mut mac = self.mac();
-        mac.update(format!("{id}.{timestamp_secs}.").as_bytes());
-        mac.update(body);
-        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-    }
-
-    /// Check the three headers against `body`: the timestamp within `tolerance_secs` of
-    /// `now_secs`, and one of the space-separated `v1,` signatures matching (in constant time).
-    pub fn verify(
-        &self,
-        id: Option<&str>,
-        timestamp: Option<&str>,
-        signatures: Option<&str>,
-        body: &[u8],
-        now_secs: i64,
-        tolerance_secs: i64,
-    ) -> Result<(), SignatureError> {
-        let id = id.ok_or(SignatureError::MissingHeader("webhook-id"))?;
-        let timestamp = timestamp.ok_or(SignatureError::MissingHeader("webhook-timestamp"))?;
-        let signatures = signatures.ok_or(SignatureError::MissingHeader("webhook-signature"))?;
-        let timestamp_secs: i64 = timestamp
-            .trim()
-            .parse()
-            .map_err(|_| SignatureError::BadTimestamp)?;
-        if (now_secs - timestamp_secs).abs() > tolerance_secs {
-            return Err(SignatureError::Stale);
-        }
-        for candidate in signatures.split(' ') {
-            let Some(encoded) = candidate.strip_prefix("v1,") else {
-                continue;
-            };
-            let Ok(signature) = STANDARD.decode(encoded) else {
-                continue;
-            };
-            let mut mac = self.mac();
-            mac.update(format!("{id}.{timestamp_secs}.").as_bytes());
-            mac.update(body);
-            if mac.verify_slice(&signature).is_ok() {
-                return Ok(());
-            }
-        }
-        Err(SignatureError::Mismatch)
-    }
-}
-
-/// A new random secret in the Standard Webhooks format.
-pub fn generate_secret() -> String {
-    let bytes: [u8; 24] = rand::random();
-    format!("whsec_{}", STANDARD.encode(bytes))
-}
+pub use switchboard_webhooks::{SignatureError, Signer, generate_secret};
 
 /// What an outbox row of kind `webhook` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,57 +101,5 @@ impl RowSender for WebhookSender {
             message: format!("endpoint {} answered {status}", endpoint.name),
             retry_after,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signs_like_the_reference_implementation() {
-        // The example of the Standard Webhooks spec's reference test suite.
-        let signer = Signer::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let body = br#"{"test": 2432232314}"#;
-        assert_eq!(
-            signer.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body),
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
-        let header = signer.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
-        assert_eq!(
-            signer.verify(
-                Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
-                Some("1614265330"),
-                Some(&format!("v1,bm90IHRoaXM= {header}")),
-                body,
-                1614265331,
-                300
-            ),
-            Ok(())
-        );
-        assert_eq!(
-            signer.verify(
-                Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
-                Some("1614265330"),
-                Some(&header),
-                br#"{"test": 2432232315}"#,
-                1614265331,
-                300
-            ),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            signer.verify(
-                Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
-                Some("1614265330"),
-                Some(&header),
-                body,
-                1614265330 + 301,
-                300
-            ),
-            Err(SignatureError::Stale)
-        );
-        assert!(Signer::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
-        assert!(Signer::new(&generate_secret()).is_ok());
     }
 }

@@ -4,6 +4,16 @@ use std::process::{Command, Stdio};
 
 use crate::helpers::{Backend, TestDatabase};
 
+/// The server process, killed when the test ends, even by a failed assertion.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn widget_chats_in_a_real_browser() {
     let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
@@ -19,7 +29,7 @@ async fn widget_chats_in_a_real_browser() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("serve")
         .arg("--config")
         .arg(concat!(
@@ -29,11 +39,14 @@ async fn widget_chats_in_a_real_browser() {
         .env("SWITCHBOARD__DATA_DIR", database.dir.path())
         .env("SWITCHBOARD__HTTP__PORT", port.to_string())
         .env("SWITCHBOARD__LOG__LEVEL", "warn")
+        // Demo mode, as scripts/demo runs it: the demo page is signed in as the demo customer.
+        .env("SWITCHBOARD__DEMO", "true")
         .stdout(Stdio::null())
         .spawn()
+        .map(Server)
         .expect("start switchboard");
     let client = reqwest::Client::new();
-    crate::helpers::eventually(60, "the server to be ready", || {
+    crate::helpers::eventually(240, "the server to be ready", || {
         let client = client.clone();
         async move {
             client
@@ -51,8 +64,7 @@ async fn widget_chats_in_a_real_browser() {
         .output()
         .await
         .expect("node runs");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
@@ -97,5 +109,102 @@ async fn widget_chats_in_a_real_browser() {
             .map(|s| s.contains("enviaments")),
         Some(true),
         "{data}"
+    );
+}
+
+/// Run `switchboard` with the demo config on the database in `dir` (a command line, or the
+/// server).
+fn switchboard(dir: &std::path::Path, port: u16) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .arg("--config")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/switchboard.toml"
+        ))
+        .env("SWITCHBOARD__DATA_DIR", dir)
+        .env("SWITCHBOARD__HTTP__PORT", port.to_string())
+        .env("SWITCHBOARD__LOG__LEVEL", "warn")
+        // The demo page signs its visitor in as the demo customer (whose refund finance approves).
+        .env("SWITCHBOARD__DEMO", "true");
+    command
+}
+
+/// The agent console in headless Chromium (tests/browser/console.mjs): a handoff claimed,
+/// answered live and handed back; a takeover; a refund approved by finance in the tasks view;
+/// access control; out-of-hours notice; reports with charts. Screenshots of the key screens
+/// are saved under the test's target temporary directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_real_browser() {
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    assert!(
+        std::path::Path::new(browser_dir)
+            .join("node_modules/playwright-core")
+            .exists(),
+        "playwright-core is not installed: run scripts/test (or `npm ci` in tests/browser)"
+    );
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let password = "demo-console-password";
+    for (email, role, roles, teams) in [
+        ("agent@demo.test", "agent", "", "support"),
+        ("finance@demo.test", "backoffice", "finance", ""),
+        ("admin@demo.test", "admin", "", ""),
+    ] {
+        let status = switchboard(database.dir.path(), port)
+            .args([
+                "user",
+                "create",
+                "--email",
+                email,
+                "--name",
+                email.split('@').next().unwrap(),
+            ])
+            .args(["--role", role, "--roles", roles, "--teams", teams])
+            .args(["--password-env", "CONSOLE_PASSWORD"])
+            .env("CONSOLE_PASSWORD", password)
+            .status()
+            .expect("switchboard user create runs");
+        assert!(status.success(), "user create {email}");
+    }
+    let server = switchboard(database.dir.path(), port)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Server)
+        .expect("start switchboard");
+    let client = reqwest::Client::new();
+    crate::helpers::eventually(240, "the server to be ready", || {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    let screenshots = concat!(env!("CARGO_TARGET_TMPDIR"), "/console-screenshots");
+    let output = tokio::process::Command::new("node")
+        .arg(format!("{browser_dir}/console.mjs"))
+        .arg(format!("http://127.0.0.1:{port}"))
+        .env("CONSOLE_PASSWORD", password)
+        .env("SCREENSHOT_DIR", screenshots)
+        .output()
+        .await
+        .expect("node runs");
+    drop(server);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\nscreenshots in {screenshots}");
+    assert!(
+        output.status.success(),
+        "console browser test failed:\n{stdout}\n{stderr}"
     );
 }

@@ -659,10 +659,7 @@ async fn half_ingested_message_is_answered(backend: Backend) {
         AppOptions::default(),
     )
     .await;
-    let signature =
-        switchboard_webchat::session::IdentityVerifier::new(b"shop-secret").sign("ana@example.com");
-    let hello = json!({"type": "hello", "token": null,
-        "identity": {"email": "ana@example.com", "signature": signature}});
+    let hello = crate::helpers::signed_in_hello(&app.ws_url(), b"shop-secret", "ana@example.com");
     // Linking the customer's email fails after the message is stored.
     let (fail, heal) = match backend {
         Backend::Sqlite => (

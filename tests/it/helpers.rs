@@ -72,6 +72,17 @@ impl TestDatabase {
     }
 }
 
+/// The `hello` of a customer signed in to a shop whose identity secret is `secret`, as the
+/// shop's page on the server's own origin sends it: a ten-minute identity token.
+pub fn signed_in_hello(ws_url: &str, secret: &[u8], email: &str) -> Value {
+    let identity_token = switchboard_webchat::session::IdentityVerifier::new(secret).issue_token(
+        email,
+        &same_origin(ws_url),
+        chrono::Utc::now().timestamp() + 600,
+    );
+    serde_json::json!({"type": "hello", "token": null, "identity_token": identity_token})
+}
+
 /// A web chat setting of the `web` instance, as a `[[channel]]` key would set it.
 pub fn set_webchat(settings: &mut Settings, key: &str, value: impl Into<Value>) {
     settings
@@ -104,6 +115,11 @@ pub fn settings(database: &TestDatabase) -> Settings {
     );
     web.insert("rate_per_minute".into(), 6000.into());
     web.insert("rate_burst".into(), 500.into());
+    // Every test client comes from 127.0.0.1: the per-address limits have their own tests.
+    web.insert("ip_rate_per_minute".into(), 60_000.into());
+    web.insert("ip_rate_burst".into(), 5000.into());
+    web.insert("ip_sessions_per_minute".into(), 60_000.into());
+    web.insert("ip_sessions_burst".into(), 5000.into());
     settings
 }
 
@@ -157,7 +173,7 @@ pub fn options_with(
     }
 }
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A browser tab speaking the web chat protocol.
@@ -183,9 +199,12 @@ impl Visitor {
     /// Connect with a `hello` frame of one's own. Frames before the welcome (an error about
     /// the identity) wait in the backlog.
     pub async fn hello(url: &str, hello: Value) -> Visitor {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("ws connect");
+        let socket = open_socket(url, Some(&same_origin(url))).await;
+        Visitor::greet(socket, hello).await
+    }
+
+    /// Say `hello` on a socket opened by the caller; the welcome must follow.
+    pub async fn greet(mut socket: Socket, hello: Value) -> Visitor {
         socket
             .send(Message::text(hello.to_string()))
             .await
@@ -274,7 +293,59 @@ impl Visitor {
     }
 }
 
-async fn read_frame(socket: &mut Socket) -> Next {
+/// The origin of the server's own pages, as a browser on the demo page would send it.
+pub fn same_origin(ws_url: &str) -> String {
+    let authority = ws_url
+        .trim_start_matches("ws://")
+        .split('/')
+        .next()
+        .expect("a host");
+    format!("http://{authority}")
+}
+
+/// A WebSocket with the given `Origin` header (none: like a script, not a browser).
+pub async fn open_socket(url: &str, origin: Option<&str>) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws url");
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("origin header"));
+    }
+    let (socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("ws connect");
+    socket
+}
+
+/// A TCP connection to `server` from the loopback address `source` (127.0.0.2 is another
+/// client as far as the server can tell).
+pub async fn tcp_from(source: &str, server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("tcp socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("source address"))
+        .expect("bind the source address");
+    socket.connect(server).await.expect("tcp connect")
+}
+
+/// A WebSocket to the web chat from the loopback address `source`, with `Origin` as given.
+pub async fn socket_from(source: &str, app: &TestApp, origin: Option<&str>) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = app.ws_url().into_client_request().expect("ws url");
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().expect("origin header"));
+    }
+    let tcp = tcp_from(source, app.app.addr).await;
+    let (socket, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("ws handshake");
+    socket
+}
+
+pub async fn read_frame(socket: &mut Socket) -> Next {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(20), socket.next())
             .await

@@ -2,13 +2,20 @@
 
 mod helpers;
 
+mod abuse;
 mod assistant;
 mod browser;
 mod channels;
+mod console;
 mod crash;
+mod email;
+mod email_contract;
+mod edge;
 mod http;
 mod migrations;
 mod outbox;
+mod reopen;
 mod router;
+mod schema;
 mod webchat;
 mod workflow;

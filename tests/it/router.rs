@@ -167,7 +167,7 @@ both_backends!(
 );
 
 /// Hands off when asked for a person; otherwise answers.
-struct HandsOff;
+pub struct HandsOff;
 
 #[async_trait]
 impl Assistant for HandsOff {

@@ -89,9 +89,9 @@ async fn protocol_errors_are_answered_and_contained(backend: Backend) {
     let forged = bystander
         .token
         .replace(&bystander.visitor_id, "someone-else");
-    let (mut socket, _) = tokio_tungstenite::connect_async(app.ws_url())
-        .await
-        .unwrap();
+    let url = app.ws_url();
+    let mut socket =
+        crate::helpers::open_socket(&url, Some(&crate::helpers::same_origin(&url))).await;
     use futures::{SinkExt, StreamExt};
     socket
         .send(Message::text(
@@ -236,11 +236,11 @@ async fn signed_in_customers_are_vouched_for(backend: Backend) {
     )
     .await;
     let shop = IdentityVerifier::new(b"shop-secret");
-    let signed_in = |email: &str, signature: &str, token: Option<&str>| {
-        json!({"type": "hello", "token": token,
-               "identity": {"email": email, "signature": signature}})
-    };
-    let signature = shop.sign("Ana@Example.com");
+    // The shop's pages are the server's own origin here; tokens last ten minutes.
+    let origin = crate::helpers::same_origin(&app.ws_url());
+    let expires = chrono::Utc::now().timestamp() + 600;
+    let signed_in = |_email: &str, identity_token: &str, token: Option<&str>| json!({"type": "hello", "token": token, "identity_token": identity_token});
+    let signature = shop.issue_token("Ana@Example.com", &origin, expires);
 
     // Signed in: a visitor of their own, the email linked to their contact on their first
     // message.
@@ -285,7 +285,15 @@ async fn signed_in_customers_are_vouched_for(backend: Backend) {
     // A forged signature: told, and chatting as a guest.
     let mut forged = Visitor::hello(
         &app.ws_url(),
-        signed_in("ana@example.com", &shop.sign("jordi@example.cat"), None),
+        signed_in(
+            "ana@example.com",
+            &IdentityVerifier::new(b"not-the-shop").issue_token(
+                "ana@example.com",
+                &origin,
+                expires,
+            ),
+            None,
+        ),
     )
     .await;
     let error = forged

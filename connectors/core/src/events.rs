@@ -32,6 +32,17 @@ pub enum EventKind {
     /// A back-office task of the conversation changed: `data` holds `task_id`, `status`.
     #[serde(rename = "task.changed")]
     TaskChanged,
+    /// An agent wrote a private note (never shown to the customer): `data` holds `text`,
+    /// `author` (user id) and `author_name`.
+    #[serde(rename = "note.added")]
+    NoteAdded,
+    /// The conversation's labels changed: `data` holds `labels`.
+    #[serde(rename = "labels.changed")]
+    LabelsChanged,
+    /// The customer rated a resolved conversation: `data` holds `score` (1 to 5) and
+    /// `comment`.
+    #[serde(rename = "conversation.rated")]
+    ConversationRated,
     /// Someone is typing (not stored; `seq` is 0): `data` holds `author`, `active`.
     #[serde(rename = "typing")]
     Typing,
@@ -46,6 +57,9 @@ impl EventKind {
             EventKind::MessageFailed => "message.failed",
             EventKind::OwnerChanged => "owner.changed",
             EventKind::TaskChanged => "task.changed",
+            EventKind::NoteAdded => "note.added",
+            EventKind::LabelsChanged => "labels.changed",
+            EventKind::ConversationRated => "conversation.rated",
             EventKind::Typing => "typing",
         }
     }
@@ -58,6 +72,9 @@ impl EventKind {
             EventKind::MessageFailed,
             EventKind::OwnerChanged,
             EventKind::TaskChanged,
+            EventKind::NoteAdded,
+            EventKind::LabelsChanged,
+            EventKind::ConversationRated,
             EventKind::Typing,
         ]
         .into_iter()

@@ -19,6 +19,7 @@
 pub mod contract;
 mod events;
 mod factory;
+pub mod files;
 mod message;
 
 use std::sync::Arc;
@@ -29,12 +30,22 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use events::{EventKind, EventWatch, LiveEvent};
-pub use factory::{ChannelFactory, InstanceConfig, Secret, expand_env};
+pub use factory::{
+    ChannelFactory, ChannelTable, InstanceConfig, OutboundOverrides, SHARED_KEYS, Secret,
+    TableError, expand_env, valid_name,
+};
 pub use message::{
     Attachment, AttachmentBody, AuthorKind, ChannelMessage, Choice, Extension, Extensions,
     InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice, PlatformIdentity,
-    SendReceipt, TypingSignal, is_plausible_email, normalise_email,
+    RecordOnly, SendReceipt, TypingSignal, is_plausible_email, normalise_email,
 };
+
+/// The client's address, which the app's HTTP edge puts in the extensions of every request it
+/// serves (an `axum::Extension<ClientAddress>`): the TCP peer, or, behind a reverse proxy the
+/// operator trusts, the address that proxy names (`http.client_address_header`). Connector
+/// routes key their per-client limits by it instead of reading forwarding headers themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddress(pub std::net::IpAddr);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
@@ -146,6 +157,13 @@ pub trait ConnectorHost: Send + Sync {
 
     /// Presence from the customer's side; not stored.
     fn typing(&self, signal: TypingSignal);
+
+    /// Something a client sent was refused at this instance's edge (a rate limit, a foreign
+    /// origin, a malformed frame): `reason` is a stable label, counted by the app in
+    /// `switchboard_edge_rejections_total{reason}`.
+    fn edge_rejection(&self, reason: &'static str) {
+        let _ = reason;
+    }
 }
 
 /// How fast an instance may send; the app's outbox enforces it per instance.

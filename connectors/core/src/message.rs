@@ -106,6 +106,20 @@ impl Extensions {
     }
 }
 
+/// Marks an inbound message that nobody should answer: one a machine sent (an auto-reply, a
+/// bounce, list mail), so that two automatic responders never answer each other, or history
+/// imported from the platform. The app stores it in its thread's conversation, where agents
+/// see it, but no owner takes a turn on it and it reopens nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordOnly {
+    /// Why, such as `auto-submitted: auto-replied` or `imported`.
+    pub reason: String,
+}
+
+impl Extension for RecordOnly {
+    const KEY: &'static str = "record_only";
+}
+
 /// The sender of an inbound event as the platform identifies them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlatformIdentity {

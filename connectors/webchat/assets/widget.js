@@ -44,9 +44,11 @@
     return u.href;
   })();
   var openOnLoad = !!script && script.getAttribute('data-open') === 'true';
-  // A customer signed in to the embedding site, vouched for by its server's signature.
+  // A customer signed in to the embedding site, vouched for by its server: an identity token
+  // (a short-lived JWT for this page's origin), or the legacy email signature.
+  var identityToken = (script && script.getAttribute('data-user-token')) || null;
   var identity = null;
-  if (script && script.getAttribute('data-user-email') && script.getAttribute('data-user-signature')) {
+  if (!identityToken && script && script.getAttribute('data-user-email') && script.getAttribute('data-user-signature')) {
     identity = {
       email: script.getAttribute('data-user-email'),
       signature: script.getAttribute('data-user-signature')
@@ -486,7 +488,8 @@
   var reconnectTimer = null;
   var welcomeTimer = null;
   var retryTimer = null;
-  var haltedByPolicy = false; // closed with 1008: wait for the user before reconnecting
+  var haltedByPolicy = false; // closed with 1008 or 4003: wait for the user before reconnecting
+  var sessionRetryMs = 15000; // delay before reconnecting after 4029 (the server's retry_after_ms)
   var visitorId = null;
   var conversationId = null;
 
@@ -535,7 +538,8 @@
     socket.onopen = function () {
       if (ws !== socket) return;
       var hello = { type: 'hello', token: loadToken() };
-      if (identity) hello.identity = identity;
+      if (identityToken) hello.identity_token = identityToken;
+      else if (identity) hello.identity = identity;
       socket.send(JSON.stringify(hello));
       clearTimeout(welcomeTimer);
       welcomeTimer = setTimeout(function () {
@@ -573,6 +577,15 @@
       } else if (event.code === 1008) {
         haltedByPolicy = true;
         setState('closed', 'Disconnected. Send a message to reconnect.');
+      } else if (event.code === 4003) {
+        // This page's origin may not use this chat server: retrying cannot help.
+        haltedByPolicy = true;
+        setState('closed', 'Chat is not available on this page.');
+      } else if (event.code === 4029) {
+        // Too many new sessions from this network: wait the server's delay, then try again.
+        clearTimeout(reconnectTimer);
+        setState('reconnecting', 'Busy. Reconnecting shortly...');
+        reconnectTimer = setTimeout(function () { reconnectTimer = null; connect(); }, Math.max(1000, sessionRetryMs));
       } else {
         connectSoon(false);
       }
@@ -684,11 +697,17 @@
       case 'hello_required':
         return; // the server closes with 4002 and we reconnect
       case 'invalid_identity':
-        identity = null; // the site's signature is wrong: chat as a guest
+      case 'identity_expired':
+      case 'identity_wrong_origin':
+        // The site's token is wrong, expired or for another page: chat as a guest.
+        identity = null;
+        identityToken = null;
         return;
       case 'rate_limited':
+        var retryMs = typeof f.retry_after_ms === 'number' ? f.retry_after_ms : 15000;
+        if (!cid) { sessionRetryMs = retryMs; return; } // the server closes with 4029
         notice("You're sending messages too quickly. We'll send it again shortly.");
-        if (cid) scheduleRetry(15000);
+        scheduleRetry(Math.max(1000, retryMs));
         return;
       case 'unavailable':
         notice("We couldn't send your message just now. Retrying...");

@@ -11,31 +11,37 @@
 //! The wire protocol is documented in `docs/webchat-protocol.md`.
 
 mod factory;
+pub mod limits;
+mod peer;
 pub mod protocol;
 pub mod session;
 
 pub use factory::{WebchatConfig, WebchatFactory};
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
 use switchboard_connector::{
-    AuthorKind, Connector, ConnectorError, ConnectorHost, EventKind, HostError, InboundEvent,
-    LiveEvent, OutboundMessage, PlatformIdentity, SendReceipt, TypingSignal,
+    AuthorKind, ClientAddress, Connector, ConnectorError, ConnectorHost, EventKind, HostError,
+    InboundEvent, LiveEvent, OutboundMessage, PlatformIdentity, SendReceipt, TypingSignal,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::{Limits, Rate};
+use crate::peer::{Peer, origin_allowed};
 use crate::protocol::{ClientFrame, MessageView, ServerFrame, close};
-use crate::session::{IdentityVerifier, SessionSigner};
+use crate::session::{IdentityRefused, IdentityVerifier, SessionSigner, normalise_origin};
 
 pub const KIND: &str = "webchat";
 
@@ -46,37 +52,62 @@ pub const WIDGET_JS: &str = include_str!("../assets/widget.js");
 pub const WIDGET_CSS: &str = include_str!("../assets/widget.css");
 pub const DEMO_HTML: &str = include_str!("../assets/demo.html");
 
-/// Tunables of the web chat channel (`[webchat]` in the config file).
-#[derive(Debug, Clone)]
+/// Lifetime of the demo page's identity token: a copied page stops working within the hour.
+const DEMO_TOKEN_SECS: i64 = 3600;
+
+/// Tunables of one web chat instance (its `[[channel]]` table, see [`WebchatConfig`]).
+#[derive(Clone)]
 pub struct WebchatSettings {
     pub signer: SessionSigner,
     /// Largest accepted text frame; a larger one closes the socket with 1009.
     pub max_frame_bytes: usize,
     pub max_text_chars: usize,
-    /// Sustained messages per minute per connection, and the burst allowed above it.
-    pub rate_per_minute: u32,
-    pub rate_burst: u32,
-    /// Consecutive refused messages after which a flooding client is disconnected.
+    /// Messages per visitor, across all its sockets.
+    pub visitor_rate: Rate,
+    /// Messages per client address, across all its visitors.
+    pub address_rate: Rate,
+    /// New sessions per client address.
+    pub session_rate: Rate,
+    /// Frames of any kind per socket (typing and malformed frames included).
+    pub frame_rate: Rate,
+    /// Consecutive refused frames after which a flooding client is disconnected.
     pub flood_close_after: u32,
     pub history_limit: u32,
+    /// A socket that has not said `hello` by then is closed.
     pub hello_timeout: Duration,
+    /// Origins whose pages may open the socket; empty: the server's own origin only.
+    pub allowed_origins: Vec<String>,
     /// Checks the signed-in customers that embedding pages vouch for; `None` refuses them.
     pub identities: Option<IdentityVerifier>,
-    /// The demo page is signed in as this customer.
+    /// Demo mode only: the demo page is signed in as this customer.
     pub demo_email: Option<String>,
+}
+
+impl std::fmt::Debug for WebchatSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebchatSettings")
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("visitor_rate", &self.visitor_rate)
+            .field("address_rate", &self.address_rate)
+            .field("allowed_origins", &self.allowed_origins)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebchatSettings {
     pub fn new(secret: &[u8]) -> WebchatSettings {
         WebchatSettings {
-            signer: SessionSigner::new(secret, 90 * 24 * 3600),
+            signer: SessionSigner::new(secret, 30 * 24 * 3600),
             max_frame_bytes: 16 * 1024,
             max_text_chars: 4000,
-            rate_per_minute: 120,
-            rate_burst: 20,
+            visitor_rate: Rate::new(120, 20),
+            address_rate: Rate::new(600, 100),
+            session_rate: Rate::new(30, 20),
+            frame_rate: Rate::new(600, 120),
             flood_close_after: 50,
             history_limit: 100,
             hello_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
             identities: None,
             demo_email: None,
         }
@@ -105,6 +136,7 @@ const RECENT_IDS: usize = 32;
 pub struct WebchatConnector {
     name: String,
     settings: WebchatSettings,
+    limits: Limits,
     tabs: DashMap<String, VisitorTabs>,
     next_tab: AtomicU64,
     shutdown: CancellationToken,
@@ -112,9 +144,16 @@ pub struct WebchatConnector {
 
 impl WebchatConnector {
     pub fn new(name: &str, settings: WebchatSettings) -> Arc<WebchatConnector> {
+        let limits = Limits::new(
+            settings.visitor_rate,
+            settings.address_rate,
+            settings.session_rate,
+            settings.frame_rate,
+        );
         Arc::new(WebchatConnector {
             name: name.to_string(),
             settings,
+            limits,
             tabs: DashMap::new(),
             next_tab: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
@@ -126,9 +165,11 @@ impl WebchatConnector {
         self.tabs.iter().map(|entry| entry.value().tabs.len()).sum()
     }
 
-    /// The demo shop's page with the widget of this instance; signed in as the demo customer
-    /// when `demo_email` is set.
-    pub fn demo_page(&self) -> String {
+    /// The demo shop's page with the widget of this instance, as served to a browser on
+    /// `origin` (`http://127.0.0.1:8080`). In demo mode (`demo_email` set) it is signed in as
+    /// the demo customer with an identity token for that origin which expires within the
+    /// hour, so a copied page stops working and works nowhere else.
+    pub fn demo_page(&self, origin: &str) -> String {
         let page = DEMO_HTML.replace(
             "data-open=\"true\"",
             &format!(
@@ -141,18 +182,23 @@ impl WebchatConnector {
         else {
             return page;
         };
-        let signature = identities.sign(email);
+        let expires = now_secs() + DEMO_TOKEN_SECS;
+        // The token is base64url and the email was checked; escaped all the same.
+        let token = escape_html(&identities.issue_token(email, origin, expires));
         let email = escape_html(email);
         page.replace(
             "data-open=\"true\"",
-            &format!(
-                "data-open=\"true\" data-user-email=\"{email}\" data-user-signature=\"{signature}\""
-            ),
+            &format!("data-open=\"true\" data-user-token=\"{token}\""),
         )
         .replace(
             "<!-- signed-in -->",
             &format!("<p class=\"signed-in\">Signed in to the demo shop as <strong>{email}</strong>: ask about your orders (1042 to 1045), a refund or a cancellation.</p>"),
         )
+    }
+
+    /// Rate limit keys held in memory (pruned every minute).
+    pub fn tracked_limit_keys(&self) -> usize {
+        self.limits.tracked_keys()
     }
 
     /// Close every socket with 1001 so that clients reconnect elsewhere or later.
@@ -248,7 +294,15 @@ impl Connector for WebchatConnector {
         _host: Arc<dyn ConnectorHost>,
         shutdown: CancellationToken,
     ) -> Result<(), ConnectorError> {
-        shutdown.cancelled().await;
+        // The rate limit buckets of quiet visitors and addresses are dropped every minute, so
+        // their memory follows the number of recently active keys.
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = prune.tick() => self.limits.forget_idle(),
+                _ = shutdown.cancelled() => break,
+            }
+        }
         self.close_all();
         Ok(())
     }
@@ -297,8 +351,26 @@ struct SocketState {
     host: Arc<dyn ConnectorHost>,
 }
 
-async fn upgrade(State(state): State<SocketState>, ws: WebSocketUpgrade) -> Response {
-    let limit = state.connector.settings.max_frame_bytes;
+async fn upgrade(
+    State(state): State<SocketState>,
+    headers: HeaderMap,
+    client: Option<axum::Extension<ClientAddress>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let settings = &state.connector.settings;
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .map(normalise_origin);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    let peer = Peer {
+        origin_allowed: origin_allowed(&settings.allowed_origins, origin.as_deref(), host),
+        origin,
+        address: client.map(|axum::Extension(ClientAddress(address))| address),
+    };
+    let limit = settings.max_frame_bytes;
     // Small buffers: most sessions sit idle, and 10,000 of them must fit in little memory.
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(0)
@@ -307,7 +379,7 @@ async fn upgrade(State(state): State<SocketState>, ws: WebSocketUpgrade) -> Resp
         // log line; only larger ones end in a transport error.
         .max_message_size(limit.max(HARD_FRAME_LIMIT))
         .max_frame_size(limit.max(HARD_FRAME_LIMIT))
-        .on_upgrade(move |socket| serve_socket(state, socket))
+        .on_upgrade(move |socket| serve_socket(state, socket, peer))
         .into_response()
 }
 
@@ -362,138 +434,198 @@ struct Session {
 /// Visitor ids of signed-in customers start with this; anonymous ones are UUIDs.
 const IDENTITY_PREFIX: &str = "id-";
 
-/// Wait for `hello`, then check or issue the session token. A signed-in customer (a valid
-/// `identity`) is the same visitor on every device; a token of a signed-in customer is not
-/// honoured without the identity (someone else may be using the browser after they left).
-async fn handshake(state: &SocketState, socket: &mut WebSocket) -> Option<Session> {
-    let settings = &state.connector.settings;
-    let first = tokio::time::timeout(settings.hello_timeout, socket.recv()).await;
-    let frame = match first {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<ClientFrame>(&text).ok(),
-        Ok(Some(Ok(_))) => None,
-        Ok(Some(Err(_)) | None) => return None,
-        Err(_elapsed) => None,
+/// Read the next frame, as the handshake and the socket loop see it.
+enum Incoming {
+    Frame(Message),
+    /// A text frame that is not UTF-8: the socket is closed with 1007.
+    InvalidUtf8,
+    Gone,
+}
+
+fn classify(incoming: Option<Result<Message, axum::Error>>) -> Incoming {
+    match incoming {
+        Some(Ok(message)) => Incoming::Frame(message),
+        Some(Err(error)) => {
+            let invalid_utf8 = error
+                .into_inner()
+                .downcast_ref::<tungstenite::Error>()
+                .is_some_and(|error| matches!(error, tungstenite::Error::Utf8(_)));
+            if invalid_utf8 {
+                Incoming::InvalidUtf8
+            } else {
+                Incoming::Gone
+            }
+        }
+        None => Incoming::Gone,
+    }
+}
+
+/// Tell the client why it is refused, then close with `code`.
+async fn refuse_and_close(
+    socket: &mut WebSocket,
+    frame: ServerFrame,
+    code: u16,
+    reason: &'static str,
+) {
+    send_frame(socket, &frame).await;
+    close_with(socket, code, reason).await;
+}
+
+fn retry_millis(retry: Duration) -> u64 {
+    u64::try_from(retry.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The signed-in customer a `hello` vouches for, if its identity holds.
+async fn verify_identity(
+    state: &SocketState,
+    socket: &mut WebSocket,
+    peer: &Peer,
+    identity_token: Option<String>,
+    legacy: Option<protocol::Identity>,
+) -> Option<String> {
+    if identity_token.is_none() && legacy.is_none() {
+        return None;
+    }
+    let connector = &state.connector;
+    let verified = match connector.settings.identities.as_ref() {
+        None => Err(IdentityRefused::Invalid),
+        Some(identities) => match (identity_token, legacy) {
+            (Some(token), _) => identities.verify_token(&token, peer.origin.as_deref(), now_secs()),
+            (None, Some(legacy)) => identities.verify_legacy(&legacy.email, &legacy.signature),
+            (None, None) => Err(IdentityRefused::Invalid),
+        },
     };
-    let Some(ClientFrame::Hello { token, identity }) = frame else {
-        tracing::info!("web chat client did not start with hello");
-        send_frame(
+    match verified {
+        Ok(email) => Some(email),
+        Err(refused) => {
+            tracing::info!(reason = %refused, "web chat identity refused");
+            state.host.edge_rejection("webchat_identity");
+            let message = format!("{refused}; continuing as a guest");
+            send_frame(socket, &ServerFrame::error(refused.code(), message)).await;
+            None
+        }
+    }
+}
+
+/// Wait for `hello`, then check or issue the session token. A signed-in customer (a valid
+/// identity) is the same visitor on every device; a token of a signed-in customer is not
+/// honoured without the identity (someone else may be using the browser after they left).
+/// A resumed session gets a fresh token: the old one ages out, an active visitor never does.
+async fn handshake(state: &SocketState, socket: &mut WebSocket, peer: &Peer) -> Option<Session> {
+    let connector = &state.connector;
+    let settings = &connector.settings;
+    if !peer.origin_allowed {
+        tracing::info!(origin = ?peer.origin, "web chat socket from a foreign origin refused");
+        state.host.edge_rejection("webchat_origin");
+        let frame = ServerFrame::error(
+            "origin_not_allowed",
+            "pages of this origin may not open the chat",
+        );
+        refuse_and_close(
             socket,
-            &ServerFrame::error("hello_required", "the first frame must be hello"),
+            frame,
+            close::ORIGIN_NOT_ALLOWED,
+            "origin not allowed",
         )
         .await;
-        close_with(socket, close::HELLO_REQUIRED, "hello required").await;
         return None;
-    };
-    let email = match identity {
-        None => None,
-        Some(identity) => {
-            let verified = settings
-                .identities
-                .as_ref()
-                .and_then(|identities| identities.verify(&identity.email, &identity.signature));
-            if verified.is_none() {
-                tracing::info!("web chat identity refused");
-                send_frame(
-                    socket,
-                    &ServerFrame::error(
-                        "invalid_identity",
-                        "the identity is not signed by this site; continuing as a guest",
-                    ),
-                )
-                .await;
+    }
+    let first = tokio::time::timeout(settings.hello_timeout, socket.recv()).await;
+    let frame = match first {
+        Ok(incoming) => match classify(incoming) {
+            Incoming::Frame(Message::Text(text)) => protocol::parse_client_frame(&text).ok(),
+            Incoming::Frame(_) => None,
+            Incoming::InvalidUtf8 => {
+                close_with(socket, close::INVALID_PAYLOAD, "invalid utf-8").await;
+                return None;
             }
-            verified
+            Incoming::Gone => return None,
+        },
+        Err(_elapsed) => {
+            state.host.edge_rejection("webchat_hello_timeout");
+            None
         }
     };
+    let Some(ClientFrame::Hello {
+        token,
+        identity_token,
+        identity,
+    }) = frame
+    else {
+        tracing::info!("web chat client did not start with hello");
+        let frame = ServerFrame::error("hello_required", "the first frame must be hello");
+        refuse_and_close(socket, frame, close::HELLO_REQUIRED, "hello required").await;
+        return None;
+    };
+    let email = verify_identity(state, socket, peer, identity_token, identity).await;
+    let now = now_secs();
     let from_token = match token {
-        Some(token) => match settings.signer.verify(&token, now_secs()) {
-            Some(visitor_id) => Some((visitor_id, token)),
+        Some(token) => match settings.signer.verify(&token, now) {
+            Some(visitor_id) => Some(visitor_id),
             None => {
                 tracing::info!("web chat session token refused");
-                send_frame(
-                    socket,
-                    &ServerFrame::error("invalid_token", "the session token is not valid"),
-                )
-                .await;
-                close_with(socket, close::INVALID_TOKEN, "invalid token").await;
+                let frame = ServerFrame::error("invalid_token", "the session token is not valid");
+                refuse_and_close(socket, frame, close::INVALID_TOKEN, "invalid token").await;
                 return None;
             }
         },
         None => None,
     };
-    let now = now_secs();
-    Some(match (email, from_token) {
-        (Some(email), token) => {
-            let visitor_id = settings.signer.identity_visitor(&email);
-            let resumed = token.is_some_and(|(previous, _)| previous == visitor_id);
-            Session {
-                token: settings.signer.issue(&visitor_id, now),
-                visitor_id,
-                resumed,
-                email: Some(email),
-            }
+    let (visitor_id, resumed) = match (&email, from_token) {
+        (Some(email), previous) => {
+            let visitor_id = settings.signer.identity_visitor(email);
+            let resumed = previous.is_some_and(|previous| previous == visitor_id);
+            (visitor_id, resumed)
         }
-        (None, Some((visitor_id, token))) if !visitor_id.starts_with(IDENTITY_PREFIX) => Session {
-            visitor_id,
-            token,
-            resumed: true,
-            email: None,
-        },
-        (None, _) => {
-            let visitor_id = uuid::Uuid::now_v7().to_string();
-            Session {
-                token: settings.signer.issue(&visitor_id, now),
-                visitor_id,
-                resumed: false,
-                email: None,
-            }
-        }
+        (None, Some(visitor_id)) if !visitor_id.starts_with(IDENTITY_PREFIX) => (visitor_id, true),
+        (None, _) => (uuid::Uuid::now_v7().to_string(), false),
+    };
+    if !resumed && let Err(retry) = connector.limits.new_session(peer.address) {
+        tracing::info!(address = ?peer.address, "web chat new sessions rate limited");
+        state.host.edge_rejection("webchat_new_sessions");
+        let frame = ServerFrame::Error {
+            code: "rate_limited",
+            message: "too many new chat sessions from this address, try again later".into(),
+            client_id: None,
+            retry_after_ms: Some(retry_millis(retry)),
+        };
+        refuse_and_close(socket, frame, close::RATE_LIMITED, "too many new sessions").await;
+        return None;
+    }
+    Some(Session {
+        token: settings.signer.issue(&visitor_id, now),
+        visitor_id,
+        resumed,
+        email,
     })
 }
 
-/// A token bucket per connection.
-struct RateLimit {
-    tokens: f64,
-    capacity: f64,
-    per_second: f64,
-    last: Instant,
+/// Consecutive refusals on one socket: a client that keeps going after being told to slow
+/// down is disconnected.
+#[derive(Default)]
+struct Flood {
     refused_in_a_row: u32,
 }
 
-impl RateLimit {
-    fn new(settings: &WebchatSettings) -> RateLimit {
-        RateLimit {
-            tokens: settings.rate_burst as f64,
-            capacity: settings.rate_burst as f64,
-            per_second: settings.rate_per_minute as f64 / 60.0,
-            last: Instant::now(),
-            refused_in_a_row: 0,
-        }
+impl Flood {
+    fn allowed(&mut self) {
+        self.refused_in_a_row = 0;
     }
 
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.refused_in_a_row = 0;
-            true
-        } else {
-            self.refused_in_a_row += 1;
-            false
-        }
+    /// Count a refusal; true when the client should be disconnected.
+    fn refused(&mut self, settings: &WebchatSettings) -> bool {
+        self.refused_in_a_row += 1;
+        self.refused_in_a_row >= settings.flood_close_after
     }
 }
 
-async fn serve_socket(state: SocketState, mut socket: WebSocket) {
+async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
     let Some(Session {
         visitor_id,
         token,
         resumed,
         email,
-    }) = handshake(&state, &mut socket).await
+    }) = handshake(&state, &mut socket, &peer).await
     else {
         return;
     };
@@ -532,19 +664,42 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
         history: history.iter().map(MessageView::from_channel).collect(),
     };
     if send_frame(&mut socket, &welcome).await {
-        let mut rate = RateLimit::new(&settings);
+        let frames = connector.limits.frames();
+        let mut flood = Flood::default();
         let mut sent_here = SentHere::default();
         loop {
             tokio::select! {
                 incoming = socket.recv() => {
-                    let Some(Ok(message)) = incoming else { break };
+                    let message = match classify(incoming) {
+                        Incoming::Frame(message) => message,
+                        Incoming::InvalidUtf8 => {
+                            state.host.edge_rejection("webchat_invalid_utf8");
+                            close_with(&mut socket, close::INVALID_PAYLOAD, "invalid utf-8").await;
+                            break;
+                        }
+                        Incoming::Gone => break,
+                    };
+                    // Over the frame rate: dropped unanswered, so that a flood of malformed
+                    // frames is not echoed back as a flood of errors.
+                    if matches!(message, Message::Text(_) | Message::Binary(_))
+                        && frames.check().is_err()
+                    {
+                        state.host.edge_rejection("webchat_frame_rate");
+                        if flood.refused(&settings) {
+                            tracing::warn!(visitor = %visitor_id, "web chat client flooding, closing");
+                            close_with(&mut socket, close::POLICY, "flooding").await;
+                            break;
+                        }
+                        continue;
+                    }
                     let mut visitor = Visitor {
                         id: &visitor_id,
                         email: email.as_deref(),
+                        address: peer.address,
                         sent_here: &mut sent_here,
                     };
                     let keep_open =
-                        handle_incoming(&state, &mut socket, &mut visitor, &mut rate, message).await;
+                        handle_incoming(&state, &mut socket, &mut visitor, &mut flood, message).await;
                     if !keep_open {
                         break;
                     }
@@ -587,6 +742,7 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket) {
 struct Visitor<'a> {
     id: &'a str,
     email: Option<&'a str>,
+    address: Option<IpAddr>,
     sent_here: &'a mut SentHere,
 }
 
@@ -636,7 +792,7 @@ async fn handle_incoming(
     state: &SocketState,
     socket: &mut WebSocket,
     visitor: &mut Visitor<'_>,
-    rate: &mut RateLimit,
+    flood: &mut Flood,
     message: Message,
 ) -> bool {
     let visitor_id = visitor.id;
@@ -662,7 +818,7 @@ async fn handle_incoming(
         close_with(socket, close::TOO_BIG, "frame too large").await;
         return false;
     }
-    let frame = match serde_json::from_str::<ClientFrame>(&text) {
+    let frame = match protocol::parse_client_frame(&text) {
         Ok(frame) => frame,
         Err(error) => {
             tracing::debug!(visitor = visitor_id, error = %error, "malformed web chat frame");
@@ -700,7 +856,7 @@ async fn handle_incoming(
                 text,
                 choice_id,
             };
-            handle_message(state, socket, visitor, rate, message).await
+            handle_message(state, socket, visitor, flood, message).await
         }
     }
 }
@@ -716,7 +872,7 @@ async fn handle_message(
     state: &SocketState,
     socket: &mut WebSocket,
     visitor: &mut Visitor<'_>,
-    rate: &mut RateLimit,
+    flood: &mut Flood,
     message: Typed,
 ) -> bool {
     let Typed {
@@ -730,6 +886,7 @@ async fn handle_message(
         code,
         message,
         client_id: Some(client_id.to_string()),
+        retry_after_ms: None,
     };
     if !protocol::valid_client_id(&client_id) {
         let frame = ServerFrame::error(
@@ -748,19 +905,22 @@ async fn handle_message(
         let frame = refuse("text_too_long", message, &client_id);
         return send_frame(socket, &frame).await;
     }
-    if !rate.allow() {
-        if rate.refused_in_a_row >= settings.flood_close_after {
+    if let Err(retry) = state.connector.limits.message(visitor_id, visitor.address) {
+        state.host.edge_rejection("webchat_rate_limited");
+        if flood.refused(settings) {
             tracing::warn!(visitor = visitor_id, "web chat client flooding, closing");
             close_with(socket, close::POLICY, "flooding").await;
             return false;
         }
-        let frame = refuse(
-            "rate_limited",
-            "too many messages, slow down".into(),
-            &client_id,
-        );
+        let frame = ServerFrame::Error {
+            code: "rate_limited",
+            message: "too many messages, slow down".into(),
+            client_id: Some(client_id),
+            retry_after_ms: Some(retry_millis(retry)),
+        };
         return send_frame(socket, &frame).await;
     }
+    flood.allowed();
     let platform_message_id = format!("{visitor_id}:{client_id}");
     let mut sender = PlatformIdentity::new(visitor_id, true);
     sender.email = visitor.email.map(str::to_string);

@@ -18,7 +18,10 @@ pub enum ClientFrame {
     Hello {
         #[serde(default)]
         token: Option<String>,
-        /// A signed-in customer the embedding page vouches for.
+        /// A signed-in customer the embedding page vouches for: an identity token (JWT).
+        #[serde(default)]
+        identity_token: Option<String>,
+        /// The legacy form of the same (an email signature that never expires).
         #[serde(default)]
         identity: Option<Identity>,
     },
@@ -100,6 +103,9 @@ pub enum ServerFrame {
         message: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<String>,
+        /// With `rate_limited`: when to try again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -109,17 +115,29 @@ impl ServerFrame {
             code,
             message: message.into(),
             client_id: None,
+            retry_after_ms: None,
         }
     }
+}
+
+/// Parse one client frame (the fuzz target's entry point too).
+pub fn parse_client_frame(text: &str) -> Result<ClientFrame, serde_json::Error> {
+    serde_json::from_str(text)
 }
 
 /// Close codes the server uses (see the protocol document).
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INVALID_TOKEN: u16 = 4001;
     pub const HELLO_REQUIRED: u16 = 4002;
+    /// The page's origin may not open the chat (`webchat.allowed_origins`).
+    pub const ORIGIN_NOT_ALLOWED: u16 = 4003;
+    /// Too many new sessions from this client address; retry after the error's delay.
+    pub const RATE_LIMITED: u16 = 4029;
 }
 
 /// Whether a client id is 1 to 64 characters of `[A-Za-z0-9_-]`.

@@ -1,9 +1,17 @@
-//! Signed visitor session tokens.
+//! Signed visitor session tokens, and the identity tokens of signed-in customers.
 //!
-//! A token is `v1.<visitor_id>.<issued_at_secs>.<signature>`, the signature being
+//! A session token is `v1.<visitor_id>.<issued_at_secs>.<signature>`, the signature being
 //! HMAC-SHA256 over `v1.<visitor_id>.<issued_at_secs>` with the server's secret, base64url.
 //! Possession of a token is what lets a browser resume a visitor's conversation, so the web chat
 //! identity is verified in the sense the workflow needs: nobody else could have produced it.
+//! A token is good for the channel's idle time after it was issued, and every resume issues a
+//! fresh one, so an active visitor keeps their session and a token left unused expires.
+//!
+//! An identity token is a compact JWT (HS256) that the embedding site's server signs with the
+//! identity secret: `{"email", "exp", "aud"}`, `aud` being the origin of the page that embeds
+//! the widget. It expires, and it is refused on a socket from any other origin, so a token seen
+//! in one page's source is neither a credential forever nor usable elsewhere. JWT because every
+//! web stack can sign one with a library it already has.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -80,12 +88,54 @@ impl SessionSigner {
 }
 
 /// A shop's signed-in customer, as the page embedding the widget vouches for them: the page's
-/// server signs the customer's email with the identity secret it shares with Switchboard
-/// (hex HMAC-SHA256 of the trimmed, lower-cased email), and the widget passes both on.
+/// server signs an identity token with the secret it shares with Switchboard, and the widget
+/// passes it on. The old form (hex HMAC-SHA256 of the trimmed, lower-cased email, with no
+/// expiry) is accepted only when `legacy` is on.
 #[derive(Clone)]
 pub struct IdentityVerifier {
     secret: Vec<u8>,
+    /// Longest lifetime a token may claim (`exp` minus now).
+    max_ttl_secs: i64,
+    legacy: bool,
 }
+
+/// The claims of an identity token.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct IdentityClaims {
+    email: String,
+    exp: i64,
+    aud: String,
+}
+
+/// Why an identity token was refused; `code` is what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityRefused {
+    #[error("the identity token is not signed by this site")]
+    Invalid,
+    #[error("the identity token has expired")]
+    Expired,
+    #[error("the identity token was issued for another origin")]
+    WrongOrigin,
+    #[error("the identity token claims a lifetime longer than allowed")]
+    TooLong,
+    #[error("the legacy identity signature is not accepted")]
+    LegacyDisabled,
+}
+
+impl IdentityRefused {
+    pub fn code(self) -> &'static str {
+        match self {
+            IdentityRefused::Expired => "identity_expired",
+            IdentityRefused::WrongOrigin => "identity_wrong_origin",
+            IdentityRefused::Invalid
+            | IdentityRefused::TooLong
+            | IdentityRefused::LegacyDisabled => "invalid_identity",
+        }
+    }
+}
+
+/// Clock skew tolerated between the signing site and this server.
+const LEEWAY_SECS: u64 = 30;
 
 impl std::fmt::Debug for IdentityVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +149,82 @@ impl IdentityVerifier {
     pub fn new(secret: &[u8]) -> IdentityVerifier {
         IdentityVerifier {
             secret: secret.to_vec(),
+            max_ttl_secs: 24 * 3600,
+            legacy: false,
         }
+    }
+
+    /// Tokens may claim at most `max_ttl_secs`; `legacy` also accepts email signatures.
+    pub fn with_policy(mut self, max_ttl_secs: i64, legacy: bool) -> IdentityVerifier {
+        self.max_ttl_secs = max_ttl_secs;
+        self.legacy = legacy;
+        self
+    }
+
+    /// An identity token for `email`, valid on pages of `origin` until `exp` (Unix seconds).
+    pub fn issue_token(&self, email: &str, origin: &str, exp: i64) -> String {
+        let claims = IdentityClaims {
+            email: normalise_email(email),
+            exp,
+            aud: normalise_origin(origin),
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&self.secret),
+        )
+        .expect("HS256 signing cannot fail")
+    }
+
+    /// The normalised email of a valid token presented on a socket from `origin`.
+    pub fn verify_token(
+        &self,
+        token: &str,
+        origin: Option<&str>,
+        now_secs: i64,
+    ) -> Result<String, IdentityRefused> {
+        use jsonwebtoken::errors::ErrorKind;
+        if token.len() > 2048 {
+            return Err(IdentityRefused::Invalid);
+        }
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        // The audience is checked below against the socket's own origin.
+        validation.validate_aud = false;
+        let decoded = jsonwebtoken::decode::<IdentityClaims>(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(&self.secret),
+            &validation,
+        )
+        .map_err(|error| match error.kind() {
+            ErrorKind::ExpiredSignature => IdentityRefused::Expired,
+            _ => IdentityRefused::Invalid,
+        })?;
+        let claims = decoded.claims;
+        if claims.exp + LEEWAY_SECS as i64 <= now_secs {
+            return Err(IdentityRefused::Expired);
+        }
+        if claims.exp - now_secs > self.max_ttl_secs {
+            return Err(IdentityRefused::TooLong);
+        }
+        if origin.map(normalise_origin).as_deref() != Some(normalise_origin(&claims.aud).as_str()) {
+            return Err(IdentityRefused::WrongOrigin);
+        }
+        let email = normalise_email(&claims.email);
+        if email.len() > 254 || !is_plausible_email(&email) {
+            return Err(IdentityRefused::Invalid);
+        }
+        Ok(email)
+    }
+
+    /// The legacy form: refused unless enabled.
+    pub fn verify_legacy(&self, email: &str, signature: &str) -> Result<String, IdentityRefused> {
+        if !self.legacy {
+            return Err(IdentityRefused::LegacyDisabled);
+        }
+        self.verify(email, signature)
+            .ok_or(IdentityRefused::Invalid)
     }
 
     fn mac(&self, email: &str) -> HmacSha256 {
@@ -123,6 +248,11 @@ impl IdentityVerifier {
         self.mac(&email).verify_slice(&bytes).ok()?;
         Some(email)
     }
+}
+
+/// `https://Shop.example.com/` as `https://shop.example.com`: origins compare this way.
+pub fn normalise_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
 impl SessionSigner {
@@ -165,6 +295,51 @@ mod tests {
         assert_ne!(
             signer.identity_visitor("ana@example.com"),
             SessionSigner::new(b"other", 3600).identity_visitor("ana@example.com")
+        );
+    }
+
+    #[test]
+    fn identity_tokens_expire_and_stay_on_their_origin() {
+        let verifier = IdentityVerifier::new(b"shop-secret").with_policy(3600, false);
+        let origin = "https://shop.example.com";
+        let now = chrono::Utc::now().timestamp();
+        let token = verifier.issue_token("Ana@Example.com", origin, now + 600);
+        assert_eq!(
+            verifier.verify_token(&token, Some("https://Shop.example.com/"), now),
+            Ok("ana@example.com".to_string())
+        );
+        assert_eq!(
+            verifier.verify_token(&token, Some("https://evil.example.net"), now),
+            Err(IdentityRefused::WrongOrigin)
+        );
+        assert_eq!(
+            verifier.verify_token(&token, None, now),
+            Err(IdentityRefused::WrongOrigin)
+        );
+        let expired = verifier.issue_token("ana@example.com", origin, now - 120);
+        assert_eq!(
+            verifier.verify_token(&expired, Some(origin), now),
+            Err(IdentityRefused::Expired)
+        );
+        let forever = verifier.issue_token("ana@example.com", origin, now + 10 * 365 * 86400);
+        assert_eq!(
+            verifier.verify_token(&forever, Some(origin), now),
+            Err(IdentityRefused::TooLong)
+        );
+        let other = IdentityVerifier::new(b"another-secret");
+        assert_eq!(
+            other.verify_token(&token, Some(origin), now),
+            Err(IdentityRefused::Invalid)
+        );
+        assert_eq!(
+            verifier.verify_legacy("ana@example.com", &verifier.sign("ana@example.com")),
+            Err(IdentityRefused::LegacyDisabled)
+        );
+        let legacy = IdentityVerifier::new(b"shop-secret").with_policy(3600, true);
+        assert!(
+            legacy
+                .verify_legacy("ana@example.com", &legacy.sign("ana@example.com"))
+                .is_ok()
         );
     }
 

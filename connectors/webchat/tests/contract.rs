@@ -15,6 +15,7 @@ use switchboard_connector::{
     AuthorKind, ChannelMessage, Connector, ConnectorHost, Cursor, CursorError, EventWatch,
     HostError, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, TypingSignal,
 };
+use switchboard_webchat::limits::Rate;
 use switchboard_webchat::{WebchatConnector, WebchatSettings};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
@@ -31,8 +32,7 @@ const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 fn test_settings() -> WebchatSettings {
     let mut settings = WebchatSettings::new(b"test-secret-webchat-contract");
     // The suite sends dozens of messages per connection in quick succession.
-    settings.rate_per_minute = 60_000;
-    settings.rate_burst = 10_000;
+    settings.visitor_rate = Rate::new(60_000, 10_000);
     settings
 }
 
@@ -285,8 +285,16 @@ async fn webchat_passes_the_connector_contract() {
 // ---------------------------------------------------------------------------------------------
 // Raw protocol client for the error cases.
 
+/// A socket from a page of the server's own origin, as a browser on it would open.
 async fn connect(url: &str) -> Ws {
-    let (ws, _response) = tokio_tungstenite::connect_async(url)
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("ws url");
+    let authority = request.uri().authority().expect("host").to_string();
+    request.headers_mut().insert(
+        "origin",
+        format!("http://{authority}").parse().expect("origin"),
+    );
+    let (ws, _response) = tokio_tungstenite::connect_async(request)
         .await
         .expect("WebSocket upgrade");
     ws
@@ -365,9 +373,8 @@ async fn expect_error(ws: &mut Ws, code: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_errors_are_contained() {
     let mut settings = WebchatSettings::new(b"test-secret-webchat-protocol");
-    settings.rate_burst = 3;
-    // No refill worth speaking of while the test runs.
-    settings.rate_per_minute = 1;
+    // A burst of 3, and no refill worth speaking of while the test runs.
+    settings.visitor_rate = Rate::new(1, 3);
     settings.flood_close_after = 5;
     let max_frame_bytes = settings.max_frame_bytes;
     let flood_close_after = settings.flood_close_after as usize;

@@ -154,19 +154,20 @@ pub async fn conversation_stream(
     Query(params): Query<AfterParams>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::ConversationsRead)?;
-    let from_header = headers
-        .get("last-event-id")
-        .map(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<i64>().ok())
-                .ok_or_else(|| ApiError::invalid("Last-Event-ID", "must be an event number"))
-        })
-        .transpose()?;
-    let after = parse_after(from_header.or(params.after))?;
+    let after = resume_point(&headers, params.after)?;
     state.store.conversation(&id).await.map_err(store_error)?;
-    let follower = Follower::new(state.store.clone(), state.bus.as_ref(), &id, after);
+    Ok(follow(&state.store, state.bus.as_ref(), &id, after))
+}
+
+/// The Server-Sent Events response that follows conversation `id` from after event `after`
+/// (the console's conversation view uses it too).
+pub fn follow(
+    store: &crate::store::Store,
+    bus: &dyn crate::events::EventBus,
+    id: &str,
+    after: i64,
+) -> Response {
+    let follower = Follower::new(store.clone(), bus, id, after);
     let stream = futures::stream::unfold(follower, |mut follower| async move {
         let event = follower.next().await?;
         let sse = match event {
@@ -197,7 +198,22 @@ pub async fn conversation_stream(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
-    Ok(response)
+    response
+}
+
+/// The event number a client resumes after: `Last-Event-ID`, else `after`.
+pub fn resume_point(headers: &HeaderMap, after: Option<i64>) -> Result<i64, ApiError> {
+    let from_header = headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<i64>().ok())
+                .ok_or_else(|| ApiError::invalid("Last-Event-ID", "must be an event number"))
+        })
+        .transpose()?;
+    parse_after(from_header.or(after))
 }
 
 /// The bytes of a message's attachment, fetched from its platform through the channel it
@@ -212,6 +228,7 @@ pub async fn conversation_stream(
     ),
     responses(
         (status = 200, description = "The file", content_type = "application/octet-stream"),
+        (status = 400, description = "The index is not a position", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),

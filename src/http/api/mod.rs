@@ -9,7 +9,8 @@
 //! `{"error": {"code", "message", "field"?}}` with stable codes ([`ApiError`]).
 
 mod contacts;
-mod conversations;
+pub mod conversations;
+mod reports;
 mod tasks;
 mod webhooks;
 
@@ -35,6 +36,10 @@ pub struct ApiState {
     pub store: crate::store::Store,
     pub bus: Arc<dyn crate::events::EventBus>,
     pub channels: Arc<crate::channels::Channels>,
+    /// Console sessions are accepted beside API keys (the console's pages call this API).
+    pub console: Option<Arc<crate::console::Console>>,
+    /// Requests per API key (`http.api_rate_*`), checked once the key is known to be valid.
+    pub key_limits: Arc<crate::http::edge::CredentialLimits>,
 }
 
 /// The error body of every failed request.
@@ -64,19 +69,36 @@ pub struct ApiError {
     code: String,
     message: String,
     field: Option<String>,
+    /// Seconds, sent as `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code: code.to_string(),
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
-    pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    /// A rejection at the HTTP edge, before or around the handlers (see `http::edge`).
+    pub fn edge(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(status, code, message)
+    }
+
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, rounded up).
+    pub fn rate_limited(retry_after: std::time::Duration, message: &str) -> ApiError {
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(seconds.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError {
             field: Some(field.into()),
             ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -141,7 +163,13 @@ impl IntoResponse for ApiError {
                 field: self.field,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -165,23 +193,35 @@ impl FromRequestParts<ApiState> for Caller {
                 "send a valid API key as Authorization: Bearer <key>",
             )
         };
-        let key = parts
-            .headers
-            .get(header::AUTHORIZATION)
+        let authorization = parts.headers.get(header::AUTHORIZATION);
+        if authorization.is_none()
+            && let Some(console) = &state.console
+            && let Some(staff) = crate::console::http::session_staff(console, parts).await?
+        {
+            return Ok(Caller(staff.actor()));
+        }
+        let key = authorization
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|key| !key.is_empty())
             .ok_or_else(unauthorized)?;
-        match state.workflow.authenticate(key).await? {
-            Some(actor) => Ok(Caller(actor)),
-            None => Err(unauthorized()),
+        let Some(actor) = state.workflow.authenticate(key).await? else {
+            return Err(unauthorized());
+        };
+        // Counted only once the key is known to be valid: random keys cannot grow the table.
+        if let Err(wait) = state.key_limits.check(key.as_bytes()) {
+            return Err(ApiError::rate_limited(
+                wait,
+                "too many requests with this API key, retry later",
+            ));
         }
+        Ok(Caller(actor))
     }
 }
 
 /// Parse a JSON body; a failure names the field (`payload.amount_cents`, `type`).
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -208,7 +248,9 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 fn parse_limit(limit: Option<&str>) -> Result<Option<i64>, ApiError> {
+    // `limit=` (empty) is the same as no limit.
     limit
+        .filter(|text| !text.trim().is_empty())
         .map(|text| {
             text.parse::<i64>()
                 .map_err(|_| ApiError::invalid("limit", "must be an integer"))
@@ -252,7 +294,8 @@ impl Modify for SecurityAddon {
         (name = "orders", description = "Orders from the configured order source"),
         (name = "contacts", description = "Customers: their tasks, orders and linked emails"),
         (name = "webhooks", description = "Webhook deliveries and inbound status updates"),
-        (name = "conversations", description = "Conversation events, live and read back, and attachments")
+        (name = "conversations", description = "Conversation events, live and read back, and attachments"),
+        (name = "reports", description = "Figures computed from the conversation and task events")
     )
 )]
 struct ApiDoc;
@@ -277,6 +320,7 @@ fn documented() -> (axum::Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(conversations::conversation_events))
         .routes(routes!(conversations::conversation_stream))
         .routes(routes!(conversations::message_attachment))
+        .routes(routes!(reports::report))
         .split_for_parts()
 }
 

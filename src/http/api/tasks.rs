@@ -41,6 +41,7 @@ impl ListParams {
             queue: self.queue.clone(),
             contact_id,
             order_id: self.order_id.clone(),
+            queues: None,
         }
     }
 }
@@ -267,7 +268,9 @@ async fn decide(
     status: TaskStatus,
 ) -> Result<Json<Task>, ApiError> {
     caller.require(Scope::TasksApprove)?;
-    let decision: DecisionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    // The body is optional: none, whitespace or JSON null all mean "no reason given".
+    let blank = body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null";
+    let decision: DecisionRequest = if blank {
         DecisionRequest::default()
     } else {
         parse_json(body)?

@@ -69,6 +69,7 @@ pub async fn list_deliveries(
     params(("id" = i64, Path, description = "Delivery id")),
     responses(
         (status = 204, description = "Queued again"),
+        (status = 400, description = "The id is not a delivery id", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 409, description = "Not a dead letter", body = ErrorBody)

@@ -159,6 +159,8 @@ pub struct TaskFilter {
     pub queue: Option<String>,
     pub contact_id: Option<String>,
     pub order_id: Option<String>,
+    /// Only tasks in one of these queues (a back-office person's queues).
+    pub queues: Option<Vec<String>>,
 }
 
 const TASK_COLUMNS: &str = "id, kind, status, contact_id, conversation_id, order_id, queue, \
@@ -552,6 +554,18 @@ impl Store {
             if let Some(value) = value {
                 binds.push(value.clone());
                 sql.push_str(&format!(" AND {column} = ${}", binds.len()));
+            }
+        }
+        if let Some(queues) = &filter.queues {
+            if queues.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                let first = binds.len() + 1;
+                binds.extend(queues.iter().cloned());
+                let list: Vec<String> = (first..first + queues.len())
+                    .map(|index| format!("${index}"))
+                    .collect();
+                sql.push_str(&format!(" AND queue IN ({})", list.join(", ")));
             }
         }
         if let Some(before_id) = before_id {

@@ -30,6 +30,8 @@ async fn back_office_pushes_status(backend: Backend) {
         let mut request = shop
             .http
             .post(shop.app.http_url("/api/v1/inbound/events"))
+            // As Standard Webhooks senders send it; the API refuses bodies of other types.
+            .header("content-type", "application/json")
             .header("webhook-id", id)
             .header(
                 "webhook-timestamp",

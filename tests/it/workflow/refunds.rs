@@ -9,7 +9,6 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use switchboard::store::Transfer;
 use switchboard::workflow::{Scope, TaskStatus};
-use switchboard_webchat::session::IdentityVerifier;
 
 async fn customer_asks_in_chat(backend: Backend) {
     let assistant = crate::assistant::shared_assistant().await;
@@ -20,15 +19,9 @@ async fn customer_asks_in_chat(backend: Backend) {
     )
     .await;
     // Signed in to the shop's site, which vouches for the customer's email to the widget.
-    let identity = json!({
-        "email": "ana@example.com",
-        "signature": IdentityVerifier::new(b"shop-secret").sign("ana@example.com"),
-    });
-    let mut visitor = Visitor::hello(
-        &shop.app.ws_url(),
-        json!({"type": "hello", "token": null, "identity": identity}),
-    )
-    .await;
+    let hello =
+        crate::helpers::signed_in_hello(&shop.app.ws_url(), b"shop-secret", "ana@example.com");
+    let mut visitor = Visitor::hello(&shop.app.ws_url(), hello).await;
     visitor.send_and_ack("c-0", "hello").await;
     visitor.bot_reply().await;
     let history = shop
