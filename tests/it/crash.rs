@@ -35,9 +35,15 @@ fn write_config(database: &TestDatabase) -> std::path::PathBuf {
         // and per-socket limits have tests of their own (tests/it/abuse.rs).
         ("ip_rate_per_minute = 600", "ip_rate_per_minute = 6000000"),
         ("ip_rate_burst = 100", "ip_rate_burst = 1000000"),
-        ("ip_sessions_per_minute = 30", "ip_sessions_per_minute = 600000"),
+        (
+            "ip_sessions_per_minute = 30",
+            "ip_sessions_per_minute = 600000",
+        ),
         ("ip_sessions_burst = 20", "ip_sessions_burst = 100000"),
-        ("frame_rate_per_minute = 600", "frame_rate_per_minute = 6000000"),
+        (
+            "frame_rate_per_minute = 600",
+            "frame_rate_per_minute = 6000000",
+        ),
         ("frame_rate_burst = 120", "frame_rate_burst = 1000000"),
         ("history_limit = 100", "history_limit = 5000"),
     ] {
