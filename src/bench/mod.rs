@@ -5,6 +5,8 @@
 
 pub mod assistant;
 pub mod console;
+#[cfg(feature = "channel-email")]
+pub mod email;
 pub mod router;
 pub mod soak;
 pub mod tasks;
@@ -24,6 +26,10 @@ pub enum BenchCommand {
     /// Agents' live queue feeds while the router is under load: delivery latency, and the
     /// router's throughput beside the same run without agents.
     Console(console::ConsoleBench),
+    /// A busy support inbox against the mail peer (tests/peers/mail): mails/s ingested and
+    /// answered, p50/p99 from the MX's acceptance to the answer in the customer's inbox, memory.
+    #[cfg(feature = "channel-email")]
+    Email(email::EmailBench),
     /// A steady mix of chat, API calls and idle sockets for minutes: memory, descriptors and
     /// p99 at start and end, so leaks and drift show.
     Soak(soak::SoakBench),
@@ -35,6 +41,8 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
         BenchCommand::Assistant(options) => assistant::run(options, settings).await,
         BenchCommand::Tasks(options) => tasks::run(options, settings).await,
         BenchCommand::Console(options) => console::run(options, settings).await,
+        #[cfg(feature = "channel-email")]
+        BenchCommand::Email(options) => email::run(options, settings).await,
         BenchCommand::Soak(options) => soak::run(options).await,
     }
 }

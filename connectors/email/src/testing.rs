@@ -7,7 +7,7 @@ use std::time::Duration;
 use lettre::AsyncTransport;
 use lettre::address::Envelope;
 use mail_parser::{MessageParser, MimeHeaders};
-use switchboard_connector::Secret;
+use switchboard_connector::{ConnectorError, Secret};
 
 use crate::config::{EmailConfig, TrustSenders};
 
@@ -106,18 +106,8 @@ impl MailUser {
 
     /// Hand a raw mail to the MX, as another server would (envelope from this user).
     pub async fn send_raw(&self, to: &str, raw: &[u8]) {
-        let transport =
-            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-                .port(MX_PORT)
-                .timeout(Some(Duration::from_secs(60)))
-                .build();
-        let envelope = Envelope::new(
-            Some(self.address.parse().expect("sender address")),
-            vec![to.parse().expect("recipient address")],
-        )
-        .expect("envelope");
-        transport
-            .send_raw(&envelope, raw)
+        Mx::new()
+            .deliver(&self.address, to, raw)
             .await
             .expect("the MX takes the mail");
     }
@@ -145,82 +135,52 @@ impl MailUser {
         extra_headers: &str,
         text: &str,
     ) {
+        let raw = self.compose(to, subject, message_id, answers, extra_headers, text);
+        self.send_raw(to, raw.as_bytes()).await;
+    }
+
+    /// A plain mail from this user; `answers` is the Message-ID replied to (`In-Reply-To` and
+    /// `References`), `extra_headers` are more header lines (`Name: value\r\n` each).
+    pub fn compose(
+        &self,
+        to: &str,
+        subject: &str,
+        message_id: &str,
+        answers: Option<&str>,
+        extra_headers: &str,
+        text: &str,
+    ) -> String {
         let threading = match answers {
             Some(id) => format!("In-Reply-To: <{id}>\r\nReferences: <{id}>\r\n"),
             None => String::new(),
         };
-        let raw = format!(
+        format!(
             "From: Customer <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n\
              {threading}{extra_headers}Date: Tue, 3 Jun 2025 10:00:00 +0000\r\nMIME-Version: 1.0\r\n\
              Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n",
             from = self.address,
-        );
-        self.send_raw(to, raw.as_bytes()).await;
+        )
     }
 
     /// Every mail in the inbox, oldest first.
     pub async fn inbox(&self) -> Vec<Received> {
-        let checked = channel_config(&self.address)
-            .check("test-client")
-            .expect("test config is valid");
-        let tls = crate::tls::client_config(true).expect("tls config");
-        let mut session = crate::imap::connect(&checked, &tls)
-            .await
-            .expect("the customer logs in");
-        let limit = Duration::from_secs(30);
-        crate::imap::select(&mut session, "INBOX", limit)
-            .await
-            .expect("inbox");
-        let uids = crate::imap::uids_after(&mut session, 0, limit)
-            .await
-            .expect("search");
-        let mut mails = Vec::new();
-        for uid in uids {
-            let Some(raw) = crate::imap::raw(&mut session, uid, false, limit)
-                .await
-                .expect("fetch")
-            else {
-                continue;
-            };
-            let message = MessageParser::default().parse(&raw).expect("a mail");
-            let ids = |value: &mail_parser::HeaderValue<'_>| -> Vec<String> {
-                match value {
-                    mail_parser::HeaderValue::Text(id) => vec![id.to_string()],
-                    mail_parser::HeaderValue::TextList(ids) => {
-                        ids.iter().map(|id| id.to_string()).collect()
-                    }
-                    _ => Vec::new(),
-                }
-            };
-            let html = message
-                .html_bodies()
-                .find(|part| part.is_text_html())
-                .and_then(|part| part.text_contents().map(str::to_string));
-            mails.push(Received {
-                uid,
-                message_id: message.message_id().unwrap_or_default().to_string(),
-                from: message
-                    .from()
-                    .and_then(|from| from.first())
-                    .and_then(|addr| addr.address())
-                    .unwrap_or_default()
-                    .to_string(),
-                subject: message.subject().unwrap_or_default().to_string(),
-                in_reply_to: ids(message.in_reply_to()),
-                references: ids(message.references()),
-                text: message
-                    .body_text(0)
-                    .map(|text| text.trim().to_string())
-                    .unwrap_or_default(),
-                html,
-                auto_submitted: message
-                    .header_raw("Auto-Submitted")
-                    .map(|value| value.trim().to_string()),
-                raw: raw.clone(),
-            });
-        }
-        let _ = session.logout().await;
+        let mut inbox = self.open_inbox().await.expect("the customer logs in");
+        let mails = inbox.new_mails().await.expect("the inbox is read");
+        inbox.close().await;
         mails
+    }
+
+    /// The inbox held open, read mail by mail as it arrives.
+    pub async fn open_inbox(&self) -> Result<Inbox, ConnectorError> {
+        let checked = channel_config(&self.address).check("test-client")?;
+        let tls =
+            crate::tls::client_config(true).map_err(|error| crate::imap::error("tls", error))?;
+        let mut session = crate::imap::connect(&checked, &tls).await?;
+        crate::imap::select(&mut session, "INBOX", IMAP_LIMIT).await?;
+        Ok(Inbox {
+            session,
+            last_uid: 0,
+        })
     }
 
     /// Wait until the inbox holds at least `count` mails (at most `seconds`), then return it.
@@ -233,6 +193,126 @@ impl MailUser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+const IMAP_LIMIT: Duration = Duration::from_secs(30);
+
+/// A customer's inbox over one IMAP session: [`Inbox::new_mails`] returns what arrived since
+/// its last call.
+pub struct Inbox {
+    session: crate::imap::Session,
+    last_uid: u32,
+}
+
+impl Inbox {
+    /// The mails that arrived since the last call (all of them on the first), oldest first.
+    pub async fn new_mails(&mut self) -> Result<Vec<Received>, ConnectorError> {
+        // NOOP lets the server report mail delivered since the last command.
+        match tokio::time::timeout(IMAP_LIMIT, self.session.noop()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => return Err(crate::imap::error("noop", failure)),
+            Err(_) => return Err(crate::imap::error("noop", "no answer")),
+        }
+        let uids = crate::imap::uids_after(&mut self.session, self.last_uid, IMAP_LIMIT).await?;
+        let mut mails = Vec::new();
+        for uid in uids {
+            self.last_uid = self.last_uid.max(uid);
+            let Some(raw) = crate::imap::raw(&mut self.session, uid, false, IMAP_LIMIT).await?
+            else {
+                continue;
+            };
+            if let Some(mail) = received(uid, raw) {
+                mails.push(mail);
+            }
+        }
+        Ok(mails)
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.session.logout().await;
+    }
+}
+
+/// A mail as the customer's client shows it; `None` if it does not parse.
+fn received(uid: u32, raw: Vec<u8>) -> Option<Received> {
+    let message = MessageParser::default().parse(&raw)?;
+    let ids = |value: &mail_parser::HeaderValue<'_>| -> Vec<String> {
+        match value {
+            mail_parser::HeaderValue::Text(id) => vec![id.to_string()],
+            mail_parser::HeaderValue::TextList(ids) => {
+                ids.iter().map(|id| id.to_string()).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    let html = message
+        .html_bodies()
+        .find(|part| part.is_text_html())
+        .and_then(|part| part.text_contents().map(str::to_string));
+    Some(Received {
+        uid,
+        message_id: message.message_id().unwrap_or_default().to_string(),
+        from: message
+            .from()
+            .and_then(|from| from.first())
+            .and_then(|addr| addr.address())
+            .unwrap_or_default()
+            .to_string(),
+        subject: message.subject().unwrap_or_default().to_string(),
+        in_reply_to: ids(message.in_reply_to()),
+        references: ids(message.references()),
+        text: message
+            .body_text(0)
+            .map(|text| text.trim().to_string())
+            .unwrap_or_default(),
+        html,
+        auto_submitted: message
+            .header_raw("Auto-Submitted")
+            .map(|value| value.trim().to_string()),
+        raw,
+    })
+}
+
+/// The peer's MX (port [`MX_PORT`], no AUTH), over pooled SMTP connections: mail handed to it
+/// arrives as from the internet.
+#[derive(Clone)]
+pub struct Mx(lettre::AsyncSmtpTransport<lettre::Tokio1Executor>);
+
+impl Default for Mx {
+    fn default() -> Self {
+        Mx::new()
+    }
+}
+
+impl Mx {
+    pub fn new() -> Mx {
+        Mx(
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+                .port(MX_PORT)
+                .timeout(Some(Duration::from_secs(60)))
+                .build(),
+        )
+    }
+
+    /// Hand `raw` to the MX with the envelope `from` -> `to`; an error says what went wrong.
+    pub async fn deliver(&self, from: &str, to: &str, raw: &[u8]) -> Result<(), String> {
+        let envelope = Envelope::new(
+            Some(
+                from.parse()
+                    .map_err(|error| format!("sender {from}: {error}"))?,
+            ),
+            vec![
+                to.parse()
+                    .map_err(|error| format!("recipient {to}: {error}"))?,
+            ],
+        )
+        .map_err(|error| format!("envelope: {error}"))?;
+        self.0
+            .send_raw(&envelope, raw)
+            .await
+            .map(|_| ())
+            .map_err(|error| format!("the MX refused the mail: {error}"))
     }
 }
 
