@@ -18,6 +18,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod assign;
+pub mod auth;
 pub mod cli;
 pub mod contacts;
 pub mod feed;

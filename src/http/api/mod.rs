@@ -196,7 +196,7 @@ impl FromRequestParts<ApiState> for Caller {
         let authorization = parts.headers.get(header::AUTHORIZATION);
         if authorization.is_none()
             && let Some(console) = &state.console
-            && let Some(staff) = crate::console::http::session_staff(console, parts).await?
+            && let Some(staff) = crate::console::auth::session_staff(console, parts).await?
         {
             return Ok(Caller(staff.actor()));
         }

@@ -41,5 +41,5 @@ pub async fn report(
         .report(&query)
         .await
         .map(Json)
-        .map_err(crate::console::http::api_error)
+        .map_err(crate::console::auth::api_error)
 }
