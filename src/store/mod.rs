@@ -15,16 +15,17 @@ mod cursors;
 mod events;
 mod outbox;
 mod script;
+mod transfers;
 mod turns;
 mod workflow;
 
 pub use conversations::{
-    Committed, Conversation, IngestOptions, Ingested, NewReply, PendingInbound, Transfer,
-    TransferError, TurnCommit,
+    Committed, Conversation, IngestOptions, Ingested, NewReply, PendingInbound, TurnCommit,
 };
 pub use cursors::CursorWrite;
 pub use events::NewEvent;
 pub use outbox::{Finished, OutboxRow, Outcome as DeliveryOutcome};
+pub use transfers::{Transfer, TransferError};
 pub use workflow::{
     ApiKeyRow, CustomerNotice, DeliveryRow, IdempotencyHit, IdempotencyRecord, OrderRow,
     TaskCommit, TaskConflict, TaskEventRow, TaskFilter, TaskRow, TaskUpdate, WebhookRow,

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use switchboard_connector::{EventKind, OutboundMessage};
 
-use super::conversations::owner_change_data;
 use super::events::{MessageFields, NewEvent, Place, live, no_data, with_message};
 use super::outbox::OutboxRow;
 use super::script::Statement;
+use super::transfers::owner_change_data;
 use super::{Committed, Conversation, Store, StoreError, StoreResult, TurnCommit, new_id, now_ms};
 use crate::conversation::State;
 
