@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(split_text("hello", MAX_MESSAGE_UNITS), ["hello"]);
         assert_eq!(split_text("", MAX_MESSAGE_UNITS), [""]);
         let exact = "a".repeat(MAX_MESSAGE_UNITS);
-        assert_eq!(split_text(&exact, MAX_MESSAGE_UNITS), [exact.clone()]);
+        assert_eq!(split_text(&exact, MAX_MESSAGE_UNITS), [exact]);
     }
 
     #[test]
