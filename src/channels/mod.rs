@@ -62,6 +62,8 @@ impl Registry {
         registry.register(Arc::new(switchboard_api_channel::ApiChannelFactory));
         #[cfg(feature = "channel-email")]
         registry.register(Arc::new(switchboard_email::EmailFactory));
+        #[cfg(feature = "channel-telegram")]
+        registry.register(Arc::new(switchboard_telegram::TelegramFactory));
         registry
     }
 

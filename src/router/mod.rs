@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashSet;
 use switchboard_connector::{
-    AuthorKind, EventKind, HostError, InboundEvent, IngestReceipt, LiveEvent, RecordOnly,
-    TypingSignal,
+    AuthorKind, EventKind, HandoffRequest, HostError, InboundEvent, IngestReceipt, LiveEvent,
+    RecordOnly, TypingSignal,
 };
 
 use crate::assistant::{ActionRunner, Assistant, Reply, Turn};
@@ -54,6 +54,10 @@ pub struct Job {
     /// The platform's id of the message, which the replies answer.
     pub platform_message_id: Option<String>,
     pub received: Instant,
+    /// The customer asked the channel for a person (a channel's `HandoffRequest`, such as
+    /// Telegram's `/human`): the bot's turn is a handoff, the assistant is not asked. A message
+    /// re-queued after a restart has lost this and is read by the assistant as text.
+    pub handoff: Option<String>,
 }
 
 pub struct Router {
@@ -168,6 +172,7 @@ impl Router {
                 text: message.text,
                 platform_message_id: message.platform_message_id,
                 received: Instant::now(),
+                handoff: None,
             });
         }
         if count > 0 {
@@ -216,7 +221,17 @@ impl Router {
         loop {
             let conversation = self.conversation(&job.conversation_id).await?;
             let commit = if conversation.state.status == Status::Bot {
-                let mut reply = self.ask_assistant(&conversation, job).await;
+                let mut reply = match &job.handoff {
+                    Some(reason) => Reply {
+                        handoff: Some(crate::assistant::Handoff {
+                            reason: "customer_request".into(),
+                            queue: None,
+                            summary: serde_json::json!({"requested": reason}),
+                        }),
+                        ..Reply::default()
+                    },
+                    None => self.ask_assistant(&conversation, job).await,
+                };
                 self.run_actions(&conversation, job, &mut reply).await;
                 self.commit_for_bot(&conversation, job, reply)
             } else {
@@ -560,6 +575,10 @@ impl Router {
                 text: event.text,
                 platform_message_id: Some(event.platform_message_id),
                 received,
+                handoff: event
+                    .extensions
+                    .get::<HandoffRequest>()
+                    .map(|request| request.reason),
             });
         }
         Ok(IngestReceipt {
@@ -592,6 +611,7 @@ impl Router {
                 text: message.text,
                 platform_message_id: message.platform_message_id,
                 received: Instant::now(),
+                handoff: None,
             });
         }
         Ok(())

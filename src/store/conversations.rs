@@ -397,14 +397,18 @@ impl Store {
         let conversation_id = new_id();
         sqlx::query(
             "INSERT INTO conversations \
-             (id, contact_id, channel, thread, status, owner, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, 'bot', 'bot', $5, $5, 0)",
+             (id, contact_id, channel, thread, status, owner, created_at, updated_at, version, \
+              language) \
+             VALUES ($1, $2, $3, $4, 'bot', 'bot', $5, $5, 0, $6)",
         )
         .bind(&conversation_id)
         .bind(&contact_id)
         .bind(&event.channel)
         .bind(&event.thread)
         .bind(now)
+        // The language the platform reports for the person (Telegram's `language_code`) seeds
+        // the conversation's; the assistant may still change it from what they write.
+        .bind(sender.language.clone())
         .execute(&mut **tx)
         .await?;
         let opened = NewEvent {

@@ -17,5 +17,6 @@ mod outbox;
 mod reopen;
 mod router;
 mod schema;
+mod telegram;
 mod webchat;
 mod workflow;

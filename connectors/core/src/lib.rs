@@ -36,8 +36,8 @@ pub use factory::{
 };
 pub use message::{
     Attachment, AttachmentBody, AuthorKind, ChannelMessage, Choice, Extension, Extensions,
-    InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice, PlatformIdentity,
-    RecordOnly, SendReceipt, TypingSignal, is_plausible_email, normalise_email,
+    HandoffRequest, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice,
+    PlatformIdentity, RecordOnly, SendReceipt, TypingSignal, is_plausible_email, normalise_email,
 };
 
 /// The client's address, which the app's HTTP edge puts in the extensions of every request it

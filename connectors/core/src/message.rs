@@ -120,6 +120,19 @@ impl Extension for RecordOnly {
     const KEY: &'static str = "record_only";
 }
 
+/// The customer asked for a person in a way the channel recognises (Telegram's `/human`
+/// command): the app hands the conversation to its default queue instead of giving the bot a
+/// turn. Only a conversation the bot owns moves; one already with people stays where it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoffRequest {
+    /// Why, for the handoff's record (`customer asked for a person (/human)`).
+    pub reason: String,
+}
+
+impl Extension for HandoffRequest {
+    const KEY: &'static str = "handoff_request";
+}
+
 /// The sender of an inbound event as the platform identifies them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlatformIdentity {

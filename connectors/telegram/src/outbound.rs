@@ -1,0 +1,434 @@
+//! Sending: escaped HTML in parts of at most 4,096 characters, choices as an inline keyboard,
+//! Telegram's errors turned into what the outbox should do.
+//!
+//! - 429 carries `retry_after`: a retriable error with that pause, which the outbox applies
+//!   to the whole instance.
+//! - 403 (the user blocked the bot, left the group, deleted the account): a permanent error,
+//!   and the chat is marked unreachable in a durable cursor of the instance
+//!   (`unreachable:<chat id>`), so later messages to it fail at once instead of calling
+//!   Telegram; the mark is lifted when the user writes again.
+//! - Network errors and 5xx: retriable (the outbox backs off).
+//! - Other 4xx (a bad request): permanent.
+//!
+//! A message long enough to need several parts remembers which parts went out, so a retry
+//! after a failure in the middle does not send the first parts again.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use switchboard_connector::{ConnectorError, OutboundMessage, SendReceipt};
+use teloxide::RequestError;
+use teloxide::payloads::SendMessageSetters;
+use teloxide::prelude::Requester;
+use teloxide::types::{
+    ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, MessageId, ParseMode,
+    ReplyParameters,
+};
+
+use crate::TelegramChannel;
+use crate::config::TelegramConfig;
+use crate::format::{MAX_MESSAGE_UNITS, escape_html, split_text};
+
+/// How many partly sent messages are remembered.
+const REMEMBERED_MESSAGES: usize = 1000;
+
+/// Telegram's limit on a button's callback data.
+const MAX_CALLBACK_DATA_BYTES: usize = 64;
+
+/// The cursor value of a chat that blocked the bot; an empty value is a reachable chat.
+const UNREACHABLE: &str = "blocked";
+
+/// What kind of failure a Bot API error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 429: wait this long.
+    RetryAfter(Duration),
+    /// 403: the user blocked the bot, or the bot is not in the chat any more.
+    Blocked,
+    /// 401/404 on every call: a bad token.
+    Unauthorized,
+    /// Worth trying again (network, 5xx, an unreadable answer).
+    Temporary,
+    /// Will fail the same way again (400).
+    Permanent,
+}
+
+/// Sort a Bot API error.
+pub fn classify(error: &RequestError) -> Failure {
+    match error {
+        RequestError::RetryAfter(seconds) => Failure::RetryAfter(seconds.duration()),
+        RequestError::Api(api) => {
+            let description = api.to_string();
+            if description.contains("Forbidden") {
+                Failure::Blocked
+            } else if description.contains("Unauthorized") || description.contains("Not Found") {
+                Failure::Unauthorized
+            } else if description.contains("Bad Request") {
+                Failure::Permanent
+            } else {
+                // Internal Server Error, Bad Gateway, anything unknown: the server's trouble.
+                Failure::Temporary
+            }
+        }
+        RequestError::MigrateToChatId(_) => Failure::Permanent,
+        RequestError::Network(_) | RequestError::InvalidJson { .. } | RequestError::Io(_) => {
+            Failure::Temporary
+        }
+    }
+}
+
+/// A Bot API error as the outbox reads it.
+pub fn to_connector_error(error: &RequestError) -> ConnectorError {
+    match classify(error) {
+        Failure::RetryAfter(pause) => ConnectorError::Retriable {
+            message: format!("telegram flood control: {error}"),
+            retry_after: Some(pause),
+        },
+        Failure::Temporary => ConnectorError::retriable(format!("telegram: {error}")),
+        Failure::Blocked => ConnectorError::Permanent(format!("chat unreachable: {error}")),
+        Failure::Unauthorized => ConnectorError::Config(format!("telegram: {error}")),
+        Failure::Permanent => ConnectorError::Permanent(format!("telegram refused: {error}")),
+    }
+}
+
+/// The outbound state of an instance.
+pub struct Outbound {
+    per_chat: DefaultKeyedRateLimiter<i64>,
+    /// Chats known reachable (false) or not (true), read from or written to the cursors.
+    unreachable: Mutex<HashMap<i64, bool>>,
+    /// Parts already delivered of messages whose sending failed halfway.
+    partial: Mutex<Partial>,
+}
+
+#[derive(Default)]
+struct Partial {
+    sent: HashMap<String, Vec<i32>>,
+    order: VecDeque<String>,
+}
+
+impl Outbound {
+    pub fn new(config: &TelegramConfig) -> Outbound {
+        let period = Duration::from_secs_f64(1.0 / config.chat_per_second);
+        let burst = NonZeroU32::new(config.chat_burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(period)
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        Outbound {
+            per_chat: RateLimiter::keyed(quota),
+            unreachable: Mutex::default(),
+            partial: Mutex::default(),
+        }
+    }
+
+    fn delivered_parts(&self, message_id: &str) -> Vec<i32> {
+        let partial = self.partial.lock().expect("partial lock");
+        partial.sent.get(message_id).cloned().unwrap_or_default()
+    }
+
+    fn record_part(&self, message_id: &str, part: i32) {
+        let mut partial = self.partial.lock().expect("partial lock");
+        if !partial.sent.contains_key(message_id) {
+            partial.order.push_back(message_id.to_string());
+        }
+        partial
+            .sent
+            .entry(message_id.to_string())
+            .or_default()
+            .push(part);
+        while partial.order.len() > REMEMBERED_MESSAGES {
+            if let Some(old) = partial.order.pop_front() {
+                partial.sent.remove(&old);
+            }
+        }
+    }
+
+    fn forget(&self, message_id: &str) {
+        let mut partial = self.partial.lock().expect("partial lock");
+        if partial.sent.remove(message_id).is_some() {
+            partial.order.retain(|id| id != message_id);
+        }
+    }
+}
+
+fn cursor_key(chat_id: i64) -> String {
+    format!("unreachable:{chat_id}")
+}
+
+/// Whether the chat is marked unreachable (a 403 earlier, perhaps before a restart).
+async fn is_unreachable(channel: &TelegramChannel, chat_id: i64) -> bool {
+    if let Some(known) = channel
+        .outbound
+        .unreachable
+        .lock()
+        .expect("unreachable lock")
+        .get(&chat_id)
+    {
+        return *known;
+    }
+    let Some(host) = channel.host.get() else {
+        return false;
+    };
+    let marked = match host.cursor(&cursor_key(chat_id)).await {
+        Ok(cursor) => cursor.is_some_and(|cursor| cursor.value == UNREACHABLE),
+        // Unknown: try Telegram, which will say.
+        Err(_) => return false,
+    };
+    channel
+        .outbound
+        .unreachable
+        .lock()
+        .expect("unreachable lock")
+        .insert(chat_id, marked);
+    marked
+}
+
+/// Mark the chat reachable or not, durably where the host allows.
+pub async fn set_unreachable(channel: &TelegramChannel, chat_id: i64, unreachable: bool) {
+    let previous = channel
+        .outbound
+        .unreachable
+        .lock()
+        .expect("unreachable lock")
+        .insert(chat_id, unreachable);
+    if previous == Some(unreachable) {
+        return;
+    }
+    // Not known in this process: a write is needed only if a mark is stored.
+    if previous.is_none() && !unreachable && !is_marked(channel, chat_id).await {
+        return;
+    }
+    let Some(host) = channel.host.get() else {
+        return;
+    };
+    let key = cursor_key(chat_id);
+    let value = if unreachable { UNREACHABLE } else { "" };
+    // Read-then-compare-and-set; a lost race means another writer set the same mark.
+    for _ in 0..3 {
+        let expected = match host.cursor(&key).await {
+            Ok(cursor) => cursor.map(|cursor| cursor.version),
+            Err(_) => return,
+        };
+        if host.set_cursor(&key, expected, value).await.is_ok() {
+            tracing::info!(channel = %channel.name, chat = chat_id, unreachable, "chat reachability recorded");
+            return;
+        }
+    }
+}
+
+async fn is_marked(channel: &TelegramChannel, chat_id: i64) -> bool {
+    let Some(host) = channel.host.get() else {
+        return false;
+    };
+    host.cursor(&cursor_key(chat_id))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|cursor| cursor.value == UNREACHABLE)
+}
+
+/// Deliver one outbound message.
+pub async fn send(
+    channel: &TelegramChannel,
+    message: &OutboundMessage,
+) -> Result<SendReceipt, ConnectorError> {
+    let chat_id: i64 = message.thread.parse().map_err(|_| {
+        ConnectorError::Permanent(format!("{:?} is not a telegram chat id", message.thread))
+    })?;
+    if is_unreachable(channel, chat_id).await {
+        return Err(ConnectorError::Permanent(format!(
+            "chat {chat_id} blocked the bot; not sent until the user writes again"
+        )));
+    }
+    let parts = split_text(&message.text, MAX_MESSAGE_UNITS);
+    let keyboard = keyboard(message);
+    let reply_to = reply_to(message, chat_id);
+    let delivered = channel.outbound.delivered_parts(&message.id);
+    let mut last_id = delivered.last().copied();
+    for (index, part) in parts.iter().enumerate() {
+        if index < delivered.len() {
+            continue;
+        }
+        let last = index + 1 == parts.len();
+        channel.outbound.per_chat.until_key_ready(&chat_id).await;
+        let mut request = channel
+            .bot
+            .send_message(ChatId(chat_id), escape_html(part))
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(LinkPreviewOptions {
+                is_disabled: true,
+                url: None,
+                prefer_small_media: false,
+                prefer_large_media: false,
+                show_above_text: false,
+            });
+        if index == 0
+            && let Some(reply_to) = reply_to
+        {
+            request = request.reply_parameters(ReplyParameters {
+                allow_sending_without_reply: Some(true),
+                ..ReplyParameters::new(MessageId(reply_to))
+            });
+        }
+        if last && let Some(keyboard) = &keyboard {
+            request = request.reply_markup(keyboard.clone());
+        }
+        match request.await {
+            Ok(sent) => {
+                last_id = Some(sent.id.0);
+                if !last {
+                    channel.outbound.record_part(&message.id, sent.id.0);
+                }
+            }
+            Err(error) => {
+                if classify(&error) == Failure::Blocked {
+                    tracing::warn!(channel = %channel.name, chat = chat_id, error = %error, "the user blocked the bot or left; chat marked unreachable");
+                    set_unreachable(channel, chat_id, true).await;
+                }
+                return Err(to_connector_error(&error));
+            }
+        }
+    }
+    channel.outbound.forget(&message.id);
+    Ok(SendReceipt {
+        platform_message_id: last_id.map(|id| format!("{chat_id}:{id}")),
+    })
+}
+
+/// A short answer of the connector itself (the `/start` greeting, the `/human` notice), sent
+/// once when its command is first stored. Best effort: a failure is logged.
+pub async fn notify(channel: &TelegramChannel, chat_id: i64, text: &str) {
+    if is_unreachable(channel, chat_id).await {
+        return;
+    }
+    channel.outbound.per_chat.until_key_ready(&chat_id).await;
+    let sent = channel
+        .bot
+        .send_message(ChatId(chat_id), escape_html(text))
+        .parse_mode(ParseMode::Html)
+        .await;
+    if let Err(error) = sent {
+        tracing::warn!(channel = %channel.name, chat = chat_id, error = %error, "telegram notice not sent");
+    }
+}
+
+/// The assistant's choices as an inline keyboard, one button per row.
+fn keyboard(message: &OutboundMessage) -> Option<InlineKeyboardMarkup> {
+    let rows: Vec<Vec<InlineKeyboardButton>> = message
+        .choices
+        .iter()
+        .filter(|choice| {
+            let fits = !choice.id.is_empty() && choice.id.len() <= MAX_CALLBACK_DATA_BYTES;
+            if !fits {
+                tracing::warn!(message = %message.id, choice = %choice.id, "choice id does not fit telegram's 64-byte callback data, button left out");
+            }
+            fits
+        })
+        .map(|choice| {
+            vec![InlineKeyboardButton::callback(
+                choice.label.clone(),
+                choice.id.clone(),
+            )]
+        })
+        .collect();
+    (!rows.is_empty()).then(|| InlineKeyboardMarkup::new(rows))
+}
+
+/// The message id to quote: only in groups (in a private chat every message answers the one
+/// before) and only when the answered message is in this chat.
+fn reply_to(message: &OutboundMessage, chat_id: i64) -> Option<i32> {
+    if chat_id > 0 {
+        return None;
+    }
+    let answered = message.in_reply_to.as_deref()?;
+    let mut parts = answered.split(':');
+    let _update_id = parts.next()?;
+    let chat: i64 = parts.next()?.parse().ok()?;
+    let message_id: i32 = parts.next()?.parse().ok()?;
+    (chat == chat_id).then_some(message_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_connector::{AuthorKind, Choice, Extensions};
+
+    fn message(thread: &str, in_reply_to: Option<&str>, choices: Vec<Choice>) -> OutboundMessage {
+        OutboundMessage {
+            id: "m1".into(),
+            conversation_id: "c1".into(),
+            channel: "shop-bot".into(),
+            thread: thread.into(),
+            seq: 2,
+            author: AuthorKind::Bot,
+            text: "hi".into(),
+            attachments: Vec::new(),
+            choices,
+            in_reply_to: in_reply_to.map(str::to_string),
+            references: Vec::new(),
+            extensions: Extensions::default(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn replies_quote_only_in_groups_and_only_their_own_chat() {
+        assert_eq!(
+            reply_to(&message("-100", Some("7:-100:42"), vec![]), -100),
+            Some(42)
+        );
+        assert_eq!(reply_to(&message("55", Some("7:55:42"), vec![]), 55), None);
+        assert_eq!(
+            reply_to(&message("-100", Some("7:-200:42"), vec![]), -100),
+            None
+        );
+        assert_eq!(
+            reply_to(&message("-100", Some("7:callback"), vec![]), -100),
+            None
+        );
+    }
+
+    #[test]
+    fn choices_become_one_button_per_row_and_oversized_ids_are_left_out() {
+        let choices = vec![
+            Choice {
+                id: "refund".into(),
+                label: "I want a refund".into(),
+            },
+            Choice {
+                id: "x".repeat(65),
+                label: "too long".into(),
+            },
+            Choice {
+                id: "handoff".into(),
+                label: "Talk to a person".into(),
+            },
+        ];
+        let markup = keyboard(&message("55", None, choices)).unwrap();
+        assert_eq!(markup.inline_keyboard.len(), 2);
+        assert_eq!(markup.inline_keyboard[0][0].text, "I want a refund");
+        assert!(keyboard(&message("55", None, vec![])).is_none());
+    }
+
+    #[test]
+    fn partial_sends_are_remembered_and_bounded() {
+        let config: TelegramConfig =
+            serde_json::from_value(serde_json::json!({"token": "1:x"})).unwrap();
+        let outbound = Outbound::new(&config);
+        outbound.record_part("m1", 10);
+        outbound.record_part("m1", 11);
+        assert_eq!(outbound.delivered_parts("m1"), [10, 11]);
+        outbound.forget("m1");
+        assert!(outbound.delivered_parts("m1").is_empty());
+        for n in 0..REMEMBERED_MESSAGES + 3 {
+            outbound.record_part(&n.to_string(), 1);
+        }
+        assert!(outbound.delivered_parts("0").is_empty());
+        assert_eq!(
+            outbound.partial.lock().unwrap().sent.len(),
+            REMEMBERED_MESSAGES
+        );
+    }
+}
