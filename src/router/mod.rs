@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashSet;
 use switchboard_connector::{
-    AuthorKind, EventKind, HandoffRequest, HostError, InboundEvent, IngestReceipt, LiveEvent,
+    AuthorKind, CommandReply, EventKind, HostError, InboundEvent, IngestReceipt, LiveEvent,
     RecordOnly, TypingSignal,
 };
 
@@ -54,10 +54,11 @@ pub struct Job {
     /// The platform's id of the message, which the replies answer.
     pub platform_message_id: Option<String>,
     pub received: Instant,
-    /// The customer asked the channel for a person (a channel's `HandoffRequest`, such as
-    /// Telegram's `/human`): the bot's turn is a handoff, the assistant is not asked. A message
-    /// re-queued after a restart has lost this and is read by the assistant as text.
-    pub handoff: Option<String>,
+    /// A command the channel answers itself (a channel's `CommandReply`, such as Telegram's
+    /// `/start` or `/human`): the bot's turn says its reply (and hands over if it asks to), the
+    /// assistant is not asked. A message re-queued after a restart has lost this and is read by
+    /// the assistant as text.
+    pub command: Option<CommandReply>,
 }
 
 pub struct Router {
@@ -172,7 +173,7 @@ impl Router {
                 text: message.text,
                 platform_message_id: message.platform_message_id,
                 received: Instant::now(),
-                handoff: None,
+                command: None,
             });
         }
         if count > 0 {
@@ -221,13 +222,17 @@ impl Router {
         loop {
             let conversation = self.conversation(&job.conversation_id).await?;
             let commit = if conversation.state.status == Status::Bot {
-                let mut reply = match &job.handoff {
-                    Some(reason) => Reply {
-                        handoff: Some(crate::assistant::Handoff {
-                            reason: "customer_request".into(),
-                            queue: None,
-                            summary: serde_json::json!({"requested": reason}),
-                        }),
+                let mut reply = match &job.command {
+                    Some(command) => Reply {
+                        messages: vec![command.reply.clone()],
+                        handoff: command
+                            .handoff
+                            .as_ref()
+                            .map(|reason| crate::assistant::Handoff {
+                                reason: "customer_request".into(),
+                                queue: None,
+                                summary: serde_json::json!({"requested": reason}),
+                            }),
                         ..Reply::default()
                     },
                     None => self.ask_assistant(&conversation, job).await,
@@ -575,10 +580,7 @@ impl Router {
                 text: event.text,
                 platform_message_id: Some(event.platform_message_id),
                 received,
-                handoff: event
-                    .extensions
-                    .get::<HandoffRequest>()
-                    .map(|request| request.reason),
+                command: event.extensions.get::<CommandReply>(),
             });
         }
         Ok(IngestReceipt {
@@ -611,7 +613,7 @@ impl Router {
                 text: message.text,
                 platform_message_id: message.platform_message_id,
                 received: Instant::now(),
-                handoff: None,
+                command: None,
             });
         }
         Ok(())

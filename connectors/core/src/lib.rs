@@ -35,8 +35,8 @@ pub use factory::{
     TableError, expand_env, valid_name,
 };
 pub use message::{
-    Attachment, AttachmentBody, AuthorKind, ChannelMessage, Choice, Extension, Extensions,
-    HandoffRequest, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice,
+    Attachment, AttachmentBody, AuthorKind, ChannelMessage, Choice, CommandReply, Extension,
+    Extensions, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice,
     PlatformIdentity, RecordOnly, SendReceipt, TypingSignal, is_plausible_email, normalise_email,
 };
 

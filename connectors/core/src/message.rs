@@ -120,17 +120,21 @@ impl Extension for RecordOnly {
     const KEY: &'static str = "record_only";
 }
 
-/// The customer asked for a person in a way the channel recognises (Telegram's `/human`
-/// command): the app hands the conversation to its default queue instead of giving the bot a
-/// turn. Only a conversation the bot owns moves; one already with people stays where it is.
+/// A command the channel answers itself (Telegram's `/start` and `/human`): the bot's turn on
+/// it says `reply`, stored and delivered through the outbox like any reply, and with `handoff`
+/// hands the conversation to the default queue; the assistant is not asked. Only a
+/// conversation the bot owns takes that turn; one already with people stays where it is, and
+/// its people see the command as the customer's message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandoffRequest {
-    /// Why, for the handoff's record (`customer asked for a person (/human)`).
-    pub reason: String,
+pub struct CommandReply {
+    /// What the bot answers, in the customer's language.
+    pub reply: String,
+    /// Why the conversation goes to people (`customer asked for a person (/human)`), if it does.
+    pub handoff: Option<String>,
 }
 
-impl Extension for HandoffRequest {
-    const KEY: &'static str = "handoff_request";
+impl Extension for CommandReply {
+    const KEY: &'static str = "command_reply";
 }
 
 /// The sender of an inbound event as the platform identifies them.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::TelegramChannel;
 use crate::outbound::{self, Failure, classify, to_connector_error};
-use crate::update::{self, Command, Decision};
+use crate::update::{self, Decision};
 
 /// The cursor holding the next update id to ask for.
 pub const OFFSET_CURSOR: &str = "updates";
@@ -60,33 +60,11 @@ pub async fn handle(
             tracing::info!(channel = %channel.name, update_id, reason, "telegram update skipped");
             Ok(())
         }
-        Decision::Ingest {
-            event,
-            command,
-            note,
-        } => {
+        Decision::Ingest { event, note } => {
             if let Some(note) = note {
                 tracing::warn!(channel = %channel.name, update_id, note, "telegram message fixed up");
             }
-            let language = event.sender.language.clone();
-            let name = event.sender.display_name.clone().unwrap_or_default();
-            let Some((chat_id, duplicate)) = ingest(channel, host, *event, update_id).await? else {
-                return Ok(());
-            };
-            if duplicate {
-                return Ok(());
-            }
-            match command {
-                Some(Command::Start) => {
-                    let text = update::greeting(language.as_deref(), &name);
-                    outbound::notify(channel, chat_id, &text).await;
-                }
-                Some(Command::Human) => {
-                    let text = update::handoff_notice(language.as_deref());
-                    outbound::notify(channel, chat_id, text).await;
-                }
-                None => {}
-            }
+            ingest(channel, host, *event, update_id).await?;
             Ok(())
         }
         Decision::Callback { query_id, event } => {

@@ -297,23 +297,6 @@ pub async fn send(
     })
 }
 
-/// A short answer of the connector itself (the `/start` greeting, the `/human` notice), sent
-/// once when its command is first stored. Best effort: a failure is logged.
-pub async fn notify(channel: &TelegramChannel, chat_id: i64, text: &str) {
-    if is_unreachable(channel, chat_id).await {
-        return;
-    }
-    channel.outbound.per_chat.until_key_ready(&chat_id).await;
-    let sent = channel
-        .bot
-        .send_message(ChatId(chat_id), escape_html(text))
-        .parse_mode(ParseMode::Html)
-        .await;
-    if let Err(error) = sent {
-        tracing::warn!(channel = %channel.name, chat = chat_id, error = %error, "telegram notice not sent");
-    }
-}
-
 /// The assistant's choices as an inline keyboard, one button per row.
 fn keyboard(message: &OutboundMessage) -> Option<InlineKeyboardMarkup> {
     let rows: Vec<Vec<InlineKeyboardButton>> = message

@@ -7,8 +7,7 @@
 //! `<chat_id>:<message_id>` ([`crate::outbound`]).
 
 use switchboard_connector::{
-    Attachment, Extensions, HandoffRequest, InboundEvent, PickedChoice, PlatformIdentity,
-    RecordOnly,
+    Attachment, CommandReply, Extensions, InboundEvent, PickedChoice, PlatformIdentity,
 };
 use teloxide::types::{
     CallbackQuery, ChatKind, MaybeInaccessibleMessage, Message, Update, UpdateKind, User,
@@ -22,7 +21,8 @@ pub const MAX_CAPTION_CHARS: usize = 1024;
 /// Telegram's limit on a message's text.
 pub const MAX_TEXT_CHARS: usize = 4096;
 
-/// A command the connector answers itself.
+/// A command the connector answers itself, with a [`CommandReply`] the bot's turn says
+/// (stored and sent through the outbox like any reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     /// `/start`: the customer opened the bot; greeted in their language, not answered by the
@@ -35,10 +35,9 @@ pub enum Command {
 /// What to do with one update.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    /// Store this message; answer the command (if any) once it is stored for the first time.
+    /// Store this message (a command with the [`CommandReply`] the bot's turn says).
     Ingest {
         event: Box<InboundEvent>,
-        command: Option<Command>,
         /// Something about the message that was fixed up (an oversized caption), for the log.
         note: Option<&'static str>,
     },
@@ -145,21 +144,25 @@ fn message_decision(
         }),
     };
     let mut extensions = Extensions::default().with(&fields);
+    let sender = identity(user);
+    let language = sender.language.as_deref();
     match command {
-        // Stored so the conversation (and its language) exists and agents see it; the
-        // assistant does not answer a `/start`, the connector greets instead.
-        Some(Command::Start) => extensions.insert(&RecordOnly {
-            reason: "telegram /start".into(),
+        // Stored like any message, so the conversation (and its language) exists and agents
+        // see it; the bot's turn greets instead of asking the assistant.
+        Some(Command::Start) => extensions.insert(&CommandReply {
+            reply: greeting(language, sender.display_name.as_deref().unwrap_or_default()),
+            handoff: None,
         }),
-        Some(Command::Human) => extensions.insert(&HandoffRequest {
-            reason: "customer asked for a person (/human)".into(),
+        Some(Command::Human) => extensions.insert(&CommandReply {
+            reply: handoff_notice(language).into(),
+            handoff: Some("customer asked for a person (/human)".into()),
         }),
         None => {}
     }
     let event = InboundEvent {
         channel: channel.to_string(),
         platform_message_id: format!("{update_id}:{chat_id}:{}", message.id.0),
-        sender: identity(user),
+        sender,
         thread: chat_id.to_string(),
         text,
         attachments,
@@ -169,7 +172,6 @@ fn message_decision(
     };
     Decision::Ingest {
         event: Box::new(event),
-        command,
         note,
     }
 }
@@ -445,7 +447,18 @@ mod tests {
 
     fn ingested(decision: Decision) -> (InboundEvent, Option<Command>) {
         match decision {
-            Decision::Ingest { event, command, .. } => (*event, command),
+            Decision::Ingest { event, .. } => {
+                let command = event
+                    .extensions
+                    .get::<TelegramFields>()
+                    .and_then(|fields| fields.command)
+                    .map(|command| match command.as_str() {
+                        "start" => Command::Start,
+                        "human" => Command::Human,
+                        other => panic!("unknown command {other}"),
+                    });
+                (*event, command)
+            }
             other => panic!("expected a message to store, got {other:?}"),
         }
     }
@@ -468,13 +481,17 @@ mod tests {
     }
 
     #[test]
-    fn start_is_recorded_only_and_human_asks_for_a_person() {
+    fn start_is_greeted_and_human_asks_for_a_person() {
         let (event, command) = ingested(decide("tg", &bot(), &private("/start")));
         assert_eq!(command, Some(Command::Start));
-        assert!(event.extensions.get::<RecordOnly>().is_some());
+        let reply = event.extensions.get::<CommandReply>().expect("a greeting");
+        assert!(reply.reply.starts_with("Hello"), "{}", reply.reply);
+        assert_eq!(reply.handoff, None);
         let (event, command) = ingested(decide("tg", &bot(), &private("/human@ShopBot")));
         assert_eq!(command, Some(Command::Human));
-        assert!(event.extensions.get::<HandoffRequest>().is_some());
+        let reply = event.extensions.get::<CommandReply>().expect("a notice");
+        assert!(reply.handoff.is_some());
+        assert!(reply.reply.contains("person"), "{}", reply.reply);
         assert_eq!(
             decide("tg", &bot(), &private("/start@OtherBot")),
             Decision::Skip {

@@ -21,7 +21,7 @@ async fn private_chat(backend: Backend, mode: Mode) {
     let ana = User::new("Ana", Some("es-ES"));
     let chat = ana.private_chat();
 
-    // /start: greeted by the connector in the user's language, not answered by the assistant.
+    // /start: greeted in the user's language by the bot's turn, not by the assistant.
     peer.user_writes(&token, &ana, &chat, "/start").await;
     let sent = peer.wait_for(&token, ana.id, 1, 30).await;
     assert!(
@@ -136,6 +136,21 @@ async fn private_chat(backend: Backend, mode: Mode) {
         .filter(|m| m.author == AuthorKind::Customer)
         .count();
     assert_eq!(customer, 6);
+    // The greeting and the handoff notice are the bot's stored replies (agents see them, and
+    // the outbox delivered them), not messages sent beside the store.
+    let bot_said: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.author == AuthorKind::Bot)
+        .map(|m| m.text.as_str())
+        .collect();
+    assert!(
+        bot_said.iter().any(|text| text.starts_with("¡Hola, Ana!")),
+        "{bot_said:?}"
+    );
+    assert!(
+        bot_said.contains(&"De acuerdo, te paso con una persona del equipo."),
+        "{bot_said:?}"
+    );
 }
 telegram_modes!(telegram_private_chat, private_chat);
 
