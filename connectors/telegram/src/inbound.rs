@@ -322,7 +322,7 @@ async fn webhook(
         state.host.edge_rejection("telegram_secret");
         return (StatusCode::UNAUTHORIZED, "wrong secret token");
     }
-    let update: Update = match serde_json::from_slice(&body) {
+    let update = match update::parse(&body) {
         Ok(update) => update,
         Err(error) => {
             tracing::warn!(channel = %channel.name, error = %error, bytes = body.len(), "telegram webhook body is not an update, refused");

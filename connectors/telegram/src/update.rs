@@ -68,6 +68,12 @@ pub fn decide(channel: &str, bot: &BotIdentity, update: &Update) -> Decision {
     }
 }
 
+/// An update as Telegram sends it to a webhook (a JSON object); what a body that is not one
+/// fails with.
+pub fn parse(body: &[u8]) -> Result<Update, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
 fn message_decision(
     channel: &str,
     bot: &BotIdentity,
