@@ -45,19 +45,7 @@ async fn widget_chats_in_a_real_browser() {
         .spawn()
         .map(Server)
         .expect("start switchboard");
-    let client = reqwest::Client::new();
-    crate::helpers::eventually(240, "the server to be ready", || {
-        let client = client.clone();
-        async move {
-            client
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    crate::helpers::wait_ready(port, 240).await;
     let output = tokio::process::Command::new("node")
         .arg(format!("{browser_dir}/webchat.mjs"))
         .arg(format!("http://127.0.0.1:{port}"))
@@ -177,19 +165,7 @@ async fn console_in_a_real_browser() {
         .spawn()
         .map(Server)
         .expect("start switchboard");
-    let client = reqwest::Client::new();
-    crate::helpers::eventually(240, "the server to be ready", || {
-        let client = client.clone();
-        async move {
-            client
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    crate::helpers::wait_ready(port, 240).await;
     let screenshots = concat!(env!("CARGO_TARGET_TMPDIR"), "/console-screenshots");
     let output = tokio::process::Command::new("node")
         .arg(format!("{browser_dir}/console.mjs"))

@@ -9,15 +9,7 @@ use switchboard::store::Store;
 use switchboard_connector::AuthorKind;
 
 use crate::both_backends;
-use crate::helpers::{Backend, Next, TestDatabase, Visitor, eventually};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{Backend, Next, TestDatabase, Visitor, eventually, free_port, wait_ready};
 
 /// The shipped config with the web chat limits opened up for a burst (channel tables are set
 /// in the file; the environment overrides sections).
@@ -72,27 +64,11 @@ fn start_server(database: &TestDatabase, port: u16) -> Child {
         .expect("start switchboard")
 }
 
-async fn wait_ready(port: u16) {
-    let client = reqwest::Client::new();
-    eventually(60, "the server to be ready", || {
-        let client = client.clone();
-        async move {
-            client
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        }
-    })
-    .await;
-}
-
 async fn killed_mid_burst_loses_nothing(backend: Backend) {
     let database = TestDatabase::new(backend).await;
     let port = free_port();
     let mut server = start_server(&database, port);
-    wait_ready(port).await;
+    wait_ready(port, 60).await;
     let url = format!("ws://127.0.0.1:{port}/channels/webchat/web/ws");
 
     // client id -> text, for every acknowledged message, per visitor token.
@@ -200,7 +176,7 @@ async fn killed_mid_burst_loses_nothing(backend: Backend) {
 
     // Restart on the same database: everything acknowledged gets exactly one reply.
     let mut restarted = start_server(&database, port);
-    wait_ready(port).await;
+    wait_ready(port, 60).await;
     let store = Store::connect(&database.url, 2).await.unwrap();
     let verify = async {
         eventually(

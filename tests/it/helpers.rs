@@ -379,6 +379,43 @@ where
     panic!("timed out after {seconds} s waiting for {what}");
 }
 
+/// A free port below the kernel's ephemeral range, for an app that must come back on the same
+/// port after a kill (a webhook URL or reconnecting clients name it). An ephemeral port is not safe there: while the app is
+/// down, another test's `bind(0)` can take it, and the peer's retried webhook connections to
+/// it can be given it as their own source port and connect to themselves, and either way the
+/// restarted app finds it in use.
+pub fn free_port() -> u16 {
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = ephemeral_from.clamp(12_000, 32_768);
+    for _ in 0..1000 {
+        let port = rand::random_range(10_000..below);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
+/// Wait until a server on `port` answers `/readyz` with 200 (at most `seconds`).
+pub async fn wait_ready(port: u16, seconds: u64) {
+    let client = reqwest::Client::new();
+    eventually(seconds, "the server to be ready", || {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+}
+
 /// Run a test body against both stores: `both_backends!(name, body)` makes `name::sqlite` and
 /// `name::postgres`.
 #[macro_export]

@@ -15,8 +15,8 @@ use switchboard::store::Store;
 use switchboard_connector::AuthorKind;
 
 use super::peer::{TelegramPeer, User};
-use super::{CHANNEL, Mode, SECRET, free_port, wait_connected};
-use crate::helpers::{Backend, TestDatabase, eventually};
+use super::{CHANNEL, Mode, SECRET, wait_connected};
+use crate::helpers::{Backend, TestDatabase, eventually, free_port, wait_ready};
 use crate::telegram_modes;
 
 /// Most replies a kill may leave sent but unrecorded (then sent again): those in flight, at
@@ -73,22 +73,6 @@ fn start_server(
         .expect("start switchboard")
 }
 
-async fn wait_ready(port: u16) {
-    let client = reqwest::Client::new();
-    eventually(60, "the server to be ready", || {
-        let client = client.clone();
-        async move {
-            client
-                .get(format!("http://127.0.0.1:{port}/readyz"))
-                .send()
-                .await
-                .map(|r| r.status() == 200)
-                .unwrap_or(false)
-        }
-    })
-    .await;
-}
-
 async fn killed_mid_burst(backend: Backend, mode: Mode) {
     let peer = Arc::new(TelegramPeer::start().await);
     let token = TelegramPeer::token();
@@ -96,7 +80,7 @@ async fn killed_mid_burst(backend: Backend, mode: Mode) {
     let port = free_port();
     let config = write_config(&database, &peer, mode, port);
     let mut server = start_server(&database, &config, &token, port);
-    wait_ready(port).await;
+    wait_ready(port, 60).await;
     wait_connected(&peer, &token, mode).await;
 
     let users: Vec<User> = (0..4)
@@ -143,7 +127,7 @@ async fn killed_mid_burst(backend: Backend, mode: Mode) {
     );
 
     let mut restarted = start_server(&database, &config, &token, port);
-    wait_ready(port).await;
+    wait_ready(port, 60).await;
     // The burst's messages that have no answer on Telegram yet.
     let unanswered = move || -> Vec<String> {
         let mut missing = Vec::new();

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use switchboard::app::AppOptions;
 use switchboard::config::Settings;
 
-use crate::helpers::{Backend, TestApp, eventually};
+use crate::helpers::{Backend, TestApp, eventually, free_port};
 use peer::TelegramPeer;
 
 /// The instance name in every test.
@@ -27,26 +27,6 @@ pub const SECRET: &str = "test-secret_0123456789";
 pub enum Mode {
     Polling,
     Webhook,
-}
-
-/// A free port below the kernel's ephemeral range, for an app that must come back on the same
-/// port (the webhook URL names it). An ephemeral port is not safe there: while the app is
-/// down, another test's `bind(0)` can take it, and the peer's retried webhook connections to
-/// it can be given it as their own source port and connect to themselves, and either way the
-/// restarted app finds it in use.
-pub fn free_port() -> u16 {
-    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let below = ephemeral_from.clamp(12_000, 32_768);
-    for _ in 0..1000 {
-        let port = rand::random_range(10_000..below);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range");
 }
 
 /// The `[[channel]]` table of a test bot. `app_port` is where the app serves (for webhooks).

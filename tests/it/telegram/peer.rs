@@ -27,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::helpers::free_port;
+
 /// The emulator's bot (its `getMe`).
 pub const BOT_ID: i64 = 666;
 pub const BOT_USERNAME: &str = "TestNameBot";
@@ -88,14 +90,6 @@ pub struct TelegramPeer {
     shared: Arc<Shared>,
     _emulator: tokio::process::Child,
     _proxy: tokio::task::JoinHandle<()>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn now_secs() -> i64 {
