@@ -478,21 +478,13 @@ async fn bot_method(
                 .unwrap()
                 .insert(token.clone(), (url, secret));
             // Updates that waited for a poll go to the webhook, as Telegram does.
-            let waiting = emulator_call(&shared, &token, "getUpdates", &json!({})).await;
-            let mut queued: Vec<Value> = shared
+            fetch_pending(&shared, &token).await;
+            let queued: Vec<Value> = shared
                 .pending
                 .lock()
                 .unwrap()
                 .remove(&token)
                 .unwrap_or_default();
-            queued.extend(
-                waiting["result"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(normalise_update),
-            );
             let sender = shared.deliveries.lock().unwrap().get(&token).cloned();
             if let Some(sender) = sender {
                 for update in queued {
@@ -515,25 +507,42 @@ async fn bot_method(
     }
 }
 
+/// Move what the emulator hands out into the token's pending updates. In a task of its own:
+/// the emulator forgets an update once it hands it out, and a poll whose caller goes away (the
+/// app killed mid-poll) drops its handler at any await, which must not drop updates with it.
+async fn fetch_pending(shared: &Arc<Shared>, token: &str) {
+    let (shared, token) = (shared.clone(), token.to_string());
+    tokio::spawn(async move {
+        let fetched = emulator_call(&shared, &token, "getUpdates", &json!({})).await;
+        let fresh = fetched["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(normalise_update);
+        shared
+            .pending
+            .lock()
+            .unwrap()
+            .entry(token)
+            .or_default()
+            .extend(fresh);
+    })
+    .await
+    .expect("fetching updates from the emulator");
+}
+
 /// Telegram's `getUpdates`: what is not yet confirmed by `offset`, waiting up to `timeout`.
-async fn get_updates(shared: &Shared, token: &str, params: &Value) -> Response {
+async fn get_updates(shared: &Arc<Shared>, token: &str, params: &Value) -> Response {
     let offset = params["offset"].as_i64();
     let timeout = Duration::from_secs(params["timeout"].as_u64().unwrap_or(0).min(20));
     let limit = params["limit"].as_u64().unwrap_or(100).clamp(1, 100) as usize;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let fetched = emulator_call(shared, token, "getUpdates", &json!({})).await;
-        let fresh: Vec<Value> = fetched["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(normalise_update)
-            .collect();
+        fetch_pending(shared, token).await;
         let ready = {
             let mut pending = shared.pending.lock().unwrap();
             let queue = pending.entry(token.to_string()).or_default();
-            queue.extend(fresh);
             if let Some(offset) = offset {
                 queue.retain(|update| update["update_id"].as_i64().unwrap_or(0) >= offset);
             }
