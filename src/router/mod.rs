@@ -37,8 +37,8 @@ use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::outbox::Delivery;
 use crate::store::{
-    Conversation, IngestOptions, NewReply, Store, StoreError, Transfer, TransferError, TurnCommit,
-    now_ms,
+    Conversation, IngestOptions, NewReply, PendingInbound, Store, StoreError, Transfer,
+    TransferError, TurnCommit, now_ms,
 };
 use lanes::Lanes;
 
@@ -56,9 +56,23 @@ pub struct Job {
     pub received: Instant,
     /// A command the channel answers itself (a channel's `CommandReply`, such as Telegram's
     /// `/start` or `/human`): the bot's turn says its reply (and hands over if it asks to), the
-    /// assistant is not asked. A message re-queued after a restart has lost this and is read by
-    /// the assistant as text.
+    /// assistant is not asked. Kept with the stored message, so a message replayed after a
+    /// restart is still the command.
     pub command: Option<CommandReply>,
+}
+
+impl Job {
+    /// The job of a stored message that never got its turn.
+    fn replay(message: PendingInbound) -> Job {
+        Job {
+            command: message.extensions.get::<CommandReply>(),
+            message_id: message.message_id,
+            conversation_id: message.conversation_id,
+            text: message.text,
+            platform_message_id: message.platform_message_id,
+            received: Instant::now(),
+        }
+    }
 }
 
 pub struct Router {
@@ -167,14 +181,7 @@ impl Router {
         let pending = self.store.unhandled_inbound().await?;
         let count = pending.len();
         for message in pending {
-            self.queue(Job {
-                message_id: message.message_id,
-                conversation_id: message.conversation_id,
-                text: message.text,
-                platform_message_id: message.platform_message_id,
-                received: Instant::now(),
-                command: None,
-            });
+            self.queue(Job::replay(message));
         }
         if count > 0 {
             tracing::info!(count, "replaying messages that had not been handled");
@@ -607,14 +614,7 @@ impl Router {
                 message = message_id,
                 "queueing a stored message that was never queued"
             );
-            self.queue(Job {
-                message_id: message.message_id,
-                conversation_id: message.conversation_id,
-                text: message.text,
-                platform_message_id: message.platform_message_id,
-                received: Instant::now(),
-                command: None,
-            });
+            self.queue(Job::replay(message));
         }
         Ok(())
     }

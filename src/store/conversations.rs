@@ -6,7 +6,7 @@
 
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 use switchboard_connector::{
-    AuthorKind, ChannelMessage, Choice, EventKind, InboundEvent, LiveEvent, MessageRef,
+    AuthorKind, ChannelMessage, Choice, EventKind, Extensions, InboundEvent, LiveEvent, MessageRef,
 };
 
 use super::events::{MessageFields, NewEvent, Place, live, no_data, with_message};
@@ -65,6 +65,8 @@ pub struct PendingInbound {
     pub seq: i64,
     pub text: String,
     pub platform_message_id: Option<String>,
+    /// What the channel said beyond the text (a command's reply, say), as stored.
+    pub extensions: Extensions,
 }
 
 /// A reply to store and queue for delivery in the same transaction.
@@ -528,7 +530,7 @@ impl Store {
     /// Inbound messages that no owner has taken yet, in conversation order.
     pub async fn unhandled_inbound(&self) -> StoreResult<Vec<PendingInbound>> {
         let rows = sqlx::query(
-            "SELECT id, conversation_id, seq, text, platform_message_id FROM messages \
+            "SELECT id, conversation_id, seq, text, platform_message_id, extensions FROM messages \
              WHERE direction = 'in' AND handled_at IS NULL ORDER BY conversation_id, seq",
         )
         .fetch_all(&self.write)
@@ -539,8 +541,8 @@ impl Store {
     /// One stored inbound message that no owner has taken yet.
     pub async fn unhandled_message(&self, message_id: &str) -> StoreResult<Option<PendingInbound>> {
         let row = sqlx::query(
-            "SELECT id, conversation_id, seq, text, platform_message_id FROM messages \
-             WHERE id = $1 AND direction = 'in' AND handled_at IS NULL",
+            "SELECT id, conversation_id, seq, text, platform_message_id, extensions \
+             FROM messages WHERE id = $1 AND direction = 'in' AND handled_at IS NULL",
         )
         .bind(message_id)
         .fetch_optional(&self.write)
@@ -593,7 +595,10 @@ fn inbound_event_data(
 }
 
 fn pending_of(row: &sqlx::any::AnyRow) -> StoreResult<PendingInbound> {
+    let extensions: &str = row.try_get("extensions")?;
     Ok(PendingInbound {
+        extensions: serde_json::from_str(extensions)
+            .map_err(|error| StoreError::Corrupt(format!("extensions: {error}")))?,
         message_id: row.try_get("id")?,
         conversation_id: row.try_get("conversation_id")?,
         seq: row.try_get("seq")?,

@@ -5,13 +5,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use switchboard::app::{App, AppOptions};
 use switchboard::assistant::{Assistant, AssistantError, Handoff, Reply, Turn};
-use switchboard_connector::AuthorKind;
+use switchboard::conversation::{Owner, Status};
+use switchboard::store::{IngestOptions, Store};
+use switchboard_connector::{
+    AuthorKind, CommandReply, EventKind, Extensions, InboundEvent, PlatformIdentity,
+};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, eventually, options_with};
-use switchboard::conversation::{Owner, Status};
-use switchboard_connector::EventKind;
+use crate::helpers::{Backend, TestApp, TestDatabase, eventually, options_with, settings};
 
 async fn resent_message_is_stored_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -405,3 +408,65 @@ async fn takeover_mid_turn_silences_the_bot(backend: Backend) {
     assert_eq!(last.data["status"], "agent");
 }
 both_backends!(takeover_during_a_turn, takeover_mid_turn_silences_the_bot);
+
+/// A channel's command (Telegram's `/human`) that was stored but had not had its turn when the
+/// process died is still that command after the restart: the bot says the command's reply and
+/// hands over; the assistant (here the echo) never reads it as text.
+async fn command_replayed_after_restart(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let store = Store::connect(&database.url, 2).await.unwrap();
+    let mut event = InboundEvent::text(
+        "web",
+        "command-1",
+        PlatformIdentity::new("visitor-1", false),
+        "visitor-1",
+        "/human",
+    );
+    event.extensions = Extensions::default().with(&CommandReply {
+        reply: "A person will answer you here.".into(),
+        handoff: Some("customer asked for a person (/human)".into()),
+    });
+    let options = IngestOptions {
+        reopen_resolved: true,
+        record_only: false,
+    };
+    let stored = store.ingest(&event, options).await.unwrap();
+    store.close().await;
+
+    let app = App::start(settings(&database), AppOptions::default())
+        .await
+        .expect("app starts");
+    let app = TestApp { app, database };
+    let conversation_id = stored.conversation_id;
+    eventually(10, "the replayed command's turn", || async {
+        app.store()
+            .conversation_messages(&conversation_id)
+            .await
+            .unwrap()
+            .len()
+            >= 2
+    })
+    .await;
+    let messages = app
+        .store()
+        .conversation_messages(&conversation_id)
+        .await
+        .unwrap();
+    let said: Vec<(AuthorKind, &str)> = messages
+        .iter()
+        .map(|message| (message.author, message.text.as_str()))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            (AuthorKind::Customer, "/human"),
+            (AuthorKind::Bot, "A person will answer you here."),
+        ]
+    );
+    let conversation = app.store().conversation(&conversation_id).await.unwrap();
+    assert_eq!(conversation.state.status, Status::Queued);
+}
+both_backends!(
+    a_command_pending_at_a_crash_is_still_a_command,
+    command_replayed_after_restart
+);
