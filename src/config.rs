@@ -172,6 +172,10 @@ pub struct RouterSettings {
     /// The customer's next message on a resolved conversation's thread reopens it to the bot;
     /// false: it opens a new conversation and the resolved one stays as history.
     pub reopen_resolved: bool,
+    /// Conversations kept in memory (with their threads and linked emails), the least recently
+    /// used dropped first. The router's memory grows with new conversations until this many
+    /// are cached, then stays level; a conversation not cached is read from the database.
+    pub cached_conversations: usize,
 }
 
 impl Default for RouterSettings {
@@ -180,6 +184,7 @@ impl Default for RouterSettings {
             default_queue: "support".into(),
             typing_after_ms: 300,
             reopen_resolved: true,
+            cached_conversations: 10_000,
         }
     }
 }

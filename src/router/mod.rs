@@ -121,11 +121,9 @@ pub trait HandoffPolicy: Send + Sync {
     fn decide(&self, queue: &str, language: Option<&str>) -> HandoffDecision;
 }
 
-/// Most entries kept in each of the router's caches.
-const CACHED_CONVERSATIONS: usize = 100_000;
-
 impl Router {
     pub fn new(parts: RouterParts) -> Arc<Router> {
+        let cached = parts.settings.cached_conversations.max(1);
         let router = Arc::new(Router {
             store: parts.store,
             assistant: parts.assistant,
@@ -137,9 +135,9 @@ impl Router {
             settings: parts.settings,
             lanes: std::sync::OnceLock::new(),
             accepting: AtomicBool::new(true),
-            conversations: quick_cache::sync::Cache::new(CACHED_CONVERSATIONS),
-            threads: quick_cache::sync::Cache::new(CACHED_CONVERSATIONS),
-            linked_emails: quick_cache::sync::Cache::new(CACHED_CONVERSATIONS),
+            conversations: quick_cache::sync::Cache::new(cached),
+            threads: quick_cache::sync::Cache::new(cached),
+            linked_emails: quick_cache::sync::Cache::new(cached),
             queued: DashSet::new(),
             handoff: parts.handoff,
             awaiting_comment: quick_cache::sync::Cache::new(10_000),
