@@ -257,7 +257,41 @@ impl Delivery {
                 message.in_reply_to = last_inbound;
             }
         }
-        let receipt = instance.connector.send(message).await?;
+        let mark = self
+            .store
+            .unreachable(&message.channel, &message.thread)
+            .await
+            .map_err(|error| ConnectorError::retriable(error.to_string()))?;
+        if let Some(mark) = mark {
+            let written = self
+                .store
+                .lift_unreachable_if_written(&message.channel, &message.thread, &mark)
+                .await
+                .map_err(|error| ConnectorError::retriable(error.to_string()))?;
+            if !written {
+                return Err(ConnectorError::Unreachable(format!(
+                    "not sent: the thread is marked unreachable since {} ({})",
+                    crate::store::rfc3339(mark.since_ms),
+                    mark.reason
+                )));
+            }
+            tracing::info!(channel = %message.channel, thread = %message.thread, "the customer wrote again: thread reachable");
+        }
+        let receipt = match instance.connector.send(message).await {
+            Ok(receipt) => receipt,
+            Err(ConnectorError::Unreachable(reason)) => {
+                tracing::warn!(channel = %message.channel, thread = %message.thread, %reason, "thread unreachable, marked");
+                if let Err(error) = self
+                    .store
+                    .mark_unreachable(&message.channel, &message.thread, &reason)
+                    .await
+                {
+                    tracing::error!(error = %error, "unreachable mark not stored");
+                }
+                return Err(ConnectorError::Unreachable(reason));
+            }
+            Err(error) => return Err(error),
+        };
         Ok(receipt.platform_message_id)
     }
 

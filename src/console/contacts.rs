@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::{Console, ConsoleError, Staff};
 use crate::store::TaskFilter;
+use crate::store::console::ContactIdentityRow;
 use crate::store::now_ms;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,11 +42,7 @@ impl Console {
                 "id": contact.id,
                 "name": contact.display_name,
                 "created_at_ms": contact.created_at,
-                "identities": identities.iter().map(|identity| serde_json::json!({
-                    "channel": identity.channel,
-                    "platform_user_id": identity.platform_user_id,
-                    "verified": identity.verified,
-                })).collect::<Vec<_>>(),
+                "identities": identities.iter().map(identity_json).collect::<Vec<_>>(),
                 "emails": emails,
             }));
         }
@@ -68,6 +65,7 @@ impl Console {
                     what: format!("contact {contact_id}"),
                 })?;
         let identities = self.store.contact_identities(contact_id).await?;
+        let unreachable = self.store.contact_unreachable(contact_id).await?;
         let emails = self.store.contact_emails(contact_id).await?;
         let actor = staff.actor();
         // The order source may be down: the panel shows the rest and says so.
@@ -91,10 +89,12 @@ impl Console {
             "name": contact.display_name,
             "merged_into": contact.merged_into,
             "created_at_ms": contact.created_at,
-            "identities": identities.iter().map(|identity| serde_json::json!({
-                "channel": identity.channel,
-                "platform_user_id": identity.platform_user_id,
-                "verified": identity.verified,
+            "identities": identities.iter().map(identity_json).collect::<Vec<_>>(),
+            "unreachable": unreachable.iter().map(|thread| serde_json::json!({
+                "channel": thread.channel,
+                "thread": thread.thread,
+                "reason": thread.mark.reason,
+                "since_ms": thread.mark.since_ms,
             })).collect::<Vec<_>>(),
             "emails": emails,
             "orders": orders,
@@ -153,4 +153,14 @@ impl Console {
         tracing::info!(into = contact_id, from = other_id, by = %staff.email, "contacts merged");
         self.contact_view(staff, contact_id).await
     }
+}
+
+/// A contact's identity on one channel, as the console shows it.
+fn identity_json(identity: &ContactIdentityRow) -> Value {
+    serde_json::json!({
+        "channel": identity.channel,
+        "platform_user_id": identity.platform_user_id,
+        "username": identity.username,
+        "verified": identity.verified,
+    })
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Console, ConsoleError};
-use crate::store::now_ms;
+use crate::store::{now_ms, rfc3339};
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -48,12 +48,6 @@ fn parse_time(field: &str, text: &str) -> Result<i64, ConsoleError> {
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.timestamp_millis())
         .map_err(|_| ConsoleError::invalid(field, "must be YYYY-MM-DD or an RFC 3339 time"))
-}
-
-fn iso(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Median and p90 (nearest rank) of durations in milliseconds.
@@ -167,7 +161,7 @@ impl Console {
         let buckets = ((to - from + bucket_ms - 1) / bucket_ms) as usize;
         let mut series: Vec<Value> = (0..buckets)
             .map(|index| {
-                json!({"start": iso(from + index as i64 * bucket_ms), "conversations": 0,
+                json!({"start": rfc3339(from + index as i64 * bucket_ms), "conversations": 0,
                        "handoffs": 0, "contained": 0, "resolved": 0})
             })
             .collect();
@@ -246,8 +240,8 @@ impl Console {
             }
         }
         Ok(json!({
-            "from": iso(from),
-            "to": iso(to),
+            "from": rfc3339(from),
+            "to": rfc3339(to),
             "bucket": if bucket_ms == DAY_MS { "day" } else { "hour" },
             "filters": {"channel": query.channel, "team": query.team},
             "conversations": {

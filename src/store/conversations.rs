@@ -370,7 +370,20 @@ impl Store {
         .fetch_optional(&mut **tx)
         .await?;
         let contact_id = match existing {
-            Some(row) => row.try_get::<String, _>("contact_id")?,
+            Some(row) => {
+                if sender.username.is_some() {
+                    sqlx::query(
+                        "UPDATE contact_identities SET username = $3 \
+                         WHERE channel = $1 AND platform_user_id = $2",
+                    )
+                    .bind(&event.channel)
+                    .bind(&sender.platform_user_id)
+                    .bind(&sender.username)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                row.try_get::<String, _>("contact_id")?
+            }
             None => {
                 let contact_id = new_id();
                 sqlx::query(
@@ -383,14 +396,15 @@ impl Store {
                 .await?;
                 sqlx::query(
                     "INSERT INTO contact_identities \
-                     (channel, platform_user_id, contact_id, verified, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                     (channel, platform_user_id, contact_id, verified, created_at, username) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&event.channel)
                 .bind(&sender.platform_user_id)
                 .bind(&contact_id)
                 .bind(i64::from(sender.verified))
                 .bind(now)
+                .bind(&sender.username)
                 .execute(&mut **tx)
                 .await?;
                 contact_id

@@ -14,6 +14,7 @@ mod conversations;
 mod cursors;
 mod events;
 mod outbox;
+mod reachability;
 mod script;
 mod transfers;
 mod turns;
@@ -25,6 +26,7 @@ pub use conversations::{
 pub use cursors::CursorWrite;
 pub use events::NewEvent;
 pub use outbox::{Finished, OutboxRow, Outcome as DeliveryOutcome};
+pub use reachability::{Unreachable, UnreachableThread};
 pub use transfers::{Transfer, TransferError};
 pub use workflow::{
     ApiKeyRow, CustomerNotice, DeliveryRow, IdempotencyHit, IdempotencyRecord, OrderRow,
@@ -92,6 +94,13 @@ pub struct Store {
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// A stored time (milliseconds since the epoch) as RFC 3339 in UTC, to the second.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 pub fn new_id() -> String {

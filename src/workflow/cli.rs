@@ -10,7 +10,7 @@ use clap::Subcommand;
 use super::model::{Actor, Scope, Task, TaskStatus};
 use super::{Transition, WorkflowService};
 use crate::config::Settings;
-use crate::store::{Store, TaskFilter};
+use crate::store::{Store, TaskFilter, rfc3339};
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCommand {
@@ -276,10 +276,4 @@ pub async fn run_apikey(command: ApikeyCommand, settings: Settings) -> anyhow::R
     }
     store.close().await;
     Ok(())
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
 }

@@ -60,6 +60,12 @@ pub enum ConnectorError {
     /// Will fail the same way every time (bad recipient, message rejected).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The person can no longer be reached on this thread (Telegram's 403: they blocked the
+    /// bot or left). The delivery is given up, and the app marks the thread unreachable:
+    /// later deliveries to it are given up at once, without a call, until the customer writes
+    /// again.
+    #[error("recipient unreachable: {0}")]
+    Unreachable(String),
     /// The instance cannot work as configured (bad token, missing permission, bad key):
     /// reported once, not retried.
     #[error("connector misconfigured: {0}")]

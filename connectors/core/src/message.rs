@@ -143,6 +143,9 @@ pub struct PlatformIdentity {
     /// The platform's stable id for the person (Telegram user id, email address, visitor id).
     pub platform_user_id: String,
     pub display_name: Option<String>,
+    /// The person's handle on the platform (Telegram's `@username`), which may change.
+    #[serde(default)]
+    pub username: Option<String>,
     /// True when the platform itself vouches for this identity (a signed web chat session, a
     /// Telegram user id). Back-office actions only trust verified identities.
     pub verified: bool,
@@ -160,6 +163,7 @@ impl PlatformIdentity {
         PlatformIdentity {
             platform_user_id: platform_user_id.into(),
             display_name: None,
+            username: None,
             verified,
             email: None,
             language: None,

@@ -22,7 +22,7 @@ use teloxide::types::{AllowedUpdate, Update};
 use tokio_util::sync::CancellationToken;
 
 use crate::TelegramChannel;
-use crate::outbound::{self, Failure, classify, to_connector_error};
+use crate::outbound::{Failure, classify, to_connector_error};
 use crate::update::{self, Decision};
 
 /// The cursor holding the next update id to ask for.
@@ -96,9 +96,6 @@ async fn ingest(
     update_id: u32,
 ) -> Result<Option<(i64, bool)>, NotStored> {
     let chat_id: i64 = event.thread.parse().unwrap_or_default();
-    // The user wrote: the chat is reachable again if it was marked otherwise (before the
-    // message is stored, so that its answer is not refused).
-    outbound::set_unreachable(channel, chat_id, false).await;
     match host.ingest(event).await {
         Ok(receipt) => Ok(Some((chat_id, receipt.duplicate))),
         Err(HostError::Rejected(reason)) => {

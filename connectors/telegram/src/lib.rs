@@ -21,8 +21,8 @@
 //!   and documents as file references.
 //! - **Out** ([`outbound`]): HTML parse mode with the text escaped, split at 4,096
 //!   characters, the assistant's choices as an inline keyboard. Telegram's 429 `retry_after`
-//!   pauses the instance (through the outbox), a 403 (the user blocked the bot) marks the chat
-//!   unreachable instead of retrying, and sends keep to about 30 messages/s per bot (the
+//!   pauses the instance (through the outbox), a 403 (the user blocked the bot) is an
+//!   unreachable recipient (the app marks the chat and stops sending until the user writes), and sends keep to about 30 messages/s per bot (the
 //!   outbox's per-instance limit) and one per second per chat (here).
 
 pub mod config;

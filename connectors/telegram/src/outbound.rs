@@ -3,10 +3,9 @@
 //!
 //! - 429 carries `retry_after`: a retriable error with that pause, which the outbox applies
 //!   to the whole instance.
-//! - 403 (the user blocked the bot, left the group, deleted the account): a permanent error,
-//!   and the chat is marked unreachable in a durable cursor of the instance
-//!   (`unreachable:<chat id>`), so later messages to it fail at once instead of calling
-//!   Telegram; the mark is lifted when the user writes again.
+//! - 403 (the user blocked the bot, left the group, deleted the account): an unreachable
+//!   recipient. The app marks the chat unreachable, so later messages to it are given up at
+//!   once instead of calling Telegram, until the user writes again.
 //! - Network errors and 5xx: retriable (the outbox backs off).
 //! - Other 4xx (a bad request): permanent.
 //!
@@ -37,9 +36,6 @@ const REMEMBERED_MESSAGES: usize = 1000;
 
 /// Telegram's limit on a button's callback data.
 const MAX_CALLBACK_DATA_BYTES: usize = 64;
-
-/// The cursor value of a chat that blocked the bot; an empty value is a reachable chat.
-const UNREACHABLE: &str = "blocked";
 
 /// What kind of failure a Bot API error is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +84,7 @@ pub fn to_connector_error(error: &RequestError) -> ConnectorError {
             retry_after: Some(pause),
         },
         Failure::Temporary => ConnectorError::retriable(format!("telegram: {error}")),
-        Failure::Blocked => ConnectorError::Permanent(format!("chat unreachable: {error}")),
+        Failure::Blocked => ConnectorError::Unreachable(format!("telegram: {error}")),
         Failure::Unauthorized => ConnectorError::Config(format!("telegram: {error}")),
         Failure::Permanent => ConnectorError::Permanent(format!("telegram refused: {error}")),
     }
@@ -97,8 +93,6 @@ pub fn to_connector_error(error: &RequestError) -> ConnectorError {
 /// The outbound state of an instance.
 pub struct Outbound {
     per_chat: DefaultKeyedRateLimiter<i64>,
-    /// Chats known reachable (false) or not (true), read from or written to the cursors.
-    unreachable: Mutex<HashMap<i64, bool>>,
     /// Parts already delivered of messages whose sending failed halfway.
     partial: Mutex<Partial>,
 }
@@ -118,7 +112,6 @@ impl Outbound {
             .allow_burst(burst);
         Outbound {
             per_chat: RateLimiter::keyed(quota),
-            unreachable: Mutex::default(),
             partial: Mutex::default(),
         }
     }
@@ -153,82 +146,6 @@ impl Outbound {
     }
 }
 
-fn cursor_key(chat_id: i64) -> String {
-    format!("unreachable:{chat_id}")
-}
-
-/// Whether the chat is marked unreachable (a 403 earlier, perhaps before a restart).
-async fn is_unreachable(channel: &TelegramChannel, chat_id: i64) -> bool {
-    if let Some(known) = channel
-        .outbound
-        .unreachable
-        .lock()
-        .expect("unreachable lock")
-        .get(&chat_id)
-    {
-        return *known;
-    }
-    let Some(host) = channel.host.get() else {
-        return false;
-    };
-    let marked = match host.cursor(&cursor_key(chat_id)).await {
-        Ok(cursor) => cursor.is_some_and(|cursor| cursor.value == UNREACHABLE),
-        // Unknown: try Telegram, which will say.
-        Err(_) => return false,
-    };
-    channel
-        .outbound
-        .unreachable
-        .lock()
-        .expect("unreachable lock")
-        .insert(chat_id, marked);
-    marked
-}
-
-/// Mark the chat reachable or not, durably where the host allows.
-pub async fn set_unreachable(channel: &TelegramChannel, chat_id: i64, unreachable: bool) {
-    let previous = channel
-        .outbound
-        .unreachable
-        .lock()
-        .expect("unreachable lock")
-        .insert(chat_id, unreachable);
-    if previous == Some(unreachable) {
-        return;
-    }
-    // Not known in this process: a write is needed only if a mark is stored.
-    if previous.is_none() && !unreachable && !is_marked(channel, chat_id).await {
-        return;
-    }
-    let Some(host) = channel.host.get() else {
-        return;
-    };
-    let key = cursor_key(chat_id);
-    let value = if unreachable { UNREACHABLE } else { "" };
-    // Read-then-compare-and-set; a lost race means another writer set the same mark.
-    for _ in 0..3 {
-        let expected = match host.cursor(&key).await {
-            Ok(cursor) => cursor.map(|cursor| cursor.version),
-            Err(_) => return,
-        };
-        if host.set_cursor(&key, expected, value).await.is_ok() {
-            tracing::info!(channel = %channel.name, chat = chat_id, unreachable, "chat reachability recorded");
-            return;
-        }
-    }
-}
-
-async fn is_marked(channel: &TelegramChannel, chat_id: i64) -> bool {
-    let Some(host) = channel.host.get() else {
-        return false;
-    };
-    host.cursor(&cursor_key(chat_id))
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|cursor| cursor.value == UNREACHABLE)
-}
-
 /// Deliver one outbound message.
 pub async fn send(
     channel: &TelegramChannel,
@@ -237,11 +154,6 @@ pub async fn send(
     let chat_id: i64 = message.thread.parse().map_err(|_| {
         ConnectorError::Permanent(format!("{:?} is not a telegram chat id", message.thread))
     })?;
-    if is_unreachable(channel, chat_id).await {
-        return Err(ConnectorError::Permanent(format!(
-            "chat {chat_id} blocked the bot; not sent until the user writes again"
-        )));
-    }
     let parts = split_text(&message.text, MAX_MESSAGE_UNITS);
     let keyboard = keyboard(message);
     let reply_to = reply_to(message, chat_id);
@@ -282,13 +194,7 @@ pub async fn send(
                     channel.outbound.record_part(&message.id, sent.id.0);
                 }
             }
-            Err(error) => {
-                if classify(&error) == Failure::Blocked {
-                    tracing::warn!(channel = %channel.name, chat = chat_id, error = %error, "the user blocked the bot or left; chat marked unreachable");
-                    set_unreachable(channel, chat_id, true).await;
-                }
-                return Err(to_connector_error(&error));
-            }
+            Err(error) => return Err(to_connector_error(&error)),
         }
     }
     channel.outbound.forget(&message.id);

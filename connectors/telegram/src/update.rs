@@ -256,6 +256,7 @@ fn callback_decision(channel: &str, update_id: u32, query: &CallbackQuery) -> De
 pub fn identity(user: &User) -> PlatformIdentity {
     let mut identity = PlatformIdentity::new(user.id.0.to_string(), true);
     identity.display_name = Some(user.full_name()).filter(|name| !name.trim().is_empty());
+    identity.username = user.username.clone();
     identity.language = user.language_code.as_deref().and_then(primary_language);
     identity
 }

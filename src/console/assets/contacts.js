@@ -40,8 +40,15 @@
     pane.appendChild(el('h2', {}, contact.name || 'Customer'));
     pane.appendChild(el('h3', {}, 'Identities'));
     pane.appendChild(el('ul', { id: 'contact-identities' }, contact.identities.map(function (i) {
-      return el('li', {}, i.channel + ': ' + i.platform_user_id + (i.verified ? ' ✓' : ''));
+      return el('li', {}, i.channel + ': ' + i.platform_user_id + (i.username ? ' (@' + i.username + ')' : '') + (i.verified ? ' ✓' : ''));
     }).concat(contact.emails.map(function (e) { return el('li', {}, 'email: ' + e); }))));
+    // Where replies cannot reach the customer (they blocked the bot): given up until they write.
+    if (contact.unreachable.length) {
+      pane.appendChild(el('h3', {}, 'Unreachable'));
+      pane.appendChild(el('ul', { id: 'contact-unreachable' }, contact.unreachable.map(function (u) {
+        return el('li', {}, u.channel + ': ' + u.thread + ' since ' + SB.time(u.since_ms) + ' · ' + u.reason);
+      })));
+    }
     var orders = Array.isArray(contact.orders) ? contact.orders : [];
     pane.appendChild(el('h3', {}, 'Orders'));
     pane.appendChild(el('ul', {}, orders.map(function (o) { return el('li', {}, o.id + ' · ' + o.status); })));

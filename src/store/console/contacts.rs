@@ -19,6 +19,8 @@ pub struct ContactRow {
 pub struct ContactIdentityRow {
     pub channel: String,
     pub platform_user_id: String,
+    /// The person's handle on the platform, if it has one.
+    pub username: Option<String>,
     pub verified: bool,
 }
 
@@ -80,7 +82,8 @@ impl Store {
              WHERE c.merged_into IS NULL AND (LOWER(COALESCE(c.display_name, '')) LIKE $1 \
              ESCAPE '\\' OR c.id = $2 \
              OR EXISTS (SELECT 1 FROM contact_identities i WHERE i.contact_id = c.id \
-                AND LOWER(i.platform_user_id) LIKE $1 ESCAPE '\\') \
+                AND (LOWER(i.platform_user_id) LIKE $1 ESCAPE '\\' \
+                OR LOWER(COALESCE(i.username, '')) LIKE $1 ESCAPE '\\')) \
              OR EXISTS (SELECT 1 FROM contact_emails m WHERE m.contact_id = c.id \
                 AND m.email LIKE $1 ESCAPE '\\')) \
              ORDER BY c.created_at DESC, c.id DESC LIMIT $3",
@@ -107,7 +110,7 @@ impl Store {
         contact_id: &str,
     ) -> StoreResult<Vec<ContactIdentityRow>> {
         let rows = sqlx::query(
-            "SELECT channel, platform_user_id, verified FROM contact_identities \
+            "SELECT channel, platform_user_id, username, verified FROM contact_identities \
              WHERE contact_id = $1 ORDER BY created_at, channel",
         )
         .bind(contact_id)
@@ -118,6 +121,7 @@ impl Store {
                 Ok(ContactIdentityRow {
                     channel: row.try_get("channel")?,
                     platform_user_id: row.try_get("platform_user_id")?,
+                    username: row.try_get("username")?,
                     verified: row.try_get::<i64, _>("verified")? != 0,
                 })
             })

@@ -92,6 +92,24 @@ async fn merge(backend: Backend) {
         "{merged}"
     );
     assert_eq!(merged["conversations"].as_array().unwrap().len(), 2);
+    assert_eq!(merged["unreachable"], json!([]), "{merged}");
+    // A thread the platform said cannot be reached shows on the contact, with its reason.
+    let phone_thread = app
+        .store()
+        .conversation(&phone_conversation)
+        .await
+        .unwrap()
+        .thread;
+    app.store()
+        .mark_unreachable("web", &phone_thread, "blocked the bot")
+        .await
+        .unwrap();
+    let (_, view) = agent
+        .get(&format!("/console/api/contacts/{phone_contact}"))
+        .await;
+    assert_eq!(view["unreachable"][0]["channel"], "web", "{view}");
+    assert_eq!(view["unreachable"][0]["thread"], phone_thread.as_str());
+    assert_eq!(view["unreachable"][0]["reason"], "blocked the bot");
     // Merged away: not found any more, and not merged twice.
     let (_, found) = agent
         .get(&format!("/console/api/contacts?q={}", ana.visitor_id))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use switchboard::assistant::{Assistant, AssistantError, Reply, Turn};
 use switchboard::conversation::Status;
-use switchboard_connector::{AuthorKind, Choice, ConnectorError, Extensions, OutboundMessage};
+use switchboard_connector::{AuthorKind, Choice};
 
 use super::peer::{BOT_ID, BOT_USERNAME, Fault, TelegramPeer, User, group_chat};
 use super::{CHANNEL, Mode, SECRET, conversation_on, spawn, stays_quiet};
@@ -59,6 +59,12 @@ async fn private_chat(backend: Backend, mode: Mode) {
     assert_eq!(contact, conversation.contact_id);
     let row = app.store().contact(&contact).await.unwrap().unwrap();
     assert_eq!(row.display_name.as_deref(), Some("Ana"));
+    let identities = app.store().contact_identities(&contact).await.unwrap();
+    assert_eq!(identities.len(), 1);
+    assert_eq!(
+        identities[0].username, ana.username,
+        "the @username on the identity"
+    );
 
     // A photo with a caption: the caption answered, the largest size kept as a file reference.
     peer.user_sends(
@@ -532,18 +538,14 @@ async fn telegram_errors_outbound(backend: Backend) {
     peer.user_writes(&token, &bob, &bob.private_chat(), "hi")
         .await;
     let store = app.store().clone();
+    let chat = bob.id.to_string();
     eventually(30, "the unreachable mark", || {
-        let store = store.clone();
-        let key = format!("unreachable:{}", bob.id);
-        async move {
-            store
-                .cursor(CHANNEL, &key)
-                .await
-                .unwrap()
-                .is_some_and(|cursor| cursor.value == "blocked")
-        }
+        let (store, chat) = (store.clone(), chat.clone());
+        async move { store.unreachable(CHANNEL, &chat).await.unwrap().is_some() }
     })
     .await;
+    let mark = store.unreachable(CHANNEL, &chat).await.unwrap().unwrap();
+    assert!(mark.reason.contains("blocked by the user"), "{mark:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(peer.send_attempts(bob.id), 1, "a 403 is not retried");
     let conversation_id = conversation_on(&app, bob.id).await;
@@ -557,30 +559,49 @@ async fn telegram_errors_outbound(backend: Backend) {
         .unwrap();
     let rows = app.store().outbox_state(&reply.id).await.unwrap();
     assert_eq!(rows[0].0, "dead", "{rows:?}");
-    // Another message to the blocked chat (a task notice, say) fails at once, without a call.
-    let instance = app.app.channels.get(CHANNEL).unwrap();
-    let notice = OutboundMessage {
-        id: "notice-1".into(),
-        conversation_id: conversation_id.clone(),
-        channel: CHANNEL.into(),
-        thread: bob.id.to_string(),
-        seq: 9,
-        author: AuthorKind::System,
-        text: "Your refund was approved.".into(),
-        attachments: Vec::new(),
-        choices: Vec::new(),
-        in_reply_to: None,
-        references: Vec::new(),
-        extensions: Extensions::default(),
-        created_at_ms: 0,
-    };
-    let error = instance.connector.send(&notice).await.unwrap_err();
-    assert!(matches!(error, ConnectorError::Permanent(_)), "{error}");
+    // Agents see it on the contact.
+    let conversation = app.store().conversation(&conversation_id).await.unwrap();
+    let marked = app
+        .store()
+        .contact_unreachable(&conversation.contact_id)
+        .await
+        .unwrap();
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    assert_eq!(
+        (marked[0].channel.as_str(), marked[0].thread.as_str()),
+        (CHANNEL, chat.as_str())
+    );
+    // Another message to the blocked chat (a task notice, say) is given up at once, without a
+    // call: Telegram would take it now (the fault was for one send).
+    let notice = app
+        .app
+        .router
+        .notify(
+            &conversation_id,
+            "Your refund was approved.".into(),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let notice_id = notice.data["message_id"].as_str().unwrap().to_string();
+    eventually(30, "the notice given up", || {
+        let (store, notice_id) = (store.clone(), notice_id.clone());
+        async move {
+            store
+                .outbox_state(&notice_id)
+                .await
+                .unwrap()
+                .first()
+                .is_some_and(|row| row.0 == "dead")
+        }
+    })
+    .await;
     assert_eq!(peer.send_attempts(bob.id), 1);
-    // Bob unblocks the bot and writes: reachable again, answered.
+    // Bob unblocks the bot and writes: reachable again, answered, the mark gone.
     peer.user_writes(&token, &bob, &bob.private_chat(), "back again")
         .await;
     let sent = peer.wait_for(&token, bob.id, 1, 30).await;
     assert_eq!(sent[0].shown(), "echo: back again");
+    assert!(store.unreachable(CHANNEL, &chat).await.unwrap().is_none());
 }
 both_backends!(telegram_outbound_errors, telegram_errors_outbound);
