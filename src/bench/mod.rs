@@ -4,6 +4,7 @@
 //! as space-separated `name=value` pairs, so scripts can pick them up.
 
 pub mod assistant;
+pub mod baseline;
 pub mod console;
 #[cfg(feature = "channel-email")]
 pub mod email;

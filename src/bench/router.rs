@@ -8,6 +8,9 @@
 //! - `--idle N`: N visitors connect, say hello and sit idle; measures the server's resident
 //!   memory. The server runs as a child process so that the figure is the server's alone.
 //!
+//! `--baseline` first drives a bare server of the same frames ([`super::baseline`]) with the
+//! same load, and prints the router's throughput as a share of that ceiling.
+//!
 //! Without `--url` the server is started in-process (or as a child for `--idle`) with the echo
 //! assistant, on `--database` (default: a fresh SQLite file), so the figures are the router's,
 //! not the assistant's. With `--url` it drives a server already running; that server's web chat
@@ -49,6 +52,10 @@ pub struct RouterBench {
     /// Memory mode: connect this many idle visitors and report the server's resident memory.
     #[arg(long)]
     idle: Option<usize>,
+    /// First run the same load against a bare WebSocket server of the same frames (no storage,
+    /// no router) and print the router's figure as a share of it.
+    #[arg(long)]
+    baseline: bool,
 }
 
 pub(crate) type Socket =
@@ -308,6 +315,21 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
         options.visitors, options.seconds
     );
 
+    let ceiling = if options.baseline {
+        let bare = super::baseline::start().await?;
+        println!("baseline: the same load against a bare server of the same frames");
+        let figures = load(
+            &bare.ws_url,
+            options.visitors,
+            options.seconds,
+            options.rate,
+        )
+        .await?;
+        println!("router: the load against Switchboard");
+        Some(figures)
+    } else {
+        None
+    };
     let figures = load(
         &server.ws_url,
         options.visitors,
@@ -328,8 +350,17 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
     if let Some(mut child) = server.child.take() {
         let _ = child.kill().await;
     }
+    let versus = match ceiling {
+        Some(bare) => format!(
+            " baseline_msgs_per_s={:.0} baseline_p99_ms={:.2} share_of_baseline={:.3}",
+            bare.msgs_per_s,
+            bare.p99_ms,
+            msgs_per_s / bare.msgs_per_s.max(f64::MIN_POSITIVE)
+        ),
+        None => String::new(),
+    };
     println!(
-        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}",
+        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}{versus}",
         options.visitors, figures.errors
     );
     Ok(())
@@ -361,6 +392,7 @@ pub async fn load(
         seconds,
         rate,
         idle: None,
+        baseline: false,
     };
     let totals = Arc::new(Totals {
         sent: AtomicU64::new(0),
