@@ -213,6 +213,11 @@ async function main() {
   await agent.locator('#conversation[data-status="agent"]').waitFor({ timeout: WAIT_MS });
   await agent.fill('#reply-text', 'I took over from the bot; how can I help?');
   await agent.click('#send-reply');
+  // The customer looks at their widget again (its window went behind the agent's). Without
+  // this, Chromium 156 headless never showed this page the reply within 20 s (three runs out
+  // of three), while any call into the page first let it through: the widget's own behaviour
+  // behind another window is not what this step tests.
+  await other.bringToFront();
   await waitWidget(other, 'the reply after a takeover', (l) => l.some((m) => m.author === 'agent' && m.text.includes('took over')));
   ok('an agent took over a conversation the bot was handling');
   await agent.click('#hand-back');
