@@ -287,3 +287,135 @@ pub fn parse_file_id(platform_file_id: &str) -> Option<(u64, u64, u64)> {
     }
     Some((channel, message, attachment))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn bot() -> BotIdentity {
+        BotIdentity {
+            id: 900,
+            username: "switchboard".into(),
+        }
+    }
+
+    fn user(id: u64, bot: bool) -> serde_json::Value {
+        json!({"id": id.to_string(), "username": "ana_g", "global_name": "Ana García",
+               "discriminator": "0", "avatar": null, "bot": bot})
+    }
+
+    fn message(
+        content: &str,
+        author: serde_json::Value,
+        mentions: Vec<serde_json::Value>,
+    ) -> Message {
+        serde_json::from_value(json!({
+            "id": "5000", "channel_id": "77", "author": author, "content": content,
+            "timestamp": "2026-01-02T03:04:05+00:00", "edited_timestamp": null, "tts": false,
+            "mention_everyone": false, "mentions": mentions, "mention_roles": [],
+            "attachments": [{"id": "31", "filename": "invoice.pdf", "size": 1234,
+                             "url": "https://cdn.example/signed?hm=secret", "proxy_url": "https://p",
+                             "content_type": "application/pdf; charset=binary"}],
+            "embeds": [], "pinned": false, "type": 0}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_dm_is_a_verified_identity_with_a_file_reference() {
+        let Decision::Ingest { event, note } = decide(
+            "dc",
+            &bot(),
+            Place::Dm,
+            &message("hello", user(42, false), vec![]),
+        ) else {
+            panic!("stored")
+        };
+        assert_eq!(note, None);
+        assert_eq!(event.platform_message_id, "5000");
+        assert_eq!(event.thread, "77");
+        assert_eq!(event.sender.platform_user_id, "42");
+        assert!(event.sender.verified);
+        assert_eq!(event.sender.display_name.as_deref(), Some("Ana García"));
+        assert_eq!(event.sent_at_ms, Some(1_767_323_045_000));
+        assert_eq!(event.attachments[0].platform_file_id, "77:5000:31");
+        assert_eq!(event.attachments[0].mime_type, "application/pdf");
+        assert!(!format!("{event:?}").contains("secret"));
+        let fields = event.extensions.get::<DiscordFields>().unwrap();
+        assert_eq!(fields.username, "ana_g");
+        assert_eq!(parse_file_id("77:5000:31"), Some((77, 5000, 31)));
+        assert_eq!(parse_file_id("77:5000"), None);
+    }
+
+    #[test]
+    fn support_channels_need_a_mention_and_open_a_thread() {
+        assert!(matches!(
+            decide(
+                "dc",
+                &bot(),
+                Place::Support,
+                &message("morning all", user(42, false), vec![])
+            ),
+            Decision::Skip { .. }
+        ));
+        let mentioned = message(
+            "<@900> where is   my parcel?",
+            user(42, false),
+            vec![user(900, true)],
+        );
+        let Decision::OpenThread {
+            event,
+            support_channel,
+            user_id,
+            thread_name,
+        } = decide("dc", &bot(), Place::Support, &mentioned)
+        else {
+            panic!("a thread")
+        };
+        assert_eq!(event.text, "where is my parcel?");
+        assert_eq!((support_channel, user_id), (77, 42));
+        assert_eq!(thread_name, "Support: Ana García");
+        // A nickname mention written in the text counts too.
+        let nick = message("<@!900> hi", user(42, false), vec![]);
+        assert!(matches!(
+            decide("dc", &bot(), Place::Support, &nick),
+            Decision::OpenThread { .. }
+        ));
+    }
+
+    #[test]
+    fn bots_the_bot_itself_and_other_channels_are_skipped() {
+        for (place, author) in [
+            (Place::Dm, user(900, true)),
+            (Place::Thread, user(43, true)),
+            (Place::Elsewhere, user(42, false)),
+        ] {
+            assert!(matches!(
+                decide("dc", &bot(), place, &message("hi", author, vec![])),
+                Decision::Skip { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn gateway_payloads_are_read_or_refused_without_panicking() {
+        assert!(parse_gateway("{not json").is_err());
+        // A malformed message is no message: serenity reads it as an unknown event.
+        let malformed = parse_gateway(r#"{"op": 0, "t": "MESSAGE_CREATE", "s": 1, "d": 5}"#);
+        assert!(
+            matches!(
+                malformed,
+                Ok(serenity::model::event::GatewayEvent::Dispatch(
+                    1,
+                    serenity::model::event::Event::Unknown(_)
+                ))
+            ),
+            "{malformed:?}"
+        );
+        let unknown = parse_gateway(r#"{"op": 0, "t": "BRAND_NEW", "s": 2, "d": {"x": 1}}"#);
+        assert!(unknown.is_ok(), "{unknown:?}");
+        let hello = parse_gateway(r#"{"op": 10, "d": {"heartbeat_interval": 41250}}"#);
+        assert!(hello.is_ok(), "{hello:?}");
+    }
+}

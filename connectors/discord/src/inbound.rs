@@ -1,10 +1,12 @@
 //! Messages in: serenity's gateway client, and each channel's history after a reconnect.
 //!
 //! Serenity keeps the gateway session (identify, heartbeats, resume, reconnect) and hands
-//! every event to [`Forward`], which queues it; one loop ([`run`]) takes them in order, so
-//! a channel's cursor only ever moves past messages already stored. A payload serenity
-//! cannot read, or an event kind it does not know, is logged and skipped by serenity and
-//! never reaches the loop.
+//! every event to [`Forward`], which queues it; one loop ([`run`]) handles them one at a time,
+//! a burst in message-id order, so a channel's cursor only ever moves past messages already
+//! stored. A payload serenity cannot read, or an event kind it does not know, is logged and
+//! skipped by serenity and never reaches the loop. When the app cannot store a message, `run`
+//! returns an error; the app restarts it, and the new session's READY reads the message back
+//! from history.
 //!
 //! Exactly once:
 //! - a message's platform id is its snowflake id, so reading it twice (live, then from
@@ -22,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serenity::all::{Context, EventHandler, GatewayIntents, Interaction, Ready, ResumedEvent};
 use serenity::client::ClientBuilder;
@@ -39,6 +42,9 @@ use crate::{BotIdentity, DiscordChannel};
 
 /// The cursor listing the DM channels and private threads served (JSON: id -> "dm"|"thread").
 pub const WATCHED_CURSOR: &str = "watched";
+
+/// How long a burst of gateway events is gathered before it is handled in order.
+const BATCH_WINDOW: Duration = Duration::from_millis(15);
 
 /// Messages asked per page of history (Discord's maximum).
 const PAGE: usize = 100;
@@ -63,6 +69,17 @@ pub enum News {
     Message(Box<Message>),
     /// A button press, already acknowledged to Discord.
     Press(Box<InboundEvent>),
+}
+
+impl News {
+    /// Where it goes in a burst: session changes first, then messages by id, then presses.
+    fn order(&self) -> (u8, u64) {
+        match self {
+            News::Ready(_) | News::Resumed => (0, 0),
+            News::Message(message) => (1, message.id.get()),
+            News::Press(_) => (2, 0),
+        }
+    }
 }
 
 /// The gateway's events, queued in the order serenity hands them over.
@@ -179,7 +196,25 @@ pub async fn run(
                 let Some(next) = next else {
                     break Err(ConnectorError::retriable("discord: the gateway handler went away"));
                 };
-                if let Err(not_stored) = inbound.handle(next).await {
+                let mut batch = vec![next];
+                // Serenity hands each event to the handler in a task of its own, so events that
+                // arrive together can be queued out of order: wait a moment for the rest of a
+                // burst, then take a session change first and messages in id order (snowflakes
+                // grow with time), so a channel's messages are stored, and its cursor moved, in
+                // the order they were posted.
+                tokio::time::sleep(BATCH_WINDOW).await;
+                while let Ok(more) = news.try_recv() {
+                    batch.push(more);
+                }
+                batch.sort_by_key(News::order);
+                let mut failed = None;
+                for next in batch {
+                    if let Err(not_stored) = inbound.handle(next).await {
+                        failed = Some(not_stored);
+                        break;
+                    }
+                }
+                if let Some(not_stored) = failed {
                     break Err(not_stored.into());
                 }
             }
