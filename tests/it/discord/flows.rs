@@ -125,8 +125,11 @@ async fn support_channel_mention_opens_a_private_thread(backend: Backend) {
     fake.post(elsewhere, &ana, "hi bot", true);
     // Ana asks: a private thread opens with Ana in it, and the answer goes there.
     fake.post(support, &ana, "where is my parcel 1042?", true);
+    // Opened, then the customer added: two calls, so wait for both.
     eventually(30, "ana's private thread", || async {
-        fake.threads().len() == 1
+        fake.threads()
+            .first()
+            .is_some_and(|thread| thread.2.len() == 2)
     })
     .await;
     let (parent, ana_thread, members) = fake.threads()[0].clone();
@@ -141,8 +144,11 @@ async fn support_channel_mention_opens_a_private_thread(backend: Backend) {
 
     // Bob asks too: his own thread, without Ana.
     fake.post(support, &bob, "my order never came", true);
+    // Opened, then the customer added: two calls, so wait for both.
     eventually(30, "bob's private thread", || async {
-        fake.threads().len() == 2
+        fake.threads()
+            .get(1)
+            .is_some_and(|thread| thread.2.len() == 2)
     })
     .await;
     let (_, bob_thread, members) = fake.threads()[1].clone();
@@ -403,7 +409,7 @@ both_backends!(
     disconnect_then_catch_up_from_history
 );
 
-async fn rate_limit_and_refusals(backend: Backend) {
+async fn rate_limit_honoured(backend: Backend) {
     let fake = FakeDiscord::start().await;
     let app = spawn(backend, &fake, &[], |_| {}, Default::default()).await;
     let ana = fake.user("Ana");
@@ -429,6 +435,12 @@ async fn rate_limit_and_refusals(backend: Backend) {
     assert_eq!(content(&sent[0]), "echo: one");
     assert_eq!(fake.send_attempts(dm), 2);
     stays_quiet(&fake, dm, 1).await;
+}
+both_backends!(discord_rate_limit, rate_limit_honoured);
+
+async fn refusals_reported_not_retried(backend: Backend) {
+    let fake = FakeDiscord::start().await;
+    let app = spawn(backend, &fake, &[], |_| {}, Default::default()).await;
 
     // 403 with 50013 (missing permissions): failed for good, not retried.
     let bob = fake.user("Bob");
@@ -491,7 +503,7 @@ async fn rate_limit_and_refusals(backend: Backend) {
     assert!(matches!(error, ConnectorError::Permanent(_)), "{error}");
     assert!(error.to_string().contains("does not exist"), "{error}");
 }
-both_backends!(discord_rate_limit_and_refusals, rate_limit_and_refusals);
+both_backends!(discord_refusals, refusals_reported_not_retried);
 
 async fn bad_gateway_input_is_skipped(backend: Backend) {
     let fake = FakeDiscord::start().await;
