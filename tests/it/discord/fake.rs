@@ -281,7 +281,7 @@ impl FakeDiscord {
         let Some(message) = state
             .messages
             .get(&channel)
-            .and_then(|messages| messages.iter().find(|m| m["id"] == message_id.to_string()))
+            .and_then(|messages| messages.iter().find(|m| is_id(&m["id"], message_id)))
             .cloned()
         else {
             panic!("no message {message_id} in {channel}");
@@ -393,7 +393,7 @@ impl FakeDiscord {
             .map(|messages| {
                 messages
                     .iter()
-                    .filter(|message| message["author"]["id"] == BOT_ID.to_string())
+                    .filter(|message| is_id(&message["author"]["id"], BOT_ID))
                     .cloned()
                     .collect()
             })
@@ -454,6 +454,11 @@ impl FakeDiscord {
     pub fn acks(&self) -> Vec<(u64, Value)> {
         self.state().acks.clone()
     }
+}
+
+/// Whether a JSON snowflake (a string, as Discord writes ids) is `id`.
+pub fn is_id(value: &Value, id: u64) -> bool {
+    value.as_str().and_then(|text| text.parse::<u64>().ok()) == Some(id)
 }
 
 fn message_json(
@@ -633,7 +638,7 @@ async fn create_message(
             messages
                 .iter()
                 .find(|message| {
-                    message["nonce"] == nonce && message["author"]["id"] == BOT_ID.to_string()
+                    message["nonce"] == nonce && is_id(&message["author"]["id"], BOT_ID)
                 })
                 .cloned()
         })
@@ -713,7 +718,7 @@ async fn get_message(
         .get(&channel)
         .into_iter()
         .flatten()
-        .find(|item| item["id"] == message.to_string())
+        .find(|item| is_id(&item["id"], message))
         .cloned();
     match found {
         Some(found) => ok_json(found),

@@ -9,7 +9,7 @@ use serde_json::json;
 use switchboard::assistant::{Assistant, AssistantError, Reply, Turn};
 use switchboard_connector::{AuthorKind, Choice, ConnectorError, Extensions, OutboundMessage};
 
-use super::fake::{BOT_ID, FakeDiscord, Fault};
+use super::fake::{BOT_ID, FakeDiscord, Fault, is_id};
 use super::{CHANNEL, content, conversation_on, spawn, stays_quiet};
 use crate::both_backends;
 use crate::helpers::{Backend, eventually, options_with};
@@ -38,9 +38,10 @@ async fn dm_conversation(backend: Backend) {
         content(&sent[0]),
         "echo: hello, where is my parcel? @everyone"
     );
-    assert_eq!(
-        sent[0]["nonce"].as_str().map(str::len).unwrap_or(0) > 0,
-        true,
+    assert!(
+        sent[0]["nonce"]
+            .as_str()
+            .is_some_and(|nonce| !nonce.is_empty()),
         "sent with a nonce"
     );
 
@@ -398,7 +399,7 @@ async fn disconnect_then_catch_up_from_history(backend: Backend) {
     let last_customer_message = fake
         .visible_to(&ana)
         .iter()
-        .filter(|message| message["author"]["id"] == ana.id.to_string())
+        .filter(|message| is_id(&message["author"]["id"], ana.id))
         .filter_map(|message| message["id"].as_str()?.parse::<u64>().ok())
         .max()
         .unwrap();
@@ -411,7 +412,7 @@ both_backends!(
 
 async fn rate_limit_honoured(backend: Backend) {
     let fake = FakeDiscord::start().await;
-    let app = spawn(backend, &fake, &[], |_| {}, Default::default()).await;
+    let _app = spawn(backend, &fake, &[], |_| {}, Default::default()).await;
     let ana = fake.user("Ana");
     let dm = fake.dm_channel(&ana);
 
