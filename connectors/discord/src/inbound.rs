@@ -187,7 +187,12 @@ pub async fn run(
             finished = &mut gateway => {
                 let reason = match finished {
                     Ok(Ok(())) => "the gateway client stopped".to_string(),
-                    Ok(Err(error)) => format!("the gateway client failed: {error}"),
+                    Ok(Err(error)) => {
+                        if let Some(misconfigured) = misconfiguration(&error) {
+                            break Err(misconfigured);
+                        }
+                        format!("the gateway client failed: {error}")
+                    }
                     Err(error) => format!("the gateway task ended: {error}"),
                 };
                 break Err(ConnectorError::retriable(format!("discord: {reason}")));
@@ -629,6 +634,24 @@ impl<'a> Inbound<'a> {
             }
         }
     }
+}
+
+/// A gateway refusal that only a change of settings mends: the instance is marked failed
+/// instead of reconnecting forever.
+fn misconfiguration(error: &serenity::Error) -> Option<ConnectorError> {
+    use serenity::gateway::GatewayError;
+    let serenity::Error::Gateway(gateway) = error else {
+        return None;
+    };
+    let message = match gateway {
+        GatewayError::InvalidAuthentication => "discord refused the bot token on the gateway",
+        GatewayError::DisallowedGatewayIntents => {
+            "discord refused the gateway intents: turn on the Message Content intent of the bot in the developer portal"
+        }
+        GatewayError::InvalidGatewayIntents => "discord refused the gateway intents as invalid",
+        _ => return None,
+    };
+    Some(ConnectorError::Config(message.into()))
 }
 
 /// A refusal that will not go away by itself (permissions, a deleted channel, a 4xx).

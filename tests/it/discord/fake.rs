@@ -97,6 +97,8 @@ struct State_ {
     connection: Option<mpsc::UnboundedSender<Push>>,
     /// Refuse gateway connections (the bot stays disconnected).
     held: bool,
+    /// Close every Identify with 4014 (the bot asks for an intent not turned on for it).
+    refuse_intents: bool,
     /// The connection stays open but loses every dispatch (a zombied connection), until the
     /// next session or resume.
     deaf: bool,
@@ -363,6 +365,11 @@ impl FakeDiscord {
     /// Forget every session: the next RESUME is answered with an invalid session (op 9).
     pub fn forget_sessions(&self) {
         self.state().sessions.clear();
+    }
+
+    /// Refuse the bot's intents from now on (close code 4014, Disallowed intent(s)).
+    pub fn refuse_intents(&self) {
+        self.state().refuse_intents = true;
     }
 
     pub fn identifies(&self) -> usize {
@@ -833,6 +840,11 @@ async fn session(shared: Arc<Shared>, socket: WebSocket) {
                         if payload["d"]["token"].as_str() != Some(TOKEN) && payload["d"]["token"].as_str() != Some(&format!("Bot {TOKEN}")) {
                             let _ = sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
                                 code: 4004, reason: "Authentication failed.".into() }))).await;
+                            break;
+                        }
+                        if shared.state.lock().unwrap().refuse_intents {
+                            let _ = sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+                                code: 4014, reason: "Disallowed intent(s).".into() }))).await;
                             break;
                         }
                         let session_id = format!("session-{}", shared.snowflake());

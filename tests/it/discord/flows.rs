@@ -600,3 +600,27 @@ async fn refund_on_discord(backend: Backend) {
     );
 }
 both_backends!(discord_refund_told_on_discord, refund_on_discord);
+
+/// A bot whose Message Content intent is off in the developer portal: the gateway closes
+/// with 4014, and the instance is marked failed with the fix in its error, instead of
+/// reconnecting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn discord_missing_intent_fails_the_instance() {
+    let fake = FakeDiscord::start().await;
+    fake.refuse_intents();
+    let table = super::table(&fake, &[]);
+    let app = crate::helpers::TestApp::spawn_with(
+        Backend::Sqlite,
+        |settings| settings.channel.0.push(table),
+        Default::default(),
+    )
+    .await;
+    let status = app.app.channels.get(CHANNEL).unwrap().status.clone();
+    eventually(60, "the instance marked failed", || async {
+        status.state() == switchboard::channels::InstanceState::Failed
+    })
+    .await;
+    let error = status.view().last_error.unwrap_or_default();
+    assert!(error.contains("Message Content"), "{error}");
+    assert!(!fake.connected());
+}
