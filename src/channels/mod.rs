@@ -64,6 +64,8 @@ impl Registry {
         registry.register(Arc::new(switchboard_email::EmailFactory));
         #[cfg(feature = "channel-telegram")]
         registry.register(Arc::new(switchboard_telegram::TelegramFactory));
+        #[cfg(feature = "channel-discord")]
+        registry.register(Arc::new(switchboard_discord::DiscordFactory));
         registry
     }
 

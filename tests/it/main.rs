@@ -8,6 +8,7 @@ mod browser;
 mod channels;
 mod console;
 mod crash;
+mod discord;
 mod edge;
 mod email;
 mod email_contract;
