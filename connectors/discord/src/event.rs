@@ -209,6 +209,7 @@ pub fn identity(user: &User) -> PlatformIdentity {
         .clone()
         .filter(|name| !name.trim().is_empty())
         .or_else(|| Some(user.name.clone()).filter(|name| !name.trim().is_empty()));
+    identity.username = Some(user.name.clone()).filter(|name| !name.trim().is_empty());
     identity
 }
 

@@ -3,10 +3,12 @@
 //!
 //! - 429 (or a bucket known to be empty): a retriable error with Discord's pause, which the
 //!   outbox applies to the whole instance ([`crate::rest`]).
-//! - Missing permissions (50013), missing access (50001), an unknown channel (10003), a user
-//!   who takes no DMs (50007): a permanent error, logged as a warning once per channel and
-//!   code (the operator has to fix Discord's settings; every later message to that channel
-//!   fails once, quietly, instead of being retried).
+//! - Missing permissions (50013), missing access (50001), an unknown channel (10003): a
+//!   permanent error, logged as a warning once per channel and code (the operator has to fix
+//!   Discord's settings; every later message to that channel fails once, quietly, instead of
+//!   being retried).
+//! - A user who takes no DMs from the bot (50007): an unreachable recipient, logged the same
+//!   way; the app marks the thread and sends nothing more there until the user writes again.
 //! - Network errors and 5xx: retriable (the outbox backs off).
 //!
 //! Every part carries a `nonce` derived from the message id with `enforce_nonce`, so Discord

@@ -98,6 +98,13 @@ impl RestError {
             RestError::Api { status: 401, .. } => {
                 ConnectorError::Config(format!("discord refused the bot token: {self}"))
             }
+            RestError::Api {
+                code: codes::CANNOT_MESSAGE_USER,
+                ..
+            } => ConnectorError::Unreachable(format!(
+                "{}: {self}",
+                refusal_reason(codes::CANNOT_MESSAGE_USER)
+            )),
             RestError::Api { code, .. } if self.is_channel_refusal() => {
                 ConnectorError::Permanent(format!("{}: {self}", refusal_reason(*code)))
             }
