@@ -343,6 +343,13 @@ mod tests {
         let error = refusal.to_connector_error();
         assert!(matches!(error, ConnectorError::Permanent(_)), "{error}");
         assert!(error.to_string().contains("lacks a permission"), "{error}");
+        let no_dms = RestError::Api {
+            status: 403,
+            code: codes::CANNOT_MESSAGE_USER,
+            message: "Cannot send messages to this user".into(),
+        };
+        let error = no_dms.to_connector_error();
+        assert!(matches!(error, ConnectorError::Unreachable(_)), "{error}");
         let limited = RestError::RateLimited {
             retry_after: Duration::from_secs(2),
             global: false,
