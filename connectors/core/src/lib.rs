@@ -21,6 +21,7 @@ mod events;
 mod factory;
 pub mod files;
 mod message;
+pub mod text;
 
 use std::sync::Arc;
 use std::time::Duration;
