@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use switchboard_connector::ConnectorError;
+use switchboard_connector::{ConnectorError, OutboundMessage};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +55,11 @@ pub struct Delivery {
     held: dashmap::DashMap<String, (i64, i64)>,
     outcomes: mpsc::UnboundedSender<Finished>,
     outcomes_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Finished>>>,
+    /// Threads marked unreachable, `(channel, thread)`: read from the store once, then kept as
+    /// this process marks and lifts them, so that a delivery to any other thread reads
+    /// nothing. A mark another instance made is not seen here until the platform refuses
+    /// this instance too (one refused call), which then marks it here as well.
+    marked: tokio::sync::OnceCell<dashmap::DashSet<(String, String)>>,
 }
 
 impl Delivery {
@@ -79,6 +84,7 @@ impl Delivery {
             held: dashmap::DashMap::new(),
             outcomes,
             outcomes_rx: std::sync::Mutex::new(Some(outcomes_rx)),
+            marked: tokio::sync::OnceCell::new(),
         });
         let weak = Arc::downgrade(&delivery);
         let lanes = Lanes::new(Arc::new(move |row: OutboxRow| {
@@ -257,42 +263,70 @@ impl Delivery {
                 message.in_reply_to = last_inbound;
             }
         }
-        let mark = self
-            .store
-            .unreachable(&message.channel, &message.thread)
-            .await
-            .map_err(|error| ConnectorError::retriable(error.to_string()))?;
-        if let Some(mark) = mark {
-            let written = self
-                .store
-                .lift_unreachable_if_written(&message.channel, &message.thread, &mark)
-                .await
-                .map_err(|error| ConnectorError::retriable(error.to_string()))?;
-            if !written {
-                return Err(ConnectorError::Unreachable(format!(
-                    "not sent: the thread is marked unreachable since {} ({})",
-                    crate::store::rfc3339(mark.since_ms),
-                    mark.reason
-                )));
-            }
-            tracing::info!(channel = %message.channel, thread = %message.thread, "the customer wrote again: thread reachable");
-        }
+        self.check_reachable(message).await?;
         let receipt = match instance.connector.send(message).await {
             Ok(receipt) => receipt,
             Err(ConnectorError::Unreachable(reason)) => {
                 tracing::warn!(channel = %message.channel, thread = %message.thread, %reason, "thread unreachable, marked");
-                if let Err(error) = self
+                match self
                     .store
                     .mark_unreachable(&message.channel, &message.thread, &reason)
                     .await
                 {
-                    tracing::error!(error = %error, "unreachable mark not stored");
+                    Ok(()) => {
+                        if let Some(marked) = self.marked.get() {
+                            marked.insert((message.channel.clone(), message.thread.clone()));
+                        }
+                    }
+                    Err(error) => tracing::error!(error = %error, "unreachable mark not stored"),
                 }
                 return Err(ConnectorError::Unreachable(reason));
             }
             Err(error) => return Err(error),
         };
         Ok(receipt.platform_message_id)
+    }
+
+    /// Refuse a delivery to a thread marked unreachable, unless the customer wrote there since
+    /// the mark (then the mark is lifted).
+    async fn check_reachable(&self, message: &OutboundMessage) -> Result<(), ConnectorError> {
+        let marked = self
+            .marked
+            .get_or_try_init(|| async {
+                let threads = self.store.unreachable_threads().await?;
+                Ok::<_, crate::store::StoreError>(threads.into_iter().collect())
+            })
+            .await
+            .map_err(|error| ConnectorError::retriable(error.to_string()))?;
+        let key = (message.channel.clone(), message.thread.clone());
+        if !marked.contains(&key) {
+            return Ok(());
+        }
+        let mark = self
+            .store
+            .unreachable(&message.channel, &message.thread)
+            .await
+            .map_err(|error| ConnectorError::retriable(error.to_string()))?;
+        let Some(mark) = mark else {
+            // Lifted elsewhere (another instance).
+            marked.remove(&key);
+            return Ok(());
+        };
+        let written = self
+            .store
+            .lift_unreachable_if_written(&message.channel, &message.thread, &mark)
+            .await
+            .map_err(|error| ConnectorError::retriable(error.to_string()))?;
+        if !written {
+            return Err(ConnectorError::Unreachable(format!(
+                "not sent: the thread is marked unreachable since {} ({})",
+                crate::store::rfc3339(mark.since_ms),
+                mark.reason
+            )));
+        }
+        marked.remove(&key);
+        tracing::info!(channel = %message.channel, thread = %message.thread, "the customer wrote again: thread reachable");
+        Ok(())
     }
 
     fn backoff(&self, attempts: i64, error: &ConnectorError) -> Duration {

@@ -2,7 +2,8 @@
 //! bot). The outbox gives up deliveries to a marked thread at once, without calling the
 //! platform, until the customer writes on the thread again; agents see the mark on the
 //! contact. The mark is lifted lazily, by the first delivery after such a message, so that
-//! taking in a message costs nothing more; a delivery costs one read by primary key.
+//! taking in a message costs nothing more. The outbox reads the marked threads once and keeps
+//! them in memory, so a delivery to an unmarked thread costs no read at all.
 
 use sqlx::Row;
 
@@ -45,6 +46,16 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Every marked thread, `(channel, thread)`.
+    pub async fn unreachable_threads(&self) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT channel, thread FROM unreachable_threads")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("channel")?, row.try_get("thread")?)))
+            .collect()
     }
 
     /// Mark a thread unreachable; a thread already marked keeps its first `since`.
