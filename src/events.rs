@@ -71,16 +71,27 @@ impl LocalBus {
 
 impl EventBus for LocalBus {
     fn publish(&self, events: &[LiveEvent]) {
+        let to_all = self.all.receiver_count() > 0;
         for event in events {
+            // An event nobody listens to is neither copied nor sent.
+            let conversation = self
+                .conversations
+                .get(&event.conversation_id)
+                .map(|sender| sender.clone());
+            let thread = if self.threads.is_empty() {
+                None
+            } else {
+                let key = (event.channel.clone(), event.thread.clone());
+                self.threads.get(&key).map(|sender| sender.clone())
+            };
+            if conversation.is_none() && thread.is_none() && !to_all {
+                continue;
+            }
             let event = Arc::new(event.clone());
-            if let Some(sender) = self.conversations.get(&event.conversation_id) {
+            for sender in conversation.iter().chain(thread.iter()) {
                 let _ = sender.send(event.clone());
             }
-            let thread_key = (event.channel.clone(), event.thread.clone());
-            if let Some(sender) = self.threads.get(&thread_key) {
-                let _ = sender.send(event.clone());
-            }
-            if self.all.receiver_count() > 0 {
+            if to_all {
                 let _ = self.all.send(event);
             }
         }
