@@ -109,7 +109,11 @@ impl App {
         let channels = Arc::new(channels);
 
         let url = settings.database_url();
-        let store = Store::connect(&url, settings.database.max_connections)
+        let database = crate::config::DatabaseSettings {
+            url: url.clone(),
+            ..settings.database.clone()
+        };
+        let store = Store::open(&database)
             .await
             .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
         if store.backend() == Backend::Sqlite {

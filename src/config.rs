@@ -110,6 +110,10 @@ pub struct DatabaseSettings {
     /// Empty: SQLite in `data_dir/switchboard.db`. `sqlite://PATH` or `postgres://...` otherwise.
     pub url: String,
     pub max_connections: u32,
+    /// SQLite's page cache per connection, in KiB (SQLite's own default is 2,000). A
+    /// connection's cache fills as the database grows, so the pool holds at most
+    /// `(max_connections + 1) * sqlite_cache_kib` of it.
+    pub sqlite_cache_kib: u32,
 }
 
 impl Default for DatabaseSettings {
@@ -117,6 +121,7 @@ impl Default for DatabaseSettings {
         DatabaseSettings {
             url: String::new(),
             max_connections: 8,
+            sqlite_cache_kib: 2000,
         }
     }
 }
@@ -126,6 +131,7 @@ impl std::fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
+            .field("sqlite_cache_kib", &self.sqlite_cache_kib)
             .finish()
     }
 }

@@ -38,7 +38,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
 use switchboard_connector::{Attachment, AuthorKind, ChannelMessage};
 
 #[derive(Debug, thiserror::Error)]
@@ -138,8 +138,22 @@ const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, author_kind, text, atta
                                choices, platform_message_id, created_at";
 
 impl Store {
-    /// Open the database named by `url`, creating a SQLite file if needed, and migrate it.
+    /// Open the database named by `url` with `max_connections` and SQLite's default page
+    /// cache, creating a SQLite file if needed, and migrate it.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
+        let settings = crate::config::DatabaseSettings {
+            url: url.to_string(),
+            max_connections,
+            ..crate::config::DatabaseSettings::default()
+        };
+        Store::open(&settings).await
+    }
+
+    /// Open the database `settings` name, creating a SQLite file if needed, and migrate it.
+    /// `settings.url` must be filled in (see [`crate::config::Settings::database_url`]).
+    pub async fn open(settings: &crate::config::DatabaseSettings) -> StoreResult<Store> {
+        let url = settings.url.as_str();
+        let max_connections = settings.max_connections;
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
@@ -163,13 +177,22 @@ impl Store {
                     std::fs::create_dir_all(parent)
                         .map_err(|error| StoreError::Database(sqlx::Error::Io(error)))?;
                 }
+                // Each connection keeps its own page cache, which fills up to this size as the
+                // database grows: with the pool, the bulk of the process's memory beyond its
+                // start (see docs/performance.md).
+                let cache_size =
+                    format!("PRAGMA cache_size = -{}", settings.sqlite_cache_kib.max(64));
                 let pragmas = |pool: AnyPoolOptions| {
-                    pool.after_connect(|connection, _meta| {
+                    let cache_size = cache_size.clone();
+                    pool.after_connect(move |connection, _meta| {
+                        let cache_size = cache_size.clone();
                         Box::pin(async move {
                             connection.execute("PRAGMA journal_mode = WAL").await?;
                             connection.execute("PRAGMA synchronous = NORMAL").await?;
                             connection.execute("PRAGMA busy_timeout = 10000").await?;
                             connection.execute("PRAGMA foreign_keys = ON").await?;
+                            // Only a number from the settings is spliced in.
+                            connection.execute(AssertSqlSafe(cache_size)).await?;
                             Ok(())
                         })
                     })
@@ -235,4 +258,29 @@ fn sqlite_path(url: &str) -> Option<String> {
         return None;
     }
     Some(path.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+    use crate::config::DatabaseSettings;
+
+    #[tokio::test]
+    async fn every_sqlite_connection_gets_the_configured_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = DatabaseSettings {
+            url: format!("sqlite://{}/cache.db?mode=rwc", dir.path().display()),
+            max_connections: 2,
+            sqlite_cache_kib: 300,
+        };
+        let store = Store::open(&settings).await.unwrap();
+        for pool in [&store.read, &store.write] {
+            let size: i64 = sqlx::query_scalar("PRAGMA cache_size")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(size, -300, "negative: a size in KiB");
+        }
+        store.close().await;
+    }
 }
