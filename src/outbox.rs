@@ -298,6 +298,9 @@ impl Delivery {
             })
             .await
             .map_err(|error| ConnectorError::retriable(error.to_string()))?;
+        if marked.is_empty() {
+            return Ok(());
+        }
         let key = (message.channel.clone(), message.thread.clone());
         if !marked.contains(&key) {
             return Ok(());

@@ -178,8 +178,8 @@ impl Store {
                         .map_err(|error| StoreError::Database(sqlx::Error::Io(error)))?;
                 }
                 // Each connection keeps its own page cache, which fills up to this size as the
-                // database grows: with the pool, the bulk of the process's memory beyond its
-                // start (see docs/performance.md).
+                // database grows, so the pool's caches level off at (connections + 1) x this
+                // (see docs/performance.md).
                 let cache_size =
                     format!("PRAGMA cache_size = -{}", settings.sqlite_cache_kib.max(64));
                 let pragmas = |pool: AnyPoolOptions| {
