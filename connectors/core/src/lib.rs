@@ -21,6 +21,7 @@ mod events;
 mod factory;
 pub mod files;
 mod message;
+mod partial;
 pub mod text;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use message::{
     Extensions, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice,
     PlatformIdentity, RecordOnly, SendReceipt, TypingSignal, is_plausible_email, normalise_email,
 };
+pub use partial::{PartialSends, REMEMBERED_PARTIAL_SENDS};
 
 /// The client's address, which the app's HTTP edge puts in the extensions of every request it
 /// serves (an `axum::Extension<ClientAddress>`): the TCP peer, or, behind a reverse proxy the

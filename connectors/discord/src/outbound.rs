@@ -16,19 +16,16 @@
 //! of several parts also remembers which parts went out, so a retry after a failure in the
 //! middle does not send the first parts again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use serenity::http::{LightMethod, Route};
 use serenity::model::id::ChannelId;
-use switchboard_connector::{ConnectorError, OutboundMessage, SendReceipt};
+use switchboard_connector::{ConnectorError, OutboundMessage, PartialSends, SendReceipt};
 
 use crate::DiscordChannel;
 use crate::format::{MAX_MESSAGE_UNITS, split_text};
 use crate::rest::{RestError, refusal_reason};
-
-/// How many partly sent messages are remembered.
-const REMEMBERED_MESSAGES: usize = 1000;
 
 /// Discord's limits on buttons: 5 per row, 5 rows, a label of 80 characters, a custom id of
 /// 100.
@@ -40,47 +37,13 @@ const MAX_CUSTOM_ID_CHARS: usize = 100;
 /// The outbound state of an instance.
 #[derive(Default)]
 pub struct Outbound {
-    partial: Mutex<Partial>,
+    /// The parts of long messages already posted, for a retry to skip.
+    partial: PartialSends<u64>,
     /// (channel, code) refusals already logged as warnings.
     reported: Mutex<HashSet<(u64, i64)>>,
 }
 
-#[derive(Default)]
-struct Partial {
-    sent: HashMap<String, Vec<u64>>,
-    order: VecDeque<String>,
-}
-
 impl Outbound {
-    fn delivered_parts(&self, message_id: &str) -> Vec<u64> {
-        let partial = self.partial.lock().expect("partial lock");
-        partial.sent.get(message_id).cloned().unwrap_or_default()
-    }
-
-    fn record_part(&self, message_id: &str, part: u64) {
-        let mut partial = self.partial.lock().expect("partial lock");
-        if !partial.sent.contains_key(message_id) {
-            partial.order.push_back(message_id.to_string());
-        }
-        partial
-            .sent
-            .entry(message_id.to_string())
-            .or_default()
-            .push(part);
-        while partial.order.len() > REMEMBERED_MESSAGES {
-            if let Some(old) = partial.order.pop_front() {
-                partial.sent.remove(&old);
-            }
-        }
-    }
-
-    fn forget(&self, message_id: &str) {
-        let mut partial = self.partial.lock().expect("partial lock");
-        if partial.sent.remove(message_id).is_some() {
-            partial.order.retain(|id| id != message_id);
-        }
-    }
-
     /// Whether this refusal is new (to be logged loudly).
     pub fn first_report(&self, channel_id: u64, code: i64) -> bool {
         self.reported
@@ -126,7 +89,7 @@ pub async fn send(
         // Buttons need some content to sit under.
         parts = vec!["\u{2063}".to_string()];
     }
-    let delivered = channel.outbound.delivered_parts(&message.id);
+    let delivered = channel.outbound.partial.delivered(&message.id);
     let mut last_id = delivered.last().copied();
     for (index, part) in parts.iter().enumerate() {
         if index < delivered.len() {
@@ -162,7 +125,7 @@ pub async fn send(
                     .or_else(|| sent["id"].as_u64());
                 last_id = id.or(last_id);
                 if !last && let Some(id) = id {
-                    channel.outbound.record_part(&message.id, id);
+                    channel.outbound.partial.record(&message.id, id);
                 }
             }
             Err(error) => {
@@ -173,7 +136,7 @@ pub async fn send(
             }
         }
     }
-    channel.outbound.forget(&message.id);
+    channel.outbound.partial.forget(&message.id);
     Ok(SendReceipt {
         platform_message_id: last_id.map(|id| id.to_string()),
     })
@@ -273,19 +236,11 @@ mod tests {
     }
 
     #[test]
-    fn partial_sends_are_remembered_and_bounded() {
+    fn a_refusal_is_reported_loudly_once_per_channel_and_code() {
         let outbound = Outbound::default();
-        outbound.record_part("m1", 10);
-        outbound.record_part("m1", 11);
-        assert_eq!(outbound.delivered_parts("m1"), [10, 11]);
-        outbound.forget("m1");
-        assert!(outbound.delivered_parts("m1").is_empty());
-        for n in 0..REMEMBERED_MESSAGES + 3 {
-            outbound.record_part(&n.to_string(), 1);
-        }
-        assert!(outbound.delivered_parts("0").is_empty());
         assert!(outbound.first_report(1, 50013));
         assert!(!outbound.first_report(1, 50013));
         assert!(outbound.first_report(2, 50013));
+        assert!(outbound.first_report(1, 50001));
     }
 }

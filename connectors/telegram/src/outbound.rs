@@ -12,13 +12,11 @@
 //! A message long enough to need several parts remembers which parts went out, so a retry
 //! after a failure in the middle does not send the first parts again.
 
-use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use switchboard_connector::{ConnectorError, OutboundMessage, SendReceipt};
+use switchboard_connector::{ConnectorError, OutboundMessage, PartialSends, SendReceipt};
 use teloxide::RequestError;
 use teloxide::payloads::SendMessageSetters;
 use teloxide::prelude::Requester;
@@ -30,9 +28,6 @@ use teloxide::types::{
 use crate::TelegramChannel;
 use crate::config::TelegramConfig;
 use crate::format::{MAX_MESSAGE_UNITS, escape_html, split_text};
-
-/// How many partly sent messages are remembered.
-const REMEMBERED_MESSAGES: usize = 1000;
 
 /// Telegram's limit on a button's callback data.
 const MAX_CALLBACK_DATA_BYTES: usize = 64;
@@ -94,13 +89,8 @@ pub fn to_connector_error(error: &RequestError) -> ConnectorError {
 pub struct Outbound {
     per_chat: DefaultKeyedRateLimiter<i64>,
     /// Parts already delivered of messages whose sending failed halfway.
-    partial: Mutex<Partial>,
-}
-
-#[derive(Default)]
-struct Partial {
-    sent: HashMap<String, Vec<i32>>,
-    order: VecDeque<String>,
+    /// The parts of long messages already posted, for a retry to skip.
+    partial: PartialSends<i32>,
 }
 
 impl Outbound {
@@ -112,36 +102,7 @@ impl Outbound {
             .allow_burst(burst);
         Outbound {
             per_chat: RateLimiter::keyed(quota),
-            partial: Mutex::default(),
-        }
-    }
-
-    fn delivered_parts(&self, message_id: &str) -> Vec<i32> {
-        let partial = self.partial.lock().expect("partial lock");
-        partial.sent.get(message_id).cloned().unwrap_or_default()
-    }
-
-    fn record_part(&self, message_id: &str, part: i32) {
-        let mut partial = self.partial.lock().expect("partial lock");
-        if !partial.sent.contains_key(message_id) {
-            partial.order.push_back(message_id.to_string());
-        }
-        partial
-            .sent
-            .entry(message_id.to_string())
-            .or_default()
-            .push(part);
-        while partial.order.len() > REMEMBERED_MESSAGES {
-            if let Some(old) = partial.order.pop_front() {
-                partial.sent.remove(&old);
-            }
-        }
-    }
-
-    fn forget(&self, message_id: &str) {
-        let mut partial = self.partial.lock().expect("partial lock");
-        if partial.sent.remove(message_id).is_some() {
-            partial.order.retain(|id| id != message_id);
+            partial: PartialSends::default(),
         }
     }
 }
@@ -157,7 +118,7 @@ pub async fn send(
     let parts = split_text(&message.text, MAX_MESSAGE_UNITS);
     let keyboard = keyboard(message);
     let reply_to = reply_to(message, chat_id);
-    let delivered = channel.outbound.delivered_parts(&message.id);
+    let delivered = channel.outbound.partial.delivered(&message.id);
     let mut last_id = delivered.last().copied();
     for (index, part) in parts.iter().enumerate() {
         if index < delivered.len() {
@@ -191,13 +152,13 @@ pub async fn send(
             Ok(sent) => {
                 last_id = Some(sent.id.0);
                 if !last {
-                    channel.outbound.record_part(&message.id, sent.id.0);
+                    channel.outbound.partial.record(&message.id, sent.id.0);
                 }
             }
             Err(error) => return Err(to_connector_error(&error)),
         }
     }
-    channel.outbound.forget(&message.id);
+    channel.outbound.partial.forget(&message.id);
     Ok(SendReceipt {
         platform_message_id: last_id.map(|id| format!("{chat_id}:{id}")),
     })
@@ -299,25 +260,5 @@ mod tests {
         assert_eq!(markup.inline_keyboard.len(), 2);
         assert_eq!(markup.inline_keyboard[0][0].text, "I want a refund");
         assert!(keyboard(&message("55", None, vec![])).is_none());
-    }
-
-    #[test]
-    fn partial_sends_are_remembered_and_bounded() {
-        let config: TelegramConfig =
-            serde_json::from_value(serde_json::json!({"token": "1:x"})).unwrap();
-        let outbound = Outbound::new(&config);
-        outbound.record_part("m1", 10);
-        outbound.record_part("m1", 11);
-        assert_eq!(outbound.delivered_parts("m1"), [10, 11]);
-        outbound.forget("m1");
-        assert!(outbound.delivered_parts("m1").is_empty());
-        for n in 0..REMEMBERED_MESSAGES + 3 {
-            outbound.record_part(&n.to_string(), 1);
-        }
-        assert!(outbound.delivered_parts("0").is_empty());
-        assert_eq!(
-            outbound.partial.lock().unwrap().sent.len(),
-            REMEMBERED_MESSAGES
-        );
     }
 }
