@@ -18,6 +18,12 @@
 //!
 //! Customers act through the test API (`dm`, `post`, `press`); what the bot did is read back
 //! (`bot_messages`, `visible_to`, `acks`, `threads`).
+//!
+//! This file holds the state and the test API; `rest.rs` the REST endpoints, `gateway.rs`
+//! the gateway connection.
+
+mod gateway;
+mod rest;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -146,27 +152,30 @@ impl FakeDiscord {
             state: Mutex::default(),
         });
         let api = axum::Router::new()
-            .route("/gateway", get(gateway_url))
-            .route("/gateway/bot", get(gateway_bot))
-            .route("/users/@me", get(users_me))
-            .route("/users/@me/channels", post(open_dm))
+            .route("/gateway", get(rest::gateway_url))
+            .route("/gateway/bot", get(rest::gateway_bot))
+            .route("/users/@me", get(rest::users_me))
+            .route("/users/@me/channels", post(rest::open_dm))
             .route(
                 "/channels/{channel}/messages",
-                post(create_message).get(list_messages),
+                post(rest::create_message).get(rest::list_messages),
             )
-            .route("/channels/{channel}/messages/{message}", get(get_message))
-            .route("/channels/{channel}/threads", post(create_thread))
+            .route(
+                "/channels/{channel}/messages/{message}",
+                get(rest::get_message),
+            )
+            .route("/channels/{channel}/threads", post(rest::create_thread))
             .route(
                 "/channels/{channel}/thread-members/{user}",
-                put(add_thread_member),
+                put(rest::add_thread_member),
             )
             .route(
                 "/interactions/{interaction}/{token}/callback",
-                post(interaction_callback),
+                post(rest::interaction_callback),
             );
         let app = axum::Router::new()
             .nest("/api/v10", api)
-            .route("/gateway", get(gateway_socket))
+            .route("/gateway", get(gateway::gateway_socket))
             .with_state(shared.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -494,425 +503,4 @@ fn with_guild(state: &State_, mut message: Value) -> Value {
         message["guild_id"] = GUILD_ID.to_string().into();
     }
     message
-}
-
-fn authorised(headers: &HeaderMap) -> bool {
-    headers
-        .get("authorization")
-        .and_then(|value| value.to_str().ok())
-        == Some(format!("Bot {TOKEN}").as_str())
-}
-
-fn error(status: u16, code: i64, message: &str) -> Response {
-    (
-        StatusCode::from_u16(status).unwrap(),
-        axum::Json(json!({"code": code, "message": message})),
-    )
-        .into_response()
-}
-
-fn unauthorised() -> Response {
-    error(401, 0, "401: Unauthorized")
-}
-
-/// Discord's rate-limit headers on a successful call: a bucket of 5, never empty here.
-fn ok_json(value: Value) -> Response {
-    let mut response = axum::Json(value).into_response();
-    let headers = response.headers_mut();
-    headers.insert("x-ratelimit-limit", "5".parse().unwrap());
-    headers.insert("x-ratelimit-remaining", "4".parse().unwrap());
-    headers.insert("x-ratelimit-reset-after", "1.0".parse().unwrap());
-    headers.insert("x-ratelimit-bucket", "fake-bucket".parse().unwrap());
-    response
-}
-
-async fn gateway_url(State(shared): State<Arc<Shared>>) -> Response {
-    ok_json(json!({"url": format!("ws://{}/gateway", shared.base)}))
-}
-
-async fn gateway_bot(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    ok_json(
-        json!({"url": format!("ws://{}/gateway", shared.base), "shards": 1,
-        "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
-    )
-}
-
-async fn users_me(headers: HeaderMap) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    ok_json(bot_user())
-}
-
-async fn open_dm(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<Value>,
-) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    let Some(user) = body["recipient_id"]
-        .as_str()
-        .and_then(|id| id.parse::<u64>().ok())
-    else {
-        return error(400, 50035, "Invalid Form Body");
-    };
-    let mut state = shared.state.lock().unwrap();
-    let id = match state.dms.get(&user) {
-        Some(id) => *id,
-        None => {
-            let id = shared.snowflake();
-            state.dms.insert(user, id);
-            state
-                .channels
-                .insert(id, ChannelKind::Dm { recipient: user });
-            id
-        }
-    };
-    ok_json(
-        json!({"id": id.to_string(), "type": 1, "recipients": [state.users.get(&user).map(User::json)]}),
-    )
-}
-
-async fn create_message(
-    State(shared): State<Arc<Shared>>,
-    Path(channel): Path<u64>,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<Value>,
-) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    let mut state = shared.state.lock().unwrap();
-    *state.send_attempts.entry(channel).or_default() += 1;
-    if let Some(index) = state
-        .faults
-        .iter()
-        .position(|fault| fault.channel == channel || fault.channel == 0)
-    {
-        let fault = state.faults[index].clone();
-        if fault.times <= 1 {
-            state.faults.remove(index);
-        } else {
-            state.faults[index].times -= 1;
-        }
-        if fault.status == 429 {
-            let retry_after = fault.retry_after.unwrap_or(1.0);
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(json!({"message": "You are being rate limited.",
-                    "retry_after": retry_after, "global": false})),
-            )
-                .into_response();
-            let headers = response.headers_mut();
-            headers.insert(
-                "retry-after",
-                format!("{}", retry_after.ceil() as u64).parse().unwrap(),
-            );
-            headers.insert("x-ratelimit-remaining", "0".parse().unwrap());
-            headers.insert(
-                "x-ratelimit-reset-after",
-                format!("{retry_after}").parse().unwrap(),
-            );
-            headers.insert("x-ratelimit-scope", "user".parse().unwrap());
-            return response;
-        }
-        return error(fault.status, fault.code, &fault.message);
-    }
-    if !state.channels.contains_key(&channel) {
-        return error(404, 10003, "Unknown Channel");
-    }
-    let content = body["content"].as_str().unwrap_or_default();
-    if content.is_empty() && body["components"].is_null() {
-        return error(400, 50006, "Cannot send an empty message");
-    }
-    if content.chars().map(char::len_utf16).sum::<usize>() > 2000 {
-        return error(
-            400,
-            50035,
-            "Invalid Form Body: content must be 2000 or fewer in length",
-        );
-    }
-    // `enforce_nonce`: a message with the same nonce from the bot within a few minutes is
-    // answered with the message already created, and nothing new is posted.
-    if body["enforce_nonce"] == true
-        && let Some(nonce) = body["nonce"].as_str()
-        && let Some(existing) = state.messages.get(&channel).and_then(|messages| {
-            messages
-                .iter()
-                .find(|message| {
-                    message["nonce"] == nonce && is_id(&message["author"]["id"], BOT_ID)
-                })
-                .cloned()
-        })
-    {
-        return ok_json(existing);
-    }
-    let id = shared.snowflake();
-    let mut message = message_json(
-        id,
-        channel,
-        bot_user(),
-        content,
-        Vec::new(),
-        Vec::new(),
-        body["components"].clone(),
-    );
-    message["nonce"] = body["nonce"].clone();
-    state
-        .messages
-        .entry(channel)
-        .or_default()
-        .push(message.clone());
-    // Discord sends the bot its own messages too.
-    let dispatch = with_guild(&state, message.clone());
-    if let Some(connection) = state.connection.as_ref().filter(|_| !state.deaf) {
-        let _ = connection.send(Push::Dispatch("MESSAGE_CREATE", dispatch));
-    }
-    ok_json(message)
-}
-
-#[derive(serde::Deserialize)]
-struct ListQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
-async fn list_messages(
-    State(shared): State<Arc<Shared>>,
-    Path(channel): Path<u64>,
-    Query(query): Query<ListQuery>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    let state = shared.state.lock().unwrap();
-    if !state.channels.contains_key(&channel) {
-        return error(404, 10003, "Unknown Channel");
-    }
-    let after = query.after.unwrap_or(0);
-    let limit = query.limit.unwrap_or(50).clamp(1, 100);
-    let mut page: Vec<Value> = state
-        .messages
-        .get(&channel)
-        .into_iter()
-        .flatten()
-        .filter(|message| message["id"].as_str().unwrap().parse::<u64>().unwrap() > after)
-        .take(limit)
-        .cloned()
-        .collect();
-    // Discord lists newest first.
-    page.reverse();
-    ok_json(Value::Array(page))
-}
-
-async fn get_message(
-    State(shared): State<Arc<Shared>>,
-    Path((channel, message)): Path<(u64, u64)>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    let state = shared.state.lock().unwrap();
-    let found = state
-        .messages
-        .get(&channel)
-        .into_iter()
-        .flatten()
-        .find(|item| is_id(&item["id"], message))
-        .cloned();
-    match found {
-        Some(found) => ok_json(found),
-        None => error(404, 10008, "Unknown Message"),
-    }
-}
-
-async fn create_thread(
-    State(shared): State<Arc<Shared>>,
-    Path(channel): Path<u64>,
-    headers: HeaderMap,
-    axum::Json(body): axum::Json<Value>,
-) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    let mut state = shared.state.lock().unwrap();
-    if state.channels.get(&channel) != Some(&ChannelKind::Text) {
-        return error(404, 10003, "Unknown Channel");
-    }
-    if body["type"] != 12 {
-        return error(400, 50035, "Invalid Form Body: only private threads here");
-    }
-    let id = shared.snowflake();
-    state.channels.insert(
-        id,
-        ChannelKind::PrivateThread {
-            parent: channel,
-            members: BTreeSet::from([BOT_ID]),
-        },
-    );
-    state.threads_created.push((channel, id));
-    ok_json(
-        json!({"id": id.to_string(), "type": 12, "guild_id": GUILD_ID.to_string(),
-        "parent_id": channel.to_string(), "name": body["name"], "owner_id": BOT_ID.to_string(),
-        "thread_metadata": {"archived": false, "auto_archive_duration": 10080,
-            "archive_timestamp": chrono::Utc::now().to_rfc3339(), "locked": false, "invitable": false}}),
-    )
-}
-
-async fn add_thread_member(
-    State(shared): State<Arc<Shared>>,
-    Path((channel, user)): Path<(u64, u64)>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
-    let mut state = shared.state.lock().unwrap();
-    match state.channels.get_mut(&channel) {
-        Some(ChannelKind::PrivateThread { members, .. }) => {
-            members.insert(user);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        _ => error(404, 10003, "Unknown Channel"),
-    }
-}
-
-async fn interaction_callback(
-    State(shared): State<Arc<Shared>>,
-    Path((interaction, _token)): Path<(u64, String)>,
-    axum::Json(body): axum::Json<Value>,
-) -> Response {
-    // Interaction callbacks are authorised by their token, not the bot's.
-    shared.state.lock().unwrap().acks.push((interaction, body));
-    StatusCode::NO_CONTENT.into_response()
-}
-
-async fn gateway_socket(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {
-    if shared.state.lock().unwrap().held {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    upgrade.on_upgrade(move |socket| session(shared, socket))
-}
-
-fn frame(value: Value) -> WsMessage {
-    WsMessage::Text(value.to_string().into())
-}
-
-/// One gateway connection.
-async fn session(shared: Arc<Shared>, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
-    let (push_tx, mut push_rx) = mpsc::unbounded_channel::<Push>();
-    if sink
-        .send(frame(
-            json!({"op": 10, "d": {"heartbeat_interval": 41_250}, "s": null, "t": null}),
-        ))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let next_seq = |shared: &Shared| {
-        let mut state = shared.state.lock().unwrap();
-        state.seq += 1;
-        state.seq
-    };
-    loop {
-        tokio::select! {
-            incoming = stream.next() => {
-                let Some(Ok(incoming)) = incoming else { break };
-                let WsMessage::Text(text) = incoming else {
-                    if matches!(incoming, WsMessage::Close(_)) { break }
-                    continue;
-                };
-                let Ok(payload) = serde_json::from_str::<Value>(&text) else { continue };
-                match payload["op"].as_u64() {
-                    Some(1) => {
-                        let _ = sink.send(frame(json!({"op": 11, "d": null, "s": null, "t": null}))).await;
-                    }
-                    Some(2) => {
-                        if payload["d"]["token"].as_str() != Some(TOKEN) && payload["d"]["token"].as_str() != Some(&format!("Bot {TOKEN}")) {
-                            let _ = sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
-                                code: 4004, reason: "Authentication failed.".into() }))).await;
-                            break;
-                        }
-                        if shared.state.lock().unwrap().refuse_intents {
-                            let _ = sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
-                                code: 4014, reason: "Disallowed intent(s).".into() }))).await;
-                            break;
-                        }
-                        let session_id = format!("session-{}", shared.snowflake());
-                        {
-                            let mut state = shared.state.lock().unwrap();
-                            state.identifies += 1;
-                            state.sessions.insert(session_id.clone());
-                            state.seq = 0;
-                            state.deaf = false;
-                            state.connection = Some(push_tx.clone());
-                        }
-                        let ready = json!({"v": 10, "user": bot_user(), "guilds": [],
-                            "session_id": session_id,
-                            "resume_gateway_url": format!("ws://{}/gateway", shared.base),
-                            "application": {"id": APPLICATION_ID.to_string(), "flags": 0}});
-                        let seq = next_seq(&shared);
-                        let _ = sink.send(frame(json!({"op": 0, "t": "READY", "s": seq, "d": ready}))).await;
-                    }
-                    Some(6) => {
-                        let session_id = payload["d"]["session_id"].as_str().unwrap_or_default().to_string();
-                        let known = shared.state.lock().unwrap().sessions.contains(&session_id);
-                        if !known {
-                            let _ = sink.send(frame(json!({"op": 9, "d": false, "s": null, "t": null}))).await;
-                            continue;
-                        }
-                        {
-                            let mut state = shared.state.lock().unwrap();
-                            state.resumes += 1;
-                            state.deaf = false;
-                            state.connection = Some(push_tx.clone());
-                        }
-                        // Nothing missed is replayed: only history brings it back.
-                        let seq = next_seq(&shared);
-                        let _ = sink.send(frame(json!({"op": 0, "t": "RESUMED", "s": seq, "d": {}}))).await;
-                    }
-                    _ => {}
-                }
-            }
-            push = push_rx.recv() => {
-                let Some(push) = push else { break };
-                match push {
-                    Push::Dispatch(kind, data) => {
-                        let seq = next_seq(&shared);
-                        if sink.send(frame(json!({"op": 0, "t": kind, "s": seq, "d": data}))).await.is_err() {
-                            break;
-                        }
-                    }
-                    Push::Reconnect => {
-                        let _ = sink.send(frame(json!({"op": 7, "d": null, "s": null, "t": null}))).await;
-                    }
-                    Push::Raw(text) => {
-                        let _ = sink.send(WsMessage::Text(text.into())).await;
-                    }
-                    Push::Close(code) => {
-                        let _ = sink.send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
-                            code, reason: "closed by the fake".into() }))).await;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    let mut state = shared.state.lock().unwrap();
-    if state
-        .connection
-        .as_ref()
-        .is_some_and(|connection| connection.same_channel(&push_tx))
-    {
-        state.connection = None;
-    }
 }
