@@ -593,12 +593,17 @@ async fn open_loop(
 }
 
 pub(crate) fn resident_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// One `kB` field of `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssFile`, `RssShmem`).
+pub(crate) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS not found")
+        .with_context(|| format!("{field} not found in /proc/{pid}/status"))
 }
 
 async fn run_idle(options: &RouterBench, idle: usize, fd_limit: u64) -> anyhow::Result<()> {

@@ -18,7 +18,9 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::router::{connect, lifted_config_file, resident_kib, tempdir, wait_ready, ws_url};
+use super::router::{
+    connect, lifted_config_file, resident_kib, status_kib, tempdir, wait_ready, ws_url,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct SoakBench {
@@ -49,6 +51,13 @@ pub struct SoakBench {
 #[derive(Debug, Clone, Copy)]
 struct Window {
     rss_kib: u64,
+    /// The parts of `rss_kib`: anonymous memory (the heap and stacks), mapped files (the
+    /// binary, the model) and shared memory (SQLite's WAL index).
+    anon_kib: u64,
+    file_kib: u64,
+    shmem_kib: u64,
+    /// The database's files on disk: the database, its WAL and the WAL index.
+    database_kib: u64,
     descriptors: u64,
     chat_p99_ms: f64,
     api_p99_ms: f64,
@@ -64,6 +73,23 @@ struct Totals {
 
 fn histogram() -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     Ok(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// The size of the files in the data directory whose name starts with `switchboard` (the
+/// SQLite database, its WAL and WAL index), in KiB.
+fn database_kib(data_dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("switchboard")
+        {
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok(bytes / 1024)
 }
 
 fn descriptors(pid: u32) -> anyhow::Result<u64> {
@@ -318,14 +344,22 @@ pub async fn run(options: SoakBench) -> anyhow::Result<()> {
         };
         let window = Window {
             rss_kib: resident_kib(pid)?,
+            anon_kib: status_kib(pid, "RssAnon")?,
+            file_kib: status_kib(pid, "RssFile")?,
+            shmem_kib: status_kib(pid, "RssShmem")?,
+            database_kib: database_kib(&data_dir.0)?,
             descriptors: descriptors(pid)?,
             chat_p99_ms,
             api_p99_ms,
         };
         println!(
-            "t={:>4}s rss={} KiB fds={} chat: {} replies p99={:.1} ms; api: {} calls p99={:.1} ms; errors so far {}",
+            "t={:>4}s rss={} KiB (anon {}, file {}, shmem {}) database={} KiB fds={} chat: {} replies p99={:.1} ms; api: {} calls p99={:.1} ms; errors so far {}",
             started.elapsed().as_secs(),
             window.rss_kib,
+            window.anon_kib,
+            window.file_kib,
+            window.shmem_kib,
+            window.database_kib,
             window.descriptors,
             chat_count,
             window.chat_p99_ms,
@@ -344,10 +378,14 @@ pub async fn run(options: SoakBench) -> anyhow::Result<()> {
         bail!("the run was shorter than one report window");
     };
     println!(
-        "rss_start_kib={} rss_end_kib={} rss_growth_kib={} fds_start={} fds_end={} chat_p99_start_ms={:.1} chat_p99_end_ms={:.1} api_p99_start_ms={:.1} api_p99_end_ms={:.1} chat_replies={} api_calls={} errors={}",
+        "rss_start_kib={} rss_end_kib={} rss_growth_kib={} anon_growth_kib={} file_growth_kib={} shmem_growth_kib={} database_growth_kib={} fds_start={} fds_end={} chat_p99_start_ms={:.1} chat_p99_end_ms={:.1} api_p99_start_ms={:.1} api_p99_end_ms={:.1} chat_replies={} api_calls={} errors={}",
         first.rss_kib,
         last.rss_kib,
         last.rss_kib as i64 - first.rss_kib as i64,
+        last.anon_kib as i64 - first.anon_kib as i64,
+        last.file_kib as i64 - first.file_kib as i64,
+        last.shmem_kib as i64 - first.shmem_kib as i64,
+        last.database_kib as i64 - first.database_kib as i64,
         first.descriptors,
         last.descriptors,
         first.chat_p99_ms,
