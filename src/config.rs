@@ -178,9 +178,10 @@ pub struct RouterSettings {
     /// The customer's next message on a resolved conversation's thread reopens it to the bot;
     /// false: it opens a new conversation and the resolved one stays as history.
     pub reopen_resolved: bool,
-    /// Conversations kept in memory (with their threads and linked emails), the least recently
-    /// used dropped first. The router's memory grows with new conversations until this many
-    /// are cached, then stays level; a conversation not cached is read from the database.
+    /// Conversations kept in memory (with their threads and linked emails, and their owner in
+    /// the console's live feed), the least recently used dropped first. Memory grows with new
+    /// conversations until this many are cached, then stays level; a conversation not cached
+    /// is read from the database.
     pub cached_conversations: usize,
 }
 

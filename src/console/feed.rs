@@ -21,8 +21,6 @@ use crate::store::Store;
 
 /// Items a slow console may fall behind by before it is told to reload.
 const FEED_CAPACITY: usize = 8192;
-/// Conversations whose owner the feed remembers.
-const OWNERS: usize = 100_000;
 /// How far before the resume time rows are sent again: longer than any commit takes.
 pub const RESUME_MARGIN_MS: i64 = 30_000;
 
@@ -48,15 +46,16 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Follow `bus` for every console of this process.
-    pub fn start(store: Store, bus: Arc<dyn EventBus>) -> Arc<Feed> {
+    /// Follow `bus` for every console of this process, remembering the owner of up to
+    /// `cached_conversations` conversations (the rest are read when they next change).
+    pub fn start(store: Store, bus: Arc<dyn EventBus>, cached_conversations: usize) -> Arc<Feed> {
         let (sender, _) = broadcast::channel(FEED_CAPACITY);
         let feed = Arc::new(Feed {
             sender: sender.clone(),
         });
         let mut watch = bus.watch_all();
         let owners: quick_cache::sync::Cache<String, (String, String)> =
-            quick_cache::sync::Cache::new(OWNERS);
+            quick_cache::sync::Cache::new(cached_conversations.max(1));
         tokio::spawn(async move {
             loop {
                 let event = match watch.recv().await {

@@ -172,7 +172,11 @@ impl Console {
             "never" => false,
             _ => parts.public_url.starts_with("https://"),
         };
-        let feed = feed::Feed::start(parts.store.clone(), parts.bus.clone());
+        let feed = feed::Feed::start(
+            parts.store.clone(),
+            parts.bus.clone(),
+            parts.router.cached_conversations(),
+        );
         Arc::new(Console {
             login_limits: accounts::LoginLimits::new(
                 parts.settings.login_attempts_per_account,

@@ -155,6 +155,12 @@ impl Router {
         router
     }
 
+    /// How many conversations a per-conversation cache keeps (`router.cached_conversations`):
+    /// the one bound for every such cache of the process.
+    pub fn cached_conversations(&self) -> usize {
+        self.settings.cached_conversations.max(1)
+    }
+
     fn lanes(&self) -> &Arc<Lanes<Job>> {
         self.lanes.get().expect("lanes are set in Router::new")
     }
