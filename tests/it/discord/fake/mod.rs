@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use futures::{SinkExt, StreamExt};
@@ -152,7 +152,6 @@ impl FakeDiscord {
             state: Mutex::default(),
         });
         let api = axum::Router::new()
-            .route("/gateway", get(rest::gateway_url))
             .route("/gateway/bot", get(rest::gateway_bot))
             .route("/users/@me", get(rest::users_me))
             .route("/users/@me/channels", post(rest::open_dm))
@@ -169,6 +168,8 @@ impl FakeDiscord {
                 "/channels/{channel}/thread-members/{user}",
                 put(rest::add_thread_member),
             )
+            .route_layer(axum::middleware::from_fn(rest::require_bot_token))
+            .route("/gateway", get(rest::gateway_url))
             .route(
                 "/interactions/{interaction}/{token}/callback",
                 post(rest::interaction_callback),

@@ -1,13 +1,23 @@
 //! The fake's REST endpoints under `/api/v10/`, with Discord's error bodies and rate-limit
 //! headers.
 
+use axum::extract::Request;
+use axum::middleware::Next;
+
 use super::*;
 
-fn authorised(headers: &HeaderMap) -> bool {
-    headers
+/// Every endpoint but the gateway URL and interaction callbacks wants the bot's token, as
+/// Discord does: the layer over those routes answers 401 without it.
+pub(super) async fn require_bot_token(request: Request, next: Next) -> Response {
+    let authorised = request
+        .headers()
         .get("authorization")
         .and_then(|value| value.to_str().ok())
-        == Some(format!("Bot {TOKEN}").as_str())
+        == Some(format!("Bot {TOKEN}").as_str());
+    if !authorised {
+        return unauthorised();
+    }
+    next.run(request).await
 }
 
 fn error(status: u16, code: i64, message: &str) -> Response {
@@ -37,31 +47,21 @@ pub(super) async fn gateway_url(State(shared): State<Arc<Shared>>) -> Response {
     ok_json(json!({"url": format!("ws://{}/gateway", shared.base)}))
 }
 
-pub(super) async fn gateway_bot(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
+pub(super) async fn gateway_bot(State(shared): State<Arc<Shared>>) -> Response {
     ok_json(
         json!({"url": format!("ws://{}/gateway", shared.base), "shards": 1,
         "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
     )
 }
 
-pub(super) async fn users_me(headers: HeaderMap) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
+pub(super) async fn users_me() -> Response {
     ok_json(bot_user())
 }
 
 pub(super) async fn open_dm(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
     let Some(user) = body["recipient_id"]
         .as_str()
         .and_then(|id| id.parse::<u64>().ok())
@@ -88,12 +88,8 @@ pub(super) async fn open_dm(
 pub(super) async fn create_message(
     State(shared): State<Arc<Shared>>,
     Path(channel): Path<u64>,
-    headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
     let mut state = shared.state.lock().unwrap();
     *state.send_attempts.entry(channel).or_default() += 1;
     if let Some(index) = state
@@ -193,11 +189,7 @@ pub(super) async fn list_messages(
     State(shared): State<Arc<Shared>>,
     Path(channel): Path<u64>,
     Query(query): Query<ListQuery>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
     let state = shared.state.lock().unwrap();
     if !state.channels.contains_key(&channel) {
         return error(404, 10003, "Unknown Channel");
@@ -221,11 +213,7 @@ pub(super) async fn list_messages(
 pub(super) async fn get_message(
     State(shared): State<Arc<Shared>>,
     Path((channel, message)): Path<(u64, u64)>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
     let state = shared.state.lock().unwrap();
     let found = state
         .messages
@@ -243,12 +231,8 @@ pub(super) async fn get_message(
 pub(super) async fn create_thread(
     State(shared): State<Arc<Shared>>,
     Path(channel): Path<u64>,
-    headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
     let mut state = shared.state.lock().unwrap();
     if state.channels.get(&channel) != Some(&ChannelKind::Text) {
         return error(404, 10003, "Unknown Channel");
@@ -276,11 +260,7 @@ pub(super) async fn create_thread(
 pub(super) async fn add_thread_member(
     State(shared): State<Arc<Shared>>,
     Path((channel, user)): Path<(u64, u64)>,
-    headers: HeaderMap,
 ) -> Response {
-    if !authorised(&headers) {
-        return unauthorised();
-    }
     let mut state = shared.state.lock().unwrap();
     match state.channels.get_mut(&channel) {
         Some(ChannelKind::PrivateThread { members, .. }) => {
