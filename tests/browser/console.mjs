@@ -220,8 +220,19 @@ async function main() {
   await openInQueue(agent, 'all', (i) => i.status === 'bot' && i.text.includes('payment methods'), 'take over');
   await agent.click('#take-over');
   await agent.locator('#conversation[data-status="agent"]').waitFor({ timeout: WAIT_MS });
-  await agent.fill('#reply-text', 'I took over from the bot; how can I help?');
+  // The pane is rebuilt whenever the conversation changes (here: a label saved while the
+  // agent writes); the draft must survive it.
+  const draft = 'I took over from the bot; how can I help?';
+  await agent.fill('#reply-text', draft);
+  const firstBox = await agent.$('#reply-text');
+  await agent.fill('#labels', 'payments');
+  await agent.click('#save-labels');
+  await step('the pane rebuilt after the label', () => agent.waitForFunction((box) => !box.isConnected, firstBox, { timeout: WAIT_MS }));
+  const kept = await agent.inputValue('#reply-text');
+  if (kept !== draft) fail(`the reply draft was lost when the pane was rebuilt: ${JSON.stringify(kept)}`);
+  ok('the reply draft survives the pane being rebuilt');
   await agent.click('#send-reply');
+  await step('the reply box cleared after sending', () => agent.waitForFunction(() => document.getElementById('reply-text').value === '', null, { timeout: WAIT_MS }));
   await waitWidget(other, 'the reply after a takeover', (l) => l.some((m) => m.author === 'agent' && m.text.includes('took over')));
   ok('an agent took over a conversation the bot was handling');
   await agent.click('#hand-back');

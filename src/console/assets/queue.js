@@ -7,7 +7,9 @@
   'use strict';
   var el = SB.el, api = SB.api, clear = SB.clear;
   var me = document.body.dataset.userId;
-  var state = { view: 'unassigned', items: [], selected: null, data: null, stream: null, lastSeq: 0 };
+  // drafts: the reply being written, per conversation. The pane is rebuilt whenever the
+  // conversation changes (owner, labels, tasks), and a draft must outlive that.
+  var state = { view: 'unassigned', items: [], selected: null, data: null, stream: null, lastSeq: 0, drafts: {} };
   var reloadTimer = null;
 
   function statusLabel(item) {
@@ -194,7 +196,11 @@
   function render(data) {
     var item = data.conversation;
     var mine = item.owner === 'agent:' + me;
-    var pane = clear(document.getElementById('conversation'));
+    var pane = document.getElementById('conversation');
+    var previous = document.getElementById('reply-text');
+    var writing = previous && pane.dataset.id === item.id && document.activeElement === previous
+      ? { start: previous.selectionStart, end: previous.selectionEnd } : null;
+    clear(pane);
     pane.dataset.id = item.id;
     pane.dataset.status = item.status;
     pane.dataset.owner = item.owner;
@@ -209,14 +215,21 @@
     var canned = el('select', { id: 'canned', 'aria-label': 'Canned reply' }, el('option', { value: '' }, 'Canned reply…'),
       data.canned_replies.map(function (c) { return el('option', { value: c.id }, '/' + c.shortcut + ' · ' + c.title); }));
     var text = el('textarea', { id: 'reply-text', rows: '3', placeholder: mine ? 'Write to the customer' : 'Claim the conversation to reply; notes are always possible' });
+    text.value = state.drafts[item.id] || '';
+    function keepDraft() {
+      if (text.value) state.drafts[item.id] = text.value;
+      else delete state.drafts[item.id];
+    }
     canned.addEventListener('change', function () {
       var chosen = data.canned_replies.find(function (c) { return c.id === canned.value; });
       if (chosen) text.value = fill(chosen.body);
+      keepDraft();
       canned.value = '';
       text.focus();
     });
     var typingTimer = null, typingSent = 0;
     text.addEventListener('input', function () {
+      keepDraft();
       if (!mine) return;
       if (Date.now() - typingSent > 3000) {
         typingSent = Date.now();
@@ -231,9 +244,16 @@
     async function sendWith(path, clearAfter) {
       var value = text.value.trim();
       if (!value) return;
+      var sent = text.value;
       try {
         await api('POST', '/console/api/conversations/' + item.id + path, { text: value });
-        if (clearAfter) text.value = '';
+        if (!clearAfter) return;
+        // The pane may have been rebuilt meanwhile: clear whichever box holds what was sent,
+        // unless the agent has written on since.
+        if (state.drafts[item.id] === sent) delete state.drafts[item.id];
+        var current = document.getElementById('reply-text');
+        if (current && current.value === sent && document.getElementById('conversation').dataset.id === item.id) current.value = '';
+        if (text !== current && text.value === sent) text.value = '';
       } catch (error) { SB.notice(error.message, 'error'); }
     }
     pane.appendChild(el('div', { class: 'composer' }, canned, text,
@@ -251,6 +271,10 @@
       el('ul', { id: 'notes' }, data.notes.map(function (n) { return el('li', {}, el('strong', {}, n.author_name + ': '), n.text); }))));
     renderHistory(data.history);
     customerPanel(data.contact);
+    if (writing) {
+      text.focus();
+      text.setSelectionRange(writing.start, writing.end);
+    }
   }
 
   function live(id, after) {
