@@ -49,6 +49,8 @@ pub struct App {
     delivery_stop: CancellationToken,
     assign_stop: CancellationToken,
     assign_task: JoinHandle<()>,
+    /// Re-reads a shop's own catalogue for the search index.
+    catalogue_task: Option<JoinHandle<()>>,
     server: JoinHandle<std::io::Result<()>>,
     delivery_task: JoinHandle<()>,
     connector_tasks: Vec<JoinHandle<()>>,
@@ -135,12 +137,6 @@ impl App {
         #[cfg(not(feature = "channel-webchat"))]
         let (open_sessions, demo_page): (SessionCount, Option<DemoPage>) = (Arc::new(|| 0), None);
 
-        let assistant = match options.assistant {
-            Some(assistant) => assistant,
-            None => assistant::from_settings(&settings)
-                .await
-                .context("starting the assistant")?,
-        };
         let delivery = Delivery::new(
             store.clone(),
             channels.clone(),
@@ -152,6 +148,26 @@ impl App {
             WorkflowService::start(store.clone(), &settings.workflow, Some(delivery.clone()))
                 .await
                 .context("starting the workflow")?;
+        // The embedding model is loaded once, for the builtin assistant and the catalogue.
+        let embedder = if options.assistant.is_none() && settings.assistant.kind == "builtin" {
+            Some(
+                settings
+                    .assistant
+                    .embedder()
+                    .await
+                    .context("loading the embedding model")?,
+            )
+        } else {
+            None
+        };
+        let assistant = match options.assistant {
+            Some(assistant) => assistant,
+            None => assistant::from_settings(&settings, embedder.clone())
+                .await
+                .context("starting the assistant")?,
+        };
+        let (products, catalogue_task) =
+            crate::catalogue::start(&settings, &workflow, embedder).await?;
         let teams = Console::load_teams(&store, &settings.router.default_queue)
             .await
             .context("loading the console's teams")?;
@@ -223,6 +239,7 @@ impl App {
             bus: bus.clone(),
             demo_page,
             console: console.clone(),
+            products,
             metrics_token: settings.http.metrics_token.clone(),
             frame_ancestors: settings.http.frame_ancestors.as_str().into(),
         };
@@ -278,6 +295,7 @@ impl App {
             http_stop,
             assign_stop,
             assign_task,
+            catalogue_task,
             connectors_stop,
             delivery_stop,
             server,
@@ -295,6 +313,9 @@ impl App {
         self.http_stop.cancel();
         self.assign_stop.cancel();
         let _ = self.assign_task.await;
+        if let Some(task) = self.catalogue_task {
+            task.abort();
+        }
         let drained = async {
             self.router.drain().await;
             self.delivery_stop.cancel();

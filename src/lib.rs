@@ -19,6 +19,8 @@
 //!   [`app`] wires it all from [`config`] and stops it in order; [`bench`] measures it.
 //! - When a customer needs the back office (a refund, a cancellation), the [`workflow`] opens a
 //!   task, applies the policies, and tells the customer and the back office about every change;
+//!   an order is priced from the catalogue, whose products the [`catalogue`] search finds by
+//!   what customers call them;
 //!   the REST API under `/api/v1` ([`http`]) is the back office's door to it, and [`wiring`]
 //!   holds the adapter through which the assistant asks it for actions (the workflow never
 //!   names the assistant).
@@ -29,6 +31,7 @@
 pub mod app;
 pub mod assistant;
 pub mod bench;
+pub mod catalogue;
 pub mod channels;
 pub mod config;
 pub mod console;

@@ -86,6 +86,15 @@ impl BuiltinAssistant {
     /// Load the model, the dialogue files and the knowledge base (ingesting the configured
     /// folders), and train the intent classifier.
     pub async fn build(settings: &Settings) -> Result<BuiltinAssistant, AssistantError> {
+        let embedder = settings.assistant.embedder().await?;
+        BuiltinAssistant::build_with(settings, embedder).await
+    }
+
+    /// As [`BuiltinAssistant::build`], with the embedding model already loaded.
+    pub async fn build_with(
+        settings: &Settings,
+        embedder: Arc<dyn Embedder>,
+    ) -> Result<BuiltinAssistant, AssistantError> {
         let started = Instant::now();
         let assistant = &settings.assistant;
         let intents = Intents::load(&assistant.intents_file)?;
@@ -96,7 +105,6 @@ impl BuiltinAssistant {
                 assistant.default_language
             )));
         }
-        let embedder = assistant.embedder().await?;
         let samples: Vec<(String, String)> = intents
             .examples()
             .into_iter()

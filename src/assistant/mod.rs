@@ -147,14 +147,22 @@ pub fn from_kind(kind: &str) -> Result<std::sync::Arc<dyn Assistant>, String> {
 }
 
 /// The assistant named in config, built with everything it needs (model, knowledge base,
-/// intents). The builtin one loads its model and trains its classifier here.
+/// intents). The builtin one trains its classifier here, with `embedder` if the caller loaded
+/// the model already, or loading it.
 pub async fn from_settings(
     settings: &crate::config::Settings,
+    embedder: Option<std::sync::Arc<dyn crate::knowledge::Embedder>>,
 ) -> Result<std::sync::Arc<dyn Assistant>, AssistantError> {
     match settings.assistant.kind.as_str() {
-        "builtin" => Ok(std::sync::Arc::new(
-            builtin::BuiltinAssistant::build(settings).await?,
-        )),
+        "builtin" => {
+            let embedder = match embedder {
+                Some(embedder) => embedder,
+                None => settings.assistant.embedder().await?,
+            };
+            Ok(std::sync::Arc::new(
+                builtin::BuiltinAssistant::build_with(settings, embedder).await?,
+            ))
+        }
         other => from_kind(other).map_err(AssistantError::Config),
     }
 }

@@ -35,8 +35,10 @@ pub struct AppState {
     pub workflow: Arc<crate::workflow::WorkflowService>,
     pub channels: Arc<Channels>,
     pub bus: Arc<dyn EventBus>,
-    /// The demo shop's page with the first web chat instance's widget.
     pub console: Arc<crate::console::Console>,
+    /// The catalogue's search index, when an embedding model is loaded.
+    pub products: Option<Arc<crate::catalogue::ProductIndex>>,
+    /// The demo shop's page with the first web chat instance's widget.
     pub demo_page: Option<DemoPage>,
     /// `http.metrics_token`: empty, or the bearer token `/metrics` requires.
     pub metrics_token: Secret,
@@ -78,6 +80,7 @@ pub fn router(
             settings.api_rate_per_minute,
             settings.api_rate_burst,
         )),
+        products: state.products.clone(),
     });
     let console = crate::console::http::router(state.console.clone());
     let mut app: Router = app.with_state(state).merge(api).merge(console);

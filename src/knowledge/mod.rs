@@ -146,7 +146,17 @@ impl KnowledgeBase {
         detector: Arc<LanguageDetector>,
         settings: KnowledgeSettings,
     ) -> Result<KnowledgeBase, KnowledgeError> {
-        let dir = data_dir.join("knowledge");
+        KnowledgeBase::open_embedded_at(data_dir.join("knowledge"), embedder, detector, settings)
+            .await
+    }
+
+    /// A Qdrant Edge shard in `dir` (the catalogue's search index has one of its own).
+    pub async fn open_embedded_at(
+        dir: PathBuf,
+        embedder: Arc<dyn Embedder>,
+        detector: Arc<LanguageDetector>,
+        settings: KnowledgeSettings,
+    ) -> Result<KnowledgeBase, KnowledgeError> {
         let dimension = embedder.dimension();
         let name = embedder.name().to_string();
         let average = settings.bm25_average_length;
@@ -217,6 +227,13 @@ impl KnowledgeBase {
         })
         .await?;
         Ok(true)
+    }
+
+    /// Remove an article from the index; how many chunks went.
+    pub async fn remove_article(&self, source: &str) -> Result<usize, KnowledgeError> {
+        let index = self.index.clone();
+        let source = source.to_string();
+        blocking(move || index.remove_article(&source)).await
     }
 
     /// Ingest a file, or every supported file under a directory.

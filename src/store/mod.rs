@@ -30,8 +30,8 @@ pub use reachability::{Unreachable, UnreachableThread};
 pub use transfers::{Transfer, TransferError};
 pub use workflow::{
     ApiKeyRow, CustomerNotice, DeliveryRow, IdempotencyHit, IdempotencyRecord, OrderRow,
-    TaskCommit, TaskConflict, TaskEventRow, TaskFilter, TaskRow, TaskUpdate, WebhookRow,
-    task_conflict,
+    ProductRow, TaskCommit, TaskConflict, TaskEventRow, TaskFilter, TaskRow, TaskUpdate,
+    WebhookRow, task_conflict,
 };
 
 use std::str::FromStr;

@@ -1,6 +1,6 @@
 //! The workflow's tables: tasks and their audit events, idempotency records, API keys, the
-//! built-in orders, the emails that link contacts to shop customers, and processed inbound
-//! webhooks. Also the workflow's side of the outbox: customer notices (a system message plus
+//! built-in orders and catalogue, the emails that link contacts to shop customers, and
+//! processed inbound webhooks. Also the workflow's side of the outbox: customer notices (a system message plus
 //! its outbox row, like a turn's reply) and webhook rows.
 //!
 //! A task change is one script ([`TaskCommit`]): the task row, its audit event(s), the notice
@@ -12,18 +12,21 @@
 //!
 //! - [`tasks`]: task rows, the commit script, conflicts, task and audit reads;
 //! - [`deliveries`]: a task's outbox rows and webhook deliveries;
-//! - [`api_keys`]: API keys; [`orders`]: the built-in orders; [`contacts`]: contacts'
+//! - [`api_keys`]: API keys; [`orders`]: the built-in orders; [`products`]: the built-in
+//!   catalogue; [`contacts`]: contacts'
 //!   linked emails and conversations.
 
 mod api_keys;
 mod contacts;
 mod deliveries;
 mod orders;
+mod products;
 mod tasks;
 
 pub use api_keys::ApiKeyRow;
 pub use deliveries::DeliveryRow;
 pub use orders::OrderRow;
+pub use products::ProductRow;
 pub use tasks::{
     CustomerNotice, IdempotencyHit, IdempotencyRecord, TaskCommit, TaskConflict, TaskEventRow,
     TaskFilter, TaskRow, TaskUpdate, WebhookRow, task_conflict,

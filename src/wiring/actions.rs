@@ -165,35 +165,46 @@ fn refusal(error: &WorkflowError, language: &str, order_id: Option<&str>) -> Str
         | WorkflowError::NotFound { code, .. }
         | WorkflowError::Conflict { code, .. }
         | WorkflowError::PolicyRefused { code, .. } => *code,
-        WorkflowError::OrdersUnavailable(_) | WorkflowError::Store(_) => "unavailable",
+        WorkflowError::OrdersUnavailable(_)
+        | WorkflowError::CatalogueUnavailable(_)
+        | WorkflowError::Store(_) => "unavailable",
         _ => "other",
     };
     match (language, code) {
         ("es", "order_not_found" | "order_not_owned") => format!(
             "No encuentro el pedido {order} entre tus pedidos. Revisa el número o, si prefieres, pide hablar con una persona."
         ),
-        ("es", "identity_not_verified") => "Para gestionar un pedido necesito saber quién eres: inicia sesión en la tienda o pide hablar con una persona.".into(),
+        ("es", "identity_not_verified" | "customer_not_signed_in") => "Para gestionar un pedido necesito saber quién eres: inicia sesión en la tienda o pide hablar con una persona.".into(),
         ("es", "refund_already_open") => format!("Ya hay una solicitud de reembolso abierta para el pedido {order}; te avisaremos aquí."),
         ("es", "order_already_shipped") => format!("El pedido {order} ya ha salido, así que ya no se puede cancelar ni cambiar la dirección. Si quieres, te paso con una persona."),
         ("es", "order_not_delivered" | "return_window_closed" | "order_not_paid") => format!("Lo siento, nuestra política no lo permite para el pedido {order}. Si quieres, te paso con una persona."),
+        ("es", "product_unknown" | "product_unavailable") => "Lo siento, ese producto no está a la venta. Si quieres, busco otro o te paso con una persona.".into(),
+        ("es", "out_of_stock") => "Lo siento, no nos quedan suficientes unidades de ese producto. Puedes pedir menos o hablar con una persona.".into(),
+        ("es", "quantity_above_maximum") => "Lo siento, es más cantidad de la que admite un pedido. Pide menos unidades o habla con una persona para un pedido grande.".into(),
         ("es", "unavailable") => "Lo siento, ahora mismo no puedo consultar los pedidos. Vuelve a intentarlo en unos minutos.".into(),
         ("es", _) => "Lo siento, no he podido hacerlo. Si quieres, te paso con una persona.".into(),
         ("ca", "order_not_found" | "order_not_owned") => format!(
             "No trobo la comanda {order} entre les teves comandes. Revisa el número o, si ho prefereixes, demana parlar amb una persona."
         ),
-        ("ca", "identity_not_verified") => "Per gestionar una comanda he de saber qui ets: inicia la sessió a la botiga o demana parlar amb una persona.".into(),
+        ("ca", "identity_not_verified" | "customer_not_signed_in") => "Per gestionar una comanda he de saber qui ets: inicia la sessió a la botiga o demana parlar amb una persona.".into(),
         ("ca", "refund_already_open") => format!("Ja hi ha una sol·licitud de reemborsament oberta per a la comanda {order}; t'avisarem aquí."),
         ("ca", "order_already_shipped") => format!("La comanda {order} ja ha sortit, així que ja no es pot cancel·lar ni canviar l'adreça. Si vols, et passo amb una persona."),
         ("ca", "order_not_delivered" | "return_window_closed" | "order_not_paid") => format!("Ho sento, la nostra política no ho permet per a la comanda {order}. Si vols, et passo amb una persona."),
+        ("ca", "product_unknown" | "product_unavailable") => "Ho sento, aquest producte no està a la venda. Si vols, en busco un altre o et passo amb una persona.".into(),
+        ("ca", "out_of_stock") => "Ho sento, no ens queden prou unitats d'aquest producte. Pots demanar-ne menys o parlar amb una persona.".into(),
+        ("ca", "quantity_above_maximum") => "Ho sento, és més quantitat de la que admet una comanda. Demana'n menys unitats o parla amb una persona per a una comanda gran.".into(),
         ("ca", "unavailable") => "Ho sento, ara mateix no puc consultar les comandes. Torna-ho a provar d'aquí a uns minuts.".into(),
         ("ca", _) => "Ho sento, no ho he pogut fer. Si vols, et passo amb una persona.".into(),
         (_, "order_not_found" | "order_not_owned") => format!(
             "I can't find order {order} among your orders. Please check the number, or ask to talk to a person."
         ),
-        (_, "identity_not_verified") => "To act on an order I need to know who you are: please sign in to the shop, or ask to talk to a person.".into(),
+        (_, "identity_not_verified" | "customer_not_signed_in") => "To act on an order I need to know who you are: please sign in to the shop, or ask to talk to a person.".into(),
         (_, "refund_already_open") => format!("There is already an open refund request for order {order}; you'll hear about it here."),
         (_, "order_already_shipped") => format!("Order {order} has already shipped, so it can no longer be cancelled or sent elsewhere. I can pass you to a person if you like."),
         (_, "order_not_delivered" | "return_window_closed" | "order_not_paid") => format!("Sorry, our policy doesn't allow that for order {order}. I can pass you to a person if you like."),
+        (_, "product_unknown" | "product_unavailable") => "Sorry, that product isn't for sale. I can look for another one, or pass you to a person.".into(),
+        (_, "out_of_stock") => "Sorry, we don't have enough of that product in stock. You can order fewer, or talk to a person.".into(),
+        (_, "quantity_above_maximum") => "Sorry, that's more than one order can hold. Please order fewer, or talk to a person about a large order.".into(),
         (_, "unavailable") => "Sorry, I can't reach our order system right now. Please try again in a few minutes.".into(),
         _ => "Sorry, I couldn't do that. I can pass you to a person if you like.".into(),
     }

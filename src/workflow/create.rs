@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::model::ActorKind;
 use super::policy::{self, Decision};
-use super::types::TaskType;
+use super::types::{Rule, TaskType};
 use super::webhooks::WebhookPayload;
 use super::{
     Actor, Created, NewTask, Order, Parties, Scope, Task, TaskStatus, VerifiedContext,
@@ -79,7 +79,25 @@ impl WorkflowService {
             return Err(WorkflowError::invalid("payload", "must be a JSON object"));
         }
         task_type.validate(&request.payload)?;
+        let payload = match task_type.rule {
+            Rule::Order => self.priced_order(&request.payload).await?,
+            _ => request.payload.clone(),
+        };
         let parties = self.parties(actor, &request).await?;
+        // An order is for a shop customer: a guest in the chat is asked to sign in first.
+        if task_type.rule == Rule::Order
+            && actor.customer_context().is_some()
+            && self
+                .store
+                .contact_emails(&parties.contact_id)
+                .await?
+                .is_empty()
+        {
+            return Err(WorkflowError::Forbidden {
+                code: "customer_not_signed_in",
+                message: "orders are taken for signed-in shop customers; this contact is not linked to one".into(),
+            });
+        }
         let order = self
             .checked_order(task_type, &parties.contact_id, request.order_id.as_deref())
             .await?;
@@ -87,7 +105,7 @@ impl WorkflowService {
         let verdict = policy::decide(
             task_type,
             order.as_ref(),
-            &request.payload,
+            &payload,
             &self.settings.policy,
             now,
         )?;
@@ -110,7 +128,7 @@ impl WorkflowService {
             conversation_id: parties.conversation.as_ref().map(|c| c.id.clone()),
             order_id: order.as_ref().map(|order| order.id.clone()),
             queue,
-            payload: request.payload.to_string(),
+            payload: payload.to_string(),
             approver_role: None,
             version: 1,
             created_by: actor.label(),

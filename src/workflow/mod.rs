@@ -15,26 +15,32 @@
 //! - [`model`]: statuses and the state machine, tasks, audit events, actors, errors;
 //! - [`types`]: task types and their payload schemas; [`policy`]: the rules;
 //! - [`orders`]: the [`orders::OrderSource`] trait, the built-in and HTTP sources;
+//!   [`catalogue`]: the [`catalogue::CatalogueSource`] trait, likewise (`shop_api` is the HTTP
+//!   client both adapters share);
 //! - [`notify`]: customer notices in en/es/ca; [`webhooks`]: Standard Webhooks signing and
 //!   delivery; [`cli`]: `switchboard tasks ...` and `switchboard apikey create`.
 //!
 //! The service's methods are split by what they do, one `impl WorkflowService` per file:
 //! `create` (opening tasks, and the commit every change goes through), `transitions` (status
 //! changes and approvals), `inbound` (signed status updates from the back office), `reads`
-//! (tasks, audit trails, deliveries), `customers` (orders and linked emails) and `api_keys`.
+//! (tasks, audit trails, deliveries), `customers` (orders and linked emails), `ordering`
+//! (new orders priced and checked against the catalogue) and `api_keys`.
 //! This file holds the service itself, its request types and the row conversions they share.
 
 mod api_keys;
+pub mod catalogue;
 pub mod cli;
 mod create;
 mod customers;
 mod inbound;
 pub mod model;
 pub mod notify;
+mod ordering;
 pub mod orders;
 pub mod policy;
 mod reads;
 pub mod settings;
+mod shop_api;
 mod transitions;
 pub mod types;
 pub mod webhooks;
@@ -48,6 +54,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+pub use catalogue::{CatalogueSource, Product};
 pub use model::{
     Actor, ApiKeyPrincipal, Delivery, DeliveryPage, Scope, Task, TaskEvent, TaskPage, TaskStatus,
     VerifiedContext, WorkflowError,
@@ -133,6 +140,10 @@ pub enum SetupError {
     Orders(#[from] orders::OrderError),
     #[error("seeding orders: {0}")]
     Seed(#[from] orders::SeedError),
+    #[error("catalogue: {0}")]
+    Catalogue(#[from] catalogue::CatalogueError),
+    #[error("seeding the catalogue: {0}")]
+    CatalogueSeed(#[from] catalogue::CatalogueSeedError),
     #[error("workflow config: {0}")]
     Config(String),
 }
@@ -152,6 +163,21 @@ fn order_source(
     }
 }
 
+fn catalogue_source(
+    store: &Store,
+    settings: &WorkflowSettings,
+) -> Result<Arc<dyn CatalogueSource>, SetupError> {
+    match settings.catalogue_source.as_str() {
+        "builtin" => Ok(Arc::new(catalogue::BuiltinCatalogue::new(store.clone()))),
+        "http" => Ok(Arc::new(catalogue::HttpCatalogue::new(
+            settings.http_catalogue.clone(),
+        )?)),
+        other => Err(SetupError::Config(format!(
+            "workflow.catalogue_source must be \"builtin\" or \"http\", not {other:?}"
+        ))),
+    }
+}
+
 /// How long an authenticated API key is trusted without reading it again (a revoked key
 /// would keep working for at most this long).
 pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -167,6 +193,7 @@ pub struct WorkflowService {
     settings: WorkflowSettings,
     types: TaskTypes,
     orders: Arc<dyn OrderSource>,
+    catalogue: Arc<dyn CatalogueSource>,
     delivery: Option<Arc<OutboxDelivery>>,
     inbound: Option<Signer>,
 }
@@ -358,8 +385,14 @@ impl WorkflowService {
             let count = orders::seed(&store, &settings.orders_seed).await?;
             tracing::info!(orders = count, seed = %settings.orders_seed.display(), "seeded the built-in order store");
         }
+        if settings.catalogue_source == "builtin" && !settings.catalogue_seed.as_os_str().is_empty()
+        {
+            let count = catalogue::seed(&store, &settings.catalogue_seed).await?;
+            tracing::info!(products = count, seed = %settings.catalogue_seed.display(), "seeded the built-in catalogue");
+        }
         let orders = order_source(&store, settings)?;
-        let service = WorkflowService::new(store, settings.clone(), orders, delivery)?;
+        let catalogue = catalogue_source(&store, settings)?;
+        let service = WorkflowService::new(store, settings.clone(), orders, catalogue, delivery)?;
         Ok(Arc::new(service))
     }
 
@@ -370,19 +403,22 @@ impl WorkflowService {
         settings: &WorkflowSettings,
     ) -> Result<Arc<WorkflowService>, SetupError> {
         let orders = order_source(&store, settings)?;
+        let catalogue = catalogue_source(&store, settings)?;
         Ok(Arc::new(WorkflowService::new(
             store,
             settings.clone(),
             orders,
+            catalogue,
             None,
         )?))
     }
 
-    /// Build the service around any order source.
+    /// Build the service around any order and catalogue source.
     pub fn new(
         store: Store,
         settings: WorkflowSettings,
         orders: Arc<dyn OrderSource>,
+        catalogue: Arc<dyn CatalogueSource>,
         delivery: Option<Arc<OutboxDelivery>>,
     ) -> Result<WorkflowService, SetupError> {
         let types = TaskTypes::from_settings(&settings)?;
@@ -417,6 +453,7 @@ impl WorkflowService {
             settings,
             types,
             orders,
+            catalogue,
             delivery,
             inbound,
         })

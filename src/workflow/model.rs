@@ -426,6 +426,8 @@ pub enum WorkflowError {
     PolicyRefused { code: &'static str, message: String },
     #[error("order source unavailable: {0}")]
     OrdersUnavailable(String),
+    #[error("catalogue unavailable: {0}")]
+    CatalogueUnavailable(String),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
 }

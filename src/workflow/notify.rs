@@ -46,10 +46,13 @@ fn subject(
         "ca" => format!("la teva sol·licitud de {label}"),
         _ => format!("your {label} request"),
     };
-    if let (Some(cents), Some(currency)) = (
-        payload.get("amount_cents").and_then(Value::as_i64),
-        currency,
-    ) {
+    // A refund's amount, or an order's total (priced in the catalogue's currency).
+    let cents = payload
+        .get("amount_cents")
+        .or_else(|| payload.get("total_cents"))
+        .and_then(Value::as_i64);
+    let currency = currency.or_else(|| payload.get("currency").and_then(Value::as_str));
+    if let (Some(cents), Some(currency)) = (cents, currency) {
         text.push_str(&format!(" ({})", amount(cents, currency, language)));
     }
     if let Some(order_id) = order_id {

@@ -6,13 +6,13 @@
 //! with the emails linked to the conversation's contact, never with anything a customer typed.
 
 use std::path::Path;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::settings::HttpOrdersSettings;
+use super::shop_api::{ShopApi, ShopError, cents, fill, list_at};
 use crate::store::{OrderRow, Store, StoreError, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -40,6 +40,9 @@ pub struct Order {
     #[schema(value_type = Option<String>)]
     pub delivered_at: Option<i64>,
     pub items: Vec<OrderItem>,
+    /// Where it was sent, as one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<String>,
 }
 
 impl Order {
@@ -56,6 +59,15 @@ pub enum OrderError {
     Malformed(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+}
+
+impl From<ShopError> for OrderError {
+    fn from(error: ShopError) -> OrderError {
+        match error {
+            ShopError::Unavailable(message) => OrderError::Unavailable(message),
+            ShopError::Malformed(message) => OrderError::Malformed(message),
+        }
+    }
 }
 
 /// Where orders come from.
@@ -126,6 +138,7 @@ fn order_of_row(row: OrderRow) -> Result<Order, OrderError> {
         placed_at: row.placed_at,
         delivered_at: row.delivered_at,
         items,
+        shipping_address: row.shipping_address,
     })
 }
 
@@ -176,6 +189,8 @@ struct SeedOrder {
     delivered_days_ago: Option<i64>,
     #[serde(default)]
     items: Vec<OrderItem>,
+    #[serde(default)]
+    shipping_address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +240,7 @@ pub async fn seed(store: &Store, path: &Path) -> Result<usize, SeedError> {
             placed_at: now - order.placed_days_ago * day,
             delivered_at: order.delivered_days_ago.map(|days| now - days * day),
             items: serde_json::to_string(&order.items).unwrap_or_else(|_| "[]".into()),
+            shipping_address: order.shipping_address,
         })
         .collect();
     let count = rows.len();
@@ -234,7 +250,7 @@ pub async fn seed(store: &Store, path: &Path) -> Result<usize, SeedError> {
 
 /// Orders read from the shop's own HTTP API.
 pub struct HttpOrders {
-    client: reqwest::Client,
+    api: ShopApi,
     settings: HttpOrdersSettings,
 }
 
@@ -245,36 +261,8 @@ impl HttpOrders {
                 "workflow.http_orders.order_url is empty".into(),
             ));
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
-            .build()
-            .map_err(|error| OrderError::Unavailable(error.to_string()))?;
-        Ok(HttpOrders { client, settings })
-    }
-
-    async fn get(&self, url: String) -> Result<Option<Value>, OrderError> {
-        let mut request = self.client.get(&url);
-        if !self.settings.bearer_token.is_empty() {
-            request = request.bearer_auth(&self.settings.bearer_token);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|error| OrderError::Unavailable(error.without_url().to_string()))?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(OrderError::Unavailable(format!(
-                "the shop answered {}",
-                response.status()
-            )));
-        }
-        let body = response
-            .json::<Value>()
-            .await
-            .map_err(|error| OrderError::Malformed(error.without_url().to_string()))?;
-        Ok(Some(body))
+        let api = ShopApi::new(settings.timeout_ms, &settings.bearer_token)?;
+        Ok(HttpOrders { api, settings })
     }
 
     /// Turn one order of the shop's JSON into an [`Order`] with the configured mapping.
@@ -289,17 +277,10 @@ impl HttpOrders {
                 ))),
             }
         };
+        let in_cents = self.settings.amounts_in_cents;
         let amount = |item: &Value, pointer: &str, what: &str| -> Result<i64, OrderError> {
-            let cents = match item.pointer(pointer) {
-                Some(Value::Number(number)) if self.settings.amounts_in_cents => number.as_i64(),
-                Some(Value::Number(number)) => number.as_f64().map(|v| (v * 100.0).round() as i64),
-                Some(Value::String(text)) if self.settings.amounts_in_cents => text.parse().ok(),
-                Some(Value::String(text)) => {
-                    text.parse::<f64>().ok().map(|v| (v * 100.0).round() as i64)
-                }
-                _ => None,
-            };
-            cents.ok_or_else(|| OrderError::Malformed(format!("{what} missing at {pointer}")))
+            cents(item.pointer(pointer), in_cents)
+                .ok_or_else(|| OrderError::Malformed(format!("{what} missing at {pointer}")))
         };
         let time = |pointer: &str| -> Option<i64> {
             match value.pointer(pointer)? {
@@ -346,28 +327,38 @@ impl HttpOrders {
             placed_at: time(&fields.placed_at).unwrap_or(0),
             delivered_at: time(&fields.delivered_at),
             items,
+            shipping_address: address_at(value, &fields.shipping_address),
         })
     }
 }
 
-fn fill(template: &str, name: &str, value: &str) -> String {
-    let encoded: String = value
-        .bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (byte as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect();
-    template.replace(&format!("{{{name}}}"), &encoded)
+/// An address as one line: the text at `pointer`, or an object's parts joined in the order a
+/// label reads (`line1`, `line2`, `postal_code`, `city`, `region`, `country`).
+fn address_at(value: &Value, pointer: &str) -> Option<String> {
+    if pointer.is_empty() {
+        return None;
+    }
+    match value.pointer(pointer)? {
+        Value::String(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+        Value::Object(parts) => {
+            let line = ["line1", "line2", "postal_code", "city", "region", "country"]
+                .into_iter()
+                .filter_map(|key| parts.get(key).and_then(Value::as_str))
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ");
+            (!line.is_empty()).then_some(line)
+        }
+        _ => None,
+    }
 }
 
 #[async_trait]
 impl OrderSource for HttpOrders {
     async fn order(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
         let url = fill(&self.settings.order_url, "order_id", order_id);
-        match self.get(url).await? {
+        match self.api.get(&url).await? {
             Some(body) => Ok(Some(self.map_order(&body)?)),
             None => Ok(None),
         }
@@ -382,15 +373,10 @@ impl OrderSource for HttpOrders {
             "email",
             &normalise_email(customer_email),
         );
-        let Some(body) = self.get(url).await? else {
+        let Some(body) = self.api.get(&url).await? else {
             return Ok(Vec::new());
         };
-        let list = if self.settings.fields.list.is_empty() {
-            Some(&body)
-        } else {
-            body.pointer(&self.settings.fields.list)
-        };
-        let Some(Value::Array(list)) = list else {
+        let Some(list) = list_at(&body, &self.settings.fields.list) else {
             return Err(OrderError::Malformed(
                 "the customer orders response holds no array".into(),
             ));
@@ -421,6 +407,7 @@ mod tests {
         settings.fields.status = "/state".into();
         settings.fields.total = "/total".into();
         settings.fields.delivered_at = "/shipping/delivered".into();
+        settings.fields.shipping_address = "/shipping/address".into();
         settings.fields.item_unit_price = "/price".into();
         settings
             .statuses
@@ -430,7 +417,9 @@ mod tests {
             .map_order(&json!({
                 "number": 7781, "customer": {"email": "Ana@Example.com"}, "state": "completed",
                 "total": "45.50", "currency": "EUR", "placed_at": "2026-01-02T10:00:00Z",
-                "shipping": {"delivered": 1767348000000i64},
+                "shipping": {"delivered": 1767348000000i64,
+                             "address": {"line1": "Carrer Major 1", "city": "Girona",
+                                         "postal_code": "17001", "country": "ES"}},
                 "items": [{"sku": "MUG", "name": "Mug", "quantity": 2, "price": 10.25}]
             }))
             .unwrap();
@@ -440,14 +429,10 @@ mod tests {
         assert_eq!(order.total_cents, 4550);
         assert_eq!(order.delivered_at, Some(1767348000000));
         assert_eq!(order.items[0].unit_price_cents, 1025);
-        assert!(source.map_order(&json!({"number": 1})).is_err());
-    }
-
-    #[test]
-    fn fills_templates_url_encoded() {
         assert_eq!(
-            fill("http://s/c?email={email}", "email", "a+b@x.com"),
-            "http://s/c?email=a%2Bb%40x.com"
+            order.shipping_address.as_deref(),
+            Some("Carrer Major 1, 17001, Girona, ES")
         );
+        assert!(source.map_order(&json!({"number": 1})).is_err());
     }
 }

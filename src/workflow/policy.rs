@@ -51,6 +51,7 @@ pub fn decide(
             let order = order.ok_or_else(|| WorkflowError::invalid("order_id", "is required"))?;
             refund(order, payload, policy, now_ms)
         }
+        Rule::Order => new_order(payload, policy),
         Rule::BeforeShipping => {
             let order = order.ok_or_else(|| WorkflowError::invalid("order_id", "is required"))?;
             if order.is_shipped() || order.status == "cancelled" {
@@ -102,6 +103,37 @@ pub fn decide(
             })
         }
     }
+}
+
+/// A new order, already priced from the catalogue (`total_cents`, `currency`).
+fn new_order(payload: &Value, policy: &PolicySettings) -> Result<Verdict, WorkflowError> {
+    let total = payload
+        .get("total_cents")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| WorkflowError::invalid("payload.lines", "the order is not priced"))?;
+    let currency = payload
+        .get("currency")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if total <= policy.order_auto_approve_max_cents {
+        return Ok(Verdict {
+            decision: Decision::Approve,
+            reason: format!(
+                "an order of {}, up to the {} approved without a person",
+                money(total, currency),
+                money(policy.order_auto_approve_max_cents, currency)
+            ),
+        });
+    }
+    let role = (!policy.order_approver_role.is_empty()).then(|| policy.order_approver_role.clone());
+    Ok(Verdict {
+        decision: Decision::AwaitApproval { role },
+        reason: format!(
+            "an order of {} is above the {} approved without a person",
+            money(total, currency),
+            money(policy.order_auto_approve_max_cents, currency)
+        ),
+    })
 }
 
 fn refund(
@@ -190,6 +222,7 @@ mod tests {
             placed_at: NOW - 40 * DAY_MS,
             delivered_at: delivered_days_ago.map(|days| NOW - days * DAY_MS),
             items: Vec::new(),
+            shipping_address: None,
         }
     }
 
@@ -289,6 +322,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn small_orders_are_automatic_and_large_ones_wait_for_sales() {
+        let types = TaskTypes::from_settings(&WorkflowSettings::default()).unwrap();
+        let orders = types.get("order").unwrap();
+        let policy = PolicySettings::default();
+        let priced = |total: i64| json!({"total_cents": total, "currency": "EUR"});
+        let small = decide(orders, None, &priced(9_800), &policy, NOW).unwrap();
+        assert_eq!(small.decision, Decision::Approve);
+        let limit = decide(orders, None, &priced(10_000), &policy, NOW).unwrap();
+        assert_eq!(limit.decision, Decision::Approve);
+        let large = decide(orders, None, &priced(10_001), &policy, NOW).unwrap();
+        assert_eq!(
+            large.decision,
+            Decision::AwaitApproval {
+                role: Some("sales".into())
+            }
+        );
+        assert!(large.reason.contains("100.01 EUR"), "{}", large.reason);
+        // Never decided unpriced.
+        assert!(decide(orders, None, &json!({"lines": []}), &policy, NOW).is_err());
     }
 
     #[test]

@@ -16,6 +16,11 @@ pub struct WorkflowSettings {
     pub order_source: String,
     /// JSON file of orders upserted into the built-in order store at start-up; empty: none.
     pub orders_seed: PathBuf,
+    /// `builtin` (the products table, seeded from `catalogue_seed`) or `http` (the shop's API).
+    pub catalogue_source: String,
+    /// JSON file of products upserted into the built-in catalogue at start-up; empty: none.
+    pub catalogue_seed: PathBuf,
+    pub http_catalogue: HttpCatalogueSettings,
     pub policy: PolicySettings,
     /// Queue per task type; custom types name theirs in `custom_types`.
     pub queues: BTreeMap<String, String>,
@@ -45,6 +50,9 @@ impl Default for WorkflowSettings {
             default_language: "en".into(),
             order_source: "builtin".into(),
             orders_seed: PathBuf::new(),
+            catalogue_source: "builtin".into(),
+            catalogue_seed: PathBuf::new(),
+            http_catalogue: HttpCatalogueSettings::default(),
             policy: PolicySettings::default(),
             queues,
             http_orders: HttpOrdersSettings::default(),
@@ -68,6 +76,13 @@ pub struct PolicySettings {
     pub refund_approver_role: String,
     /// Returns are accepted up to this many days after delivery.
     pub return_window_days: i64,
+    /// Orders up to this total (in cents of the catalogue's currency) are approved without a
+    /// person.
+    pub order_auto_approve_max_cents: i64,
+    /// Every other order waits for an approver holding this role.
+    pub order_approver_role: String,
+    /// Most units of one product in one order.
+    pub order_max_quantity: i64,
 }
 
 impl Default for PolicySettings {
@@ -77,6 +92,9 @@ impl Default for PolicySettings {
             refund_auto_approve_within_days: 30,
             refund_approver_role: "finance".into(),
             return_window_days: 30,
+            order_auto_approve_max_cents: 10_000,
+            order_approver_role: "sales".into(),
+            order_max_quantity: 10,
         }
     }
 }
@@ -143,6 +161,9 @@ pub struct OrderFieldMap {
     pub item_name: String,
     pub item_quantity: String,
     pub item_unit_price: String,
+    /// Where the order was sent: text, or an object of `line1`, `line2`, `postal_code`,
+    /// `city`, `region`, `country`; empty: not read.
+    pub shipping_address: String,
     /// Where the array of orders sits in the customer orders response; empty: the top level.
     pub list: String,
 }
@@ -162,6 +183,84 @@ impl Default for OrderFieldMap {
             item_name: "/name".into(),
             item_quantity: "/quantity".into(),
             item_unit_price: "/unit_price_cents".into(),
+            shipping_address: "/shipping_address".into(),
+            list: String::new(),
+        }
+    }
+}
+
+/// Reading the catalogue from the company's own shop API.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpCatalogueSettings {
+    /// URL of one product; `{sku}` is replaced (URL-encoded). A 404 means "no such product".
+    pub product_url: String,
+    /// URL of every product (for the search index).
+    pub products_url: String,
+    /// Sent as `Authorization: Bearer ...` when not empty.
+    pub bearer_token: String,
+    pub timeout_ms: u64,
+    /// Amounts in the shop's JSON are integer cents (true) or decimal units such as 12.50.
+    pub amounts_in_cents: bool,
+    /// Minutes between two reads of `products_url` for the search index.
+    pub refresh_minutes: u64,
+    pub fields: ProductFieldMap,
+}
+
+impl Default for HttpCatalogueSettings {
+    fn default() -> HttpCatalogueSettings {
+        HttpCatalogueSettings {
+            product_url: String::new(),
+            products_url: String::new(),
+            bearer_token: String::new(),
+            timeout_ms: 5000,
+            amounts_in_cents: true,
+            refresh_minutes: 15,
+            fields: ProductFieldMap::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpCatalogueSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpCatalogueSettings")
+            .field("product_url", &self.product_url)
+            .field("products_url", &self.products_url)
+            .field("bearer_token", &"<redacted>")
+            .field("fields", &self.fields)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where each field sits in the shop's product JSON, as JSON pointers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProductFieldMap {
+    pub sku: String,
+    /// An object of names by language (`{"en": ..., "es": ...}`) or one name for all.
+    pub name: String,
+    /// As `name`; empty: not read.
+    pub description: String,
+    pub price: String,
+    pub currency: String,
+    /// Units in stock; empty: not read (always in stock).
+    pub stock: String,
+    /// A boolean; empty: every product listed is sold.
+    pub active: String,
+    /// Where the array of products sits in the products response; empty: the top level.
+    pub list: String,
+}
+
+impl Default for ProductFieldMap {
+    fn default() -> ProductFieldMap {
+        ProductFieldMap {
+            sku: "/sku".into(),
+            name: "/names".into(),
+            description: "/descriptions".into(),
+            price: "/price_cents".into(),
+            currency: "/currency".into(),
+            stock: "/stock".into(),
+            active: "/active".into(),
             list: String::new(),
         }
     }

@@ -17,6 +17,8 @@ pub enum Rule {
     BeforeShipping,
     /// Only on a delivered order, within the return window.
     Return,
+    /// Priced from the catalogue; auto-approved up to a total, otherwise an approver role.
+    Order,
     /// Approved at once.
     Auto,
     /// Waits for an approver, holding `role` if set.
@@ -129,14 +131,27 @@ fn builtin_schemas() -> Vec<Builtin> {
             "order",
             labels("order", "pedido", "comanda"),
             false,
-            Rule::Auto,
+            Rule::Order,
             json!({
                 "type": "object",
                 "additionalProperties": false,
-                "required": ["sku", "quantity"],
+                "required": ["lines", "shipping_address"],
                 "properties": {
-                    "sku": {"type": "string", "minLength": 1, "maxLength": 64},
-                    "quantity": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "lines": {
+                        "type": "array", "minItems": 1, "maxItems": 20,
+                        "description": "what to order; prices come from the catalogue",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": false,
+                            "required": ["sku", "quantity"],
+                            "properties": {
+                                "sku": {"type": "string", "minLength": 1, "maxLength": 64},
+                                "quantity": {"type": "integer", "minimum": 1, "maximum": 10000}
+                            }
+                        }
+                    },
+                    "shipping_address": {"type": "string", "minLength": 10, "maxLength": 500,
+                        "description": "where to send it, as one line"},
                     "note": {"type": "string", "maxLength": 1000}
                 }
             }),

@@ -23,6 +23,10 @@ async fn api_conforms_to_its_openapi(backend: Backend) {
             settings.http.api_rate_per_minute = 1_000_000;
             settings.http.api_rate_burst = 100_000;
             settings.workflow.inbound.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
+            // The catalogue's search runs (and loads the embedding model) only with products.
+            let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            settings.workflow.catalogue_seed = repo.join("config/demo/catalogue.json");
+            settings.assistant.model_dir = repo.join("models/all-MiniLM-L6-v2");
         },
         Default::default(),
     )

@@ -10,13 +10,15 @@
 //! chat conversation's verified context, the same door, to test the workflow in detail.
 //!
 //! One file per story: [`refunds`], [`refusals`], [`listing`], [`inbound`], [`orders`] (the
-//! HTTP order source), [`cli`] and [`openapi`]; [`support`] holds the shop and the webhook
-//! receiver they share.
+//! HTTP order source), [`ordering`] (orders priced from the catalogue, the catalogue API and
+//! its search), [`cli`] and [`openapi`]; [`support`] holds the shop and the webhook receiver
+//! they share.
 
 mod cli;
 mod inbound;
 mod listing;
 mod openapi;
+mod ordering;
 mod orders;
 mod refunds;
 mod refusals;

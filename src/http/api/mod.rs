@@ -1,5 +1,5 @@
-//! The back office's REST API under `/api/v1`: tasks, orders, contacts' tasks, webhook
-//! deliveries and the inbound status endpoint, with its OpenAPI 3.1 document at
+//! The back office's REST API under `/api/v1`: tasks, orders, the catalogue, contacts' tasks,
+//! webhook deliveries and the inbound status endpoint, with its OpenAPI 3.1 document at
 //! `/api/v1/openapi.json`. The document is generated from the handlers themselves (utoipa):
 //! a route exists here only if it is registered with its documentation.
 //!
@@ -8,6 +8,7 @@
 //! service, which is the only place that authorises. Errors are
 //! `{"error": {"code", "message", "field"?}}` with stable codes ([`ApiError`]).
 
+mod catalogue;
 mod contacts;
 pub mod conversations;
 mod reports;
@@ -40,6 +41,8 @@ pub struct ApiState {
     pub console: Option<Arc<crate::console::Console>>,
     /// Requests per API key (`http.api_rate_*`), checked once the key is known to be valid.
     pub key_limits: Arc<crate::http::edge::CredentialLimits>,
+    /// The catalogue's search index; `None` without an embedding model.
+    pub products: Option<Arc<crate::catalogue::ProductIndex>>,
 }
 
 /// The error body of every failed request.
@@ -140,6 +143,14 @@ impl From<WorkflowError> for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "order_source_unavailable",
                     "the order source is unavailable, try again later",
+                )
+            }
+            WorkflowError::CatalogueUnavailable(_) => {
+                tracing::warn!(error = %message, "catalogue unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "catalogue_unavailable",
+                    "the catalogue is unavailable, try again later",
                 )
             }
             WorkflowError::Store(_) => {
@@ -292,6 +303,7 @@ impl Modify for SecurityAddon {
     tags(
         (name = "tasks", description = "Back-office tasks and their lifecycle"),
         (name = "orders", description = "Orders from the configured order source"),
+        (name = "catalogue", description = "Products from the configured catalogue source, and their search"),
         (name = "contacts", description = "Customers: their tasks, orders and linked emails"),
         (name = "webhooks", description = "Webhook deliveries and inbound status updates"),
         (name = "conversations", description = "Conversation events, live and read back, and attachments"),
@@ -311,6 +323,8 @@ fn documented() -> (axum::Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tasks::approve_task))
         .routes(routes!(tasks::reject_task))
         .routes(routes!(contacts::get_order))
+        .routes(routes!(catalogue::search_catalogue))
+        .routes(routes!(catalogue::get_product))
         .routes(routes!(contacts::contact_tasks))
         .routes(routes!(contacts::contact_orders))
         .routes(routes!(contacts::link_email))

@@ -16,10 +16,12 @@ pub struct OrderRow {
     pub delivered_at: Option<i64>,
     /// JSON array.
     pub items: String,
+    /// One line of text.
+    pub shipping_address: Option<String>,
 }
 
-const ORDER_COLUMNS: &str =
-    "id, customer_email, status, total_cents, currency, placed_at, delivered_at, items";
+const ORDER_COLUMNS: &str = "id, customer_email, status, total_cents, currency, placed_at, \
+     delivered_at, items, shipping_address";
 
 fn order_of(row: &sqlx::any::AnyRow) -> StoreResult<OrderRow> {
     Ok(OrderRow {
@@ -31,6 +33,7 @@ fn order_of(row: &sqlx::any::AnyRow) -> StoreResult<OrderRow> {
         placed_at: row.try_get("placed_at")?,
         delivered_at: row.try_get("delivered_at")?,
         items: row.try_get("items")?,
+        shipping_address: row.try_get("shipping_address")?,
     })
 }
 
@@ -44,12 +47,13 @@ impl Store {
                 .map(|order| {
                     Statement::new(
                         "INSERT INTO orders (id, customer_email, status, total_cents, currency, \
-                         placed_at, delivered_at, items, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         placed_at, delivered_at, items, shipping_address, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                          ON CONFLICT (id) DO UPDATE SET customer_email = excluded.customer_email, \
                          status = excluded.status, total_cents = excluded.total_cents, \
                          currency = excluded.currency, placed_at = excluded.placed_at, \
                          delivered_at = excluded.delivered_at, items = excluded.items, \
+                         shipping_address = excluded.shipping_address, \
                          updated_at = excluded.updated_at",
                         vec![
                             (&order.id).into(),
@@ -60,6 +64,7 @@ impl Store {
                             order.placed_at.into(),
                             Bind::OptInt(order.delivered_at),
                             (&order.items).into(),
+                            Bind::OptText(order.shipping_address.clone()),
                             now.into(),
                         ],
                     )

@@ -10,7 +10,13 @@ use switchboard::workflow::Scope;
 /// Every documented operation exists and answers with a documented status, whose body
 /// validates against the documented schema; every route the API serves is documented.
 async fn openapi_matches_the_api(backend: Backend) {
-    let shop = shop(backend, |settings| settings.workflow.webhooks.clear()).await;
+    let shop = shop(backend, |settings| {
+        settings.workflow.webhooks.clear();
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        settings.workflow.catalogue_seed = repo.join("config/demo/catalogue.json");
+        settings.assistant.model_dir = repo.join("models/all-MiniLM-L6-v2");
+    })
+    .await;
     let (_visitor, context) = shop.customer("ana@example.com").await;
     let task = shop
         .app
@@ -58,6 +64,8 @@ async fn openapi_matches_the_api(backend: Backend) {
     }
     operations.sort();
     let expected = [
+        ("get", "/api/v1/catalogue"),
+        ("get", "/api/v1/catalogue/{sku}"),
         ("get", "/api/v1/contacts/{id}/orders"),
         ("get", "/api/v1/contacts/{id}/tasks"),
         ("get", "/api/v1/conversations/{id}/events"),
@@ -89,6 +97,10 @@ async fn openapi_matches_the_api(backend: Backend) {
     let create = json!({"type": "callback", "contact_id": context.contact_id,
                         "payload": {"phone": "+34 600 000 000"}});
     let requests: Vec<(&str, String, Option<Value>)> = vec![
+        ("get", "/api/v1/catalogue?q=blue+lamp&limit=2".into(), None),
+        ("get", "/api/v1/catalogue/LAMP-BLUE".into(), None),
+        ("get", "/api/v1/catalogue/NOPE".into(), None),
+        ("get", "/api/v1/catalogue?q=".into(), None),
         (
             "get",
             format!("/api/v1/contacts/{}/orders", context.contact_id),

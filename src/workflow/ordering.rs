@@ -1,0 +1,122 @@
+//! New orders: every line priced and checked against the catalogue before the policy sees the
+//! total. The catalogue is read here, at the moment the order is opened, so a price, a stock
+//! level or a retired product is never taken from what the customer or the assistant said.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::catalogue::{CatalogueError, Product};
+use super::policy::money;
+use super::{WorkflowError, WorkflowService};
+
+impl WorkflowService {
+    /// One product of the catalogue.
+    pub async fn product(&self, sku: &str) -> Result<Option<Product>, WorkflowError> {
+        self.catalogue.product(sku).await.map_err(catalogue_error)
+    }
+
+    /// Every product of the catalogue, sold or not.
+    pub async fn products(&self) -> Result<Vec<Product>, WorkflowError> {
+        self.catalogue.products().await.map_err(catalogue_error)
+    }
+
+    /// An order's payload (already valid against its schema) priced from the catalogue: lines
+    /// of one SKU merged, each line with the product's name, unit price and line total, and
+    /// the order's `total_cents` and `currency`. Refused with the reason: an unknown or retired
+    /// product, more units than in stock or than `order_max_quantity`, or lines priced in
+    /// different currencies.
+    pub(super) async fn priced_order(&self, payload: &Value) -> Result<Value, WorkflowError> {
+        let mut quantities: BTreeMap<String, i64> = BTreeMap::new();
+        let mut skus = Vec::new();
+        for line in payload["lines"].as_array().into_iter().flatten() {
+            let sku = line["sku"].as_str().unwrap_or_default().trim().to_string();
+            let quantity = line["quantity"].as_i64().unwrap_or_default();
+            if !quantities.contains_key(&sku) {
+                skus.push(sku.clone());
+            }
+            *quantities.entry(sku).or_default() += quantity;
+        }
+        let maximum = self.settings.policy.order_max_quantity;
+        let mut lines = Vec::with_capacity(skus.len());
+        let mut total: i64 = 0;
+        let mut currency: Option<String> = None;
+        for sku in skus {
+            let quantity = quantities[&sku];
+            let product = self.product(&sku).await?.ok_or_else(|| {
+                refused("product_unknown", format!("there is no product {sku:?}"))
+            })?;
+            if !product.active {
+                return Err(refused(
+                    "product_unavailable",
+                    format!("{} ({sku}) is no longer sold", product.name("en")),
+                ));
+            }
+            if quantity > maximum {
+                return Err(refused(
+                    "quantity_above_maximum",
+                    format!(
+                        "{quantity} units of {sku}: one order holds at most {maximum} of a product"
+                    ),
+                ));
+            }
+            if quantity > product.stock {
+                return Err(refused(
+                    "out_of_stock",
+                    format!(
+                        "{quantity} units of {sku} asked for, {} in stock",
+                        product.stock.max(0)
+                    ),
+                ));
+            }
+            match &currency {
+                Some(first) if *first != product.currency => {
+                    return Err(refused(
+                        "mixed_currencies",
+                        format!(
+                            "{sku} is priced in {}, the order in {first}",
+                            product.currency
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => currency = Some(product.currency.clone()),
+            }
+            let line_total = product
+                .price_cents
+                .checked_mul(quantity)
+                .and_then(|line| total.checked_add(line).map(|sum| (line, sum)));
+            let Some((line_total, sum)) = line_total else {
+                return Err(WorkflowError::invalid(
+                    "payload.lines",
+                    "the total is too large",
+                ));
+            };
+            total = sum;
+            lines.push(json!({
+                "sku": sku,
+                "name": product.name("en"),
+                "quantity": quantity,
+                "unit_price_cents": product.price_cents,
+                "total_cents": line_total,
+            }));
+        }
+        let mut priced = payload.clone();
+        priced["lines"] = Value::Array(lines);
+        priced["total_cents"] = json!(total);
+        priced["currency"] = json!(currency.unwrap_or_default());
+        tracing::debug!(total = %money(total, priced["currency"].as_str().unwrap_or_default()), "order priced");
+        Ok(priced)
+    }
+}
+
+fn refused(code: &'static str, message: String) -> WorkflowError {
+    WorkflowError::PolicyRefused { code, message }
+}
+
+fn catalogue_error(error: CatalogueError) -> WorkflowError {
+    match error {
+        CatalogueError::Store(error) => WorkflowError::Store(error),
+        other => WorkflowError::CatalogueUnavailable(other.to_string()),
+    }
+}
