@@ -436,6 +436,7 @@ fn last_line_figures(output: std::process::Output) -> std::collections::HashMap<
 
 #[test]
 fn eval_intents_runs_on_small_data() {
+    let report = tempfile::tempdir().unwrap();
     let output = switchboard()
         .args([
             "eval",
@@ -444,10 +445,27 @@ fn eval_intents_runs_on_small_data() {
             "tests/data/intents_train.csv",
             "--test",
             "tests/data/intents_test.csv",
+            "--report",
         ])
+        .arg(report.path())
         .output()
         .expect("runs");
     let figures = last_line_figures(output);
+    // The report names every mistake: as many rows as the accuracy leaves wrong.
+    let tests = std::fs::read_to_string("tests/data/intents_test.csv").unwrap();
+    let examples = csv::Reader::from_reader(tests.as_bytes()).records().count();
+    let mistakes = std::fs::read_to_string(report.path().join("mistakes.csv")).unwrap();
+    let wrong = mistakes.lines().count() - 1;
+    assert_eq!(
+        wrong,
+        (examples as f64 * (1.0 - figures["accuracy"])).round() as usize,
+        "{mistakes}"
+    );
+    assert!(mistakes.starts_with("text,language,expected,predicted,confidence"));
+    let intents = std::fs::read_to_string(report.path().join("intents.csv")).unwrap();
+    assert!(intents.starts_with("intent,precision,recall,f1,support,predicted"));
+    let page = std::fs::read_to_string(report.path().join("confusion.html")).unwrap();
+    assert!(page.contains("<table id=\"confusion\">"), "{page}");
     for name in [
         "accuracy",
         "macro_f1",
@@ -470,6 +488,7 @@ fn eval_intents_runs_on_small_data() {
 
 #[test]
 fn eval_retrieval_runs_on_small_data() {
+    let report = tempfile::tempdir().unwrap();
     let output = switchboard()
         .args([
             "eval",
@@ -478,10 +497,24 @@ fn eval_retrieval_runs_on_small_data() {
             "tests/data/faq_corpus.json",
             "--queries",
             "tests/data/faq_queries.json",
+            "--report",
         ])
+        .arg(report.path())
         .output()
         .expect("runs");
     let figures = last_line_figures(output);
+    // One row per query; the queries found first count as hybrid Recall@1.
+    let queries = std::fs::read_to_string(report.path().join("queries.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = csv::Reader::from_reader(queries.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    let firsts = rows.iter().filter(|row| &row[2] == "1").count();
+    assert!(
+        (firsts as f64 / rows.len() as f64 - figures["hybrid_recall1"]).abs() < 1e-3,
+        "{queries}"
+    );
+    assert!(rows.iter().all(|row| !row[3].is_empty()), "{queries}");
     for method in ["lexical", "dense", "hybrid"] {
         for metric in ["mrr10", "recall1", "recall5"] {
             assert!(

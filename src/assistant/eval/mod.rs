@@ -2,7 +2,10 @@
 //! knowledge base on labelled files, the user's or public benchmarks.
 //!
 //! Both print a human-readable report whose last line holds the headline figures as
-//! space-separated `name=value` pairs.
+//! space-separated `name=value` pairs; with `--report DIR` they also write what went wrong,
+//! example by example ([`report`]).
+
+pub mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -56,6 +59,9 @@ pub struct IntentsEval {
     /// Keep embeddings in this file between runs (keyed by text), to try settings quickly.
     #[arg(long)]
     embedding_cache: Option<PathBuf>,
+    /// Write the mistakes, per-intent precision/recall/F1 and a confusion matrix page here.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +76,9 @@ pub struct RetrievalEval {
     /// file, to study the fusion.
     #[arg(long)]
     dump: Option<PathBuf>,
+    /// Write every query's rank and the entry ranked first instead (`queries.csv`) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 pub async fn run(command: EvalCommand, settings: Settings) -> anyhow::Result<()> {
@@ -284,11 +293,13 @@ async fn intents(options: IntentsEval, settings: Settings) -> anyhow::Result<()>
         .chain(&test_rows)
         .any(|row| row.label == OUT_OF_SCOPE);
     let mut rejected = 0;
+    let mut confidences = Vec::with_capacity(test_rows.len());
     let predictions: Vec<Option<String>> = test_rows
         .iter()
         .zip(&test_vectors)
         .map(|(row, vector)| {
             let prediction = model.predict(&row.text, vector);
+            confidences.push(prediction.probability);
             if prediction.intent.is_none() {
                 rejected += 1;
             }
@@ -359,6 +370,25 @@ async fn intents(options: IntentsEval, settings: Settings) -> anyhow::Result<()>
         let accuracy = *correct as f64 / (*total).max(1) as f64;
         println!("accuracy[{language}] {accuracy:.4} ({correct}/{total})");
         headline.push_str(&format!(" accuracy_{language}={accuracy:.4}"));
+    }
+    if let Some(dir) = &options.report {
+        let outcomes: Vec<report::IntentOutcome> = test_rows
+            .iter()
+            .zip(&predictions)
+            .zip(&confidences)
+            .map(|((row, predicted), confidence)| report::IntentOutcome {
+                text: row.text.clone(),
+                language: row.language.clone(),
+                expected: row.label.clone(),
+                predicted: predicted
+                    .clone()
+                    .unwrap_or_else(|| OUT_OF_SCOPE.to_string()),
+                confidence: *confidence,
+            })
+            .collect();
+        for file in report::write_intents(dir, &outcomes)? {
+            println!("wrote {}", file.display());
+        }
     }
     println!("{headline}");
     Ok(())
@@ -577,6 +607,7 @@ async fn retrieval(options: RetrievalEval, settings: Settings) -> anyhow::Result
         }
         per_side.insert(name, side);
     }
+    let mut hybrid_rankings = Vec::new();
     for name in ["lexical", "dense", "hybrid"] {
         let rankings: Vec<Vec<String>> = if name == "hybrid" {
             per_side["dense"]
@@ -604,6 +635,37 @@ async fn retrieval(options: RetrievalEval, settings: Settings) -> anyhow::Result
             "{name}_mrr10={:.4} {name}_recall1={:.4} {name}_recall5={:.4}",
             scores.mrr10, scores.recall1, scores.recall5
         ));
+        if name == "hybrid" {
+            hybrid_rankings = rankings;
+        }
+    }
+    if let Some(dir) = &options.report {
+        let questions: HashMap<&str, &str> = corpus
+            .faqs
+            .iter()
+            .map(|faq| (faq.id.as_str(), faq.question.as_str()))
+            .collect();
+        let outcomes: Vec<report::QueryOutcome> = texts
+            .iter()
+            .zip(&relevant)
+            .zip(&hybrid_rankings)
+            .map(|((query, wanted), ranking)| report::QueryOutcome {
+                query: query.clone(),
+                expected: wanted.clone(),
+                rank: ranking
+                    .iter()
+                    .take(10)
+                    .position(|source| source == wanted)
+                    .map(|index| index + 1),
+                top: ranking.first().map(|source| {
+                    let question = questions.get(source.as_str()).copied().unwrap_or_default();
+                    (source.clone(), question.to_string())
+                }),
+            })
+            .collect();
+        for file in report::write_retrieval(dir, &outcomes)? {
+            println!("wrote {}", file.display());
+        }
     }
     if let Some(dump) = &options.dump {
         let mut rows = Vec::new();
