@@ -42,6 +42,8 @@ pub struct SyncReport {
     /// Re-embedded because new or changed.
     pub indexed: usize,
     pub removed: usize,
+    /// Left out of the index (logged).
+    pub failed: usize,
 }
 
 pub struct ProductIndex {
@@ -81,12 +83,14 @@ impl ProductIndex {
             ..SyncReport::default()
         };
         for product in &products {
-            if self
-                .knowledge
-                .ingest_article(article(product), false)
-                .await?
-            {
-                report.indexed += 1;
+            // One product the index refuses is left out, not the whole catalogue.
+            match self.knowledge.ingest_article(article(product), false).await {
+                Ok(true) => report.indexed += 1,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(sku = %product.sku, %error, "a product could not be indexed");
+                    report.failed += 1;
+                }
             }
         }
         let current: BTreeSet<&str> = products.iter().map(|p| p.sku.as_str()).collect();
@@ -227,14 +231,18 @@ pub async fn start(
             Vec::new()
         }
     };
-    let refreshes = settings.workflow.catalogue_source == "http";
+    let refreshes = settings.workflow.catalogue_source == "http"
+        && !settings.workflow.http_catalogue.products_url.is_empty();
     let embedder = match embedder {
         Some(embedder) => embedder,
-        None if !products.is_empty() || refreshes => settings
-            .assistant
-            .embedder()
-            .await
-            .context("loading the embedding model for the catalogue's search")?,
+        None if !products.is_empty() || refreshes => match settings.assistant.embedder().await {
+            Ok(embedder) => embedder,
+            Err(error) => {
+                // Orders still work; only the search is missing.
+                tracing::warn!(%error, "no embedding model: the catalogue is not searchable");
+                return Ok((None, None));
+            }
+        },
         None => return Ok((None, None)),
     };
     let index = ProductIndex::open(&settings.data_dir, embedder, settings.knowledge.clone())

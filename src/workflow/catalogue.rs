@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::settings::HttpCatalogueSettings;
-use super::shop_api::{ShopApi, ShopError, cents, fill, list_at, text_at};
+use super::shop_api::{ShopApi, ShopError, cents, fill, list_at, path_segment_safe, text_at};
+use crate::knowledge::language::normalise;
 use crate::store::{ProductRow, Store, StoreError};
 
 /// A product as the workflow and the assistant need it.
@@ -179,12 +180,26 @@ pub async fn seed(store: &Store, path: &Path) -> Result<usize, CatalogueSeedErro
             descriptions: serde_json::to_string(&product.descriptions)
                 .unwrap_or_else(|_| "{}".into()),
             price_cents: product.price_cents,
-            currency: product.currency,
+            currency: product.currency.trim().to_uppercase(),
             stock: product.stock,
             active: product.active,
         });
     }
     let count = rows.len();
+    // A product taken out of the file is no longer sold (kept, for the orders that name it).
+    let seeded: std::collections::HashSet<String> =
+        rows.iter().map(|row| row.sku.clone()).collect();
+    let retired: Vec<ProductRow> = store
+        .products()
+        .await?
+        .into_iter()
+        .filter(|row| row.active && !seeded.contains(&row.sku))
+        .map(|row| ProductRow {
+            active: false,
+            ..row
+        })
+        .collect();
+    rows.extend(retired);
     store.upsert_products(&rows).await?;
     Ok(count)
 }
@@ -258,6 +273,7 @@ impl HttpCatalogue {
             price_cents: cents(value.pointer(&fields.price), self.settings.amounts_in_cents)
                 .ok_or_else(|| missing("price", &fields.price))?,
             currency: text_at(value, &fields.currency)
+                .map(|currency| currency.trim().to_uppercase())
                 .ok_or_else(|| missing("currency", &fields.currency))?,
             stock,
             active,
@@ -281,11 +297,13 @@ fn texts_at(value: &Value, pointer: &str) -> BTreeMap<String, String> {
         Some(Value::String(text)) if !text.trim().is_empty() => {
             BTreeMap::from([("en".to_string(), text.clone())])
         }
+        // Languages the search knows (`en-US` is `en`); others are left out.
         Some(Value::Object(by_language)) => by_language
             .iter()
             .filter_map(|(language, text)| {
+                let language = normalise(language)?;
                 let text = text.as_str()?.trim();
-                (!text.is_empty()).then(|| (language.to_lowercase(), text.to_string()))
+                (!text.is_empty()).then(|| (language.to_string(), text.to_string()))
             })
             .collect(),
         _ => BTreeMap::new(),
@@ -295,6 +313,9 @@ fn texts_at(value: &Value, pointer: &str) -> BTreeMap<String, String> {
 #[async_trait]
 impl CatalogueSource for HttpCatalogue {
     async fn product(&self, sku: &str) -> Result<Option<Product>, CatalogueError> {
+        if !path_segment_safe(sku) {
+            return Ok(None);
+        }
         let url = fill(&self.settings.product_url, "sku", sku);
         match self.api.get(&url).await? {
             Some(body) => Ok(Some(self.map_product(&body)?)),
@@ -306,8 +327,11 @@ impl CatalogueSource for HttpCatalogue {
         if self.settings.products_url.is_empty() {
             return Ok(Vec::new());
         }
+        // A 404 is an outage of the list, not an empty shop: the search keeps its last copy.
         let Some(body) = self.api.get(&self.settings.products_url).await? else {
-            return Ok(Vec::new());
+            return Err(CatalogueError::Unavailable(
+                "the products URL answered 404".into(),
+            ));
         };
         let Some(list) = list_at(&body, &self.settings.fields.list) else {
             return Err(CatalogueError::Malformed(
@@ -350,7 +374,8 @@ mod tests {
         let source = HttpCatalogue::new(settings).unwrap();
         let product = source
             .map_product(&json!({
-                "id": 991, "title": {"EN": "Blue lamp", "es": "Lámpara azul", "ca": ""},
+                "id": 991, "title": {"en-US": "Blue lamp", "es": "Lámpara azul", "ca": "",
+                                     "de": "Blaue Lampe"},
                 "body": "Ceramic", "price": {"amount": "49.90", "currency": "EUR"},
                 "inventory": "7", "status": "active"
             }))
@@ -359,6 +384,8 @@ mod tests {
         assert_eq!(product.name("es"), "Lámpara azul");
         // No Catalan name: English.
         assert_eq!(product.name("ca"), "Blue lamp");
+        // Only languages the search knows.
+        assert_eq!(product.names.keys().collect::<Vec<_>>(), ["en", "es"]);
         assert_eq!(product.description("es"), "Ceramic");
         assert_eq!(product.price_cents, 4990);
         assert_eq!(product.stock, 7);

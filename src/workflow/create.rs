@@ -79,10 +79,6 @@ impl WorkflowService {
             return Err(WorkflowError::invalid("payload", "must be a JSON object"));
         }
         task_type.validate(&request.payload)?;
-        let payload = match task_type.rule {
-            Rule::Order => self.priced_order(&request.payload).await?,
-            _ => request.payload.clone(),
-        };
         let parties = self.parties(actor, &request).await?;
         // An order is for a shop customer: a guest in the chat is asked to sign in first.
         if task_type.rule == Rule::Order
@@ -98,6 +94,10 @@ impl WorkflowService {
                 message: "orders are taken for signed-in shop customers; this contact is not linked to one".into(),
             });
         }
+        let payload = match task_type.rule {
+            Rule::Order => self.priced_order(&request.payload).await?,
+            _ => request.payload.clone(),
+        };
         let order = self
             .checked_order(task_type, &parties.contact_id, request.order_id.as_deref())
             .await?;
@@ -175,14 +175,13 @@ impl WorkflowService {
                 created_at: now,
             },
         ];
+        // A refund is in its order's currency; an order in the catalogue's (in its payload).
+        let currency = match task_type.rule {
+            Rule::Order => None,
+            _ => order.as_ref().map(|order| order.currency.as_str()),
+        };
         let notice = parties.conversation.as_ref().map(|conversation| {
-            self.notice(
-                conversation,
-                task_type,
-                &decided_view,
-                order.as_ref().map(|order| order.currency.as_str()),
-                None,
-            )
+            self.notice(conversation, task_type, &decided_view, currency, None)
         });
         let response = json!(decided_view).to_string();
         let commit = TaskCommit {

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::model::TaskStatus;
-use super::types::TaskType;
+use super::types::{Rule, TaskType};
 
 pub const LANGUAGES: [&str; 3] = ["en", "es", "ca"];
 
@@ -46,12 +46,19 @@ fn subject(
         "ca" => format!("la teva sol·licitud de {label}"),
         _ => format!("your {label} request"),
     };
-    // A refund's amount, or an order's total (priced in the catalogue's currency).
-    let cents = payload
-        .get("amount_cents")
-        .or_else(|| payload.get("total_cents"))
-        .and_then(Value::as_i64);
-    let currency = currency.or_else(|| payload.get("currency").and_then(Value::as_str));
+    // A refund's amount in its order's currency, or an order's total as the workflow priced it
+    // (never figures of another type's payload, which the customer may have written).
+    let (cents, currency) = if task_type.rule == Rule::Order {
+        (
+            payload.get("total_cents").and_then(Value::as_i64),
+            payload.get("currency").and_then(Value::as_str),
+        )
+    } else {
+        (
+            payload.get("amount_cents").and_then(Value::as_i64),
+            currency,
+        )
+    };
     if let (Some(cents), Some(currency)) = (cents, currency) {
         text.push_str(&format!(" ({})", amount(cents, currency, language)));
     }

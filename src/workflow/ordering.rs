@@ -2,8 +2,6 @@
 //! total. The catalogue is read here, at the moment the order is opened, so a price, a stock
 //! level or a retired product is never taken from what the customer or the assistant said.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use super::catalogue::{CatalogueError, Product};
@@ -27,25 +25,29 @@ impl WorkflowService {
     /// product, more units than in stock or than `order_max_quantity`, or lines priced in
     /// different currencies.
     pub(super) async fn priced_order(&self, payload: &Value) -> Result<Value, WorkflowError> {
-        let mut quantities: BTreeMap<String, i64> = BTreeMap::new();
-        let mut skus = Vec::new();
+        // Lines are merged by the catalogue's own SKU (a shop may find `sofa-3` as `SOFA-3`),
+        // so the limits below see every unit of a product at once.
+        let mut merged: Vec<(Product, i64)> = Vec::new();
         for line in payload["lines"].as_array().into_iter().flatten() {
-            let sku = line["sku"].as_str().unwrap_or_default().trim().to_string();
+            let asked = line["sku"].as_str().unwrap_or_default().trim();
             let quantity = line["quantity"].as_i64().unwrap_or_default();
-            if !quantities.contains_key(&sku) {
-                skus.push(sku.clone());
+            let product = self.product(asked).await?.ok_or_else(|| {
+                refused("product_unknown", format!("there is no product {asked:?}"))
+            })?;
+            match merged
+                .iter_mut()
+                .find(|(known, _)| known.sku == product.sku)
+            {
+                Some((_, total)) => *total = total.saturating_add(quantity),
+                None => merged.push((product, quantity)),
             }
-            *quantities.entry(sku).or_default() += quantity;
         }
         let maximum = self.settings.policy.order_max_quantity;
-        let mut lines = Vec::with_capacity(skus.len());
+        let mut lines = Vec::with_capacity(merged.len());
         let mut total: i64 = 0;
         let mut currency: Option<String> = None;
-        for sku in skus {
-            let quantity = quantities[&sku];
-            let product = self.product(&sku).await?.ok_or_else(|| {
-                refused("product_unknown", format!("there is no product {sku:?}"))
-            })?;
+        for (product, quantity) in merged {
+            let sku = &product.sku;
             if !product.active {
                 return Err(refused(
                     "product_unavailable",
@@ -70,7 +72,7 @@ impl WorkflowService {
                 ));
             }
             match &currency {
-                Some(first) if *first != product.currency => {
+                Some(first) if !first.eq_ignore_ascii_case(&product.currency) => {
                     return Err(refused(
                         "mixed_currencies",
                         format!(
@@ -80,13 +82,13 @@ impl WorkflowService {
                     ));
                 }
                 Some(_) => {}
-                None => currency = Some(product.currency.clone()),
+                None => currency = Some(product.currency.to_uppercase()),
             }
-            let line_total = product
+            let priced = product
                 .price_cents
                 .checked_mul(quantity)
                 .and_then(|line| total.checked_add(line).map(|sum| (line, sum)));
-            let Some((line_total, sum)) = line_total else {
+            let Some((line_total, sum)) = priced else {
                 return Err(WorkflowError::invalid(
                     "payload.lines",
                     "the total is too large",
@@ -101,12 +103,12 @@ impl WorkflowService {
                 "total_cents": line_total,
             }));
         }
-        let mut priced = payload.clone();
-        priced["lines"] = Value::Array(lines);
-        priced["total_cents"] = json!(total);
-        priced["currency"] = json!(currency.unwrap_or_default());
-        tracing::debug!(total = %money(total, priced["currency"].as_str().unwrap_or_default()), "order priced");
-        Ok(priced)
+        let mut priced_payload = payload.clone();
+        priced_payload["lines"] = Value::Array(lines);
+        priced_payload["total_cents"] = json!(total);
+        priced_payload["currency"] = json!(currency.unwrap_or_default());
+        tracing::debug!(total = %money(total, priced_payload["currency"].as_str().unwrap_or_default()), "order priced");
+        Ok(priced_payload)
     }
 }
 

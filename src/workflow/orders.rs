@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::settings::HttpOrdersSettings;
-use super::shop_api::{ShopApi, ShopError, cents, fill, list_at};
+use super::shop_api::{ShopApi, ShopError, cents, fill, list_at, path_segment_safe};
 use crate::store::{OrderRow, Store, StoreError, now_ms};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -357,6 +357,9 @@ fn address_at(value: &Value, pointer: &str) -> Option<String> {
 #[async_trait]
 impl OrderSource for HttpOrders {
     async fn order(&self, order_id: &str) -> Result<Option<Order>, OrderError> {
+        if !path_segment_safe(order_id) {
+            return Ok(None);
+        }
         let url = fill(&self.settings.order_url, "order_id", order_id);
         match self.api.get(&url).await? {
             Some(body) => Ok(Some(self.map_order(&body)?)),

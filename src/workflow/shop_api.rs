@@ -72,6 +72,12 @@ pub fn fill(template: &str, name: &str, value: &str) -> String {
     template.replace(&format!("{{{name}}}"), &encoded)
 }
 
+/// Whether `value` may stand for one path segment of a URL template: `.` and `..` would
+/// move the request elsewhere on the shop (URL-encoding leaves them as they are).
+pub fn path_segment_safe(value: &str) -> bool {
+    !value.trim().is_empty() && value != "." && value != ".."
+}
+
 /// An amount in cents from a number or a numeric string: integer cents, or decimal units
 /// such as 12.50 when `in_cents` is false.
 pub fn cents(value: Option<&Value>, in_cents: bool) -> Option<i64> {
@@ -119,6 +125,15 @@ mod tests {
             fill("http://s/c?email={email}", "email", "a+b@x.com"),
             "http://s/c?email=a%2Bb%40x.com"
         );
+    }
+
+    #[test]
+    fn dot_segments_are_not_ids() {
+        assert!(path_segment_safe("SOFA-3"));
+        assert!(path_segment_safe("a.b"));
+        assert!(!path_segment_safe(".."));
+        assert!(!path_segment_safe("."));
+        assert!(!path_segment_safe(" "));
     }
 
     #[test]

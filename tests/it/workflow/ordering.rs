@@ -143,6 +143,54 @@ async fn orders_are_priced_from_the_catalogue(backend: Backend) {
     assert!(short.to_string().contains("8 in stock"), "{short}");
     let many = refused(&shop, &context, json!([{"sku": "MUG-01", "quantity": 11}])).await;
     assert_eq!(code(&many), "quantity_above_maximum");
+    // Lines of one product are counted together before the limits.
+    let split = refused(
+        &shop,
+        &context,
+        json!([{"sku": "MUG-01", "quantity": 6}, {"sku": "MUG-01", "quantity": 6}]),
+    )
+    .await;
+    assert_eq!(code(&split), "quantity_above_maximum");
+    let split = refused(
+        &shop,
+        &context,
+        json!([{"sku": "POT-05", "quantity": 5}, {"sku": "POT-05", "quantity": 4}]),
+    )
+    .await;
+    assert_eq!(code(&split), "out_of_stock");
+    // Prices are the catalogue's: a payload naming its own is refused by the schema.
+    let error = workflow
+        .open_task(
+            context.clone(),
+            NewTask {
+                payload: json!({"lines": [{"sku": "MUG-01", "quantity": 1, "unit_price_cents": 1}],
+                                "shipping_address": "Carrer de la Força 12, 17004 Girona"}),
+                ..order(json!([]))
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, WorkflowError::Invalid { field, .. } if field == "payload.lines.0.unit_price_cents"),
+        "{error:?}"
+    );
+    let error = workflow
+        .open_task(
+            context.clone(),
+            NewTask {
+                payload: json!({"lines": [{"sku": "MUG-01", "quantity": 1}], "total_cents": 1,
+                                "shipping_address": "Carrer de la Força 12, 17004 Girona"}),
+                ..order(json!([]))
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, WorkflowError::Invalid { field, .. } if field == "payload.total_cents"),
+        "{error:?}"
+    );
     // One bad line refuses the whole order.
     let mixed = refused(
         &shop,
@@ -170,6 +218,14 @@ async fn orders_are_priced_from_the_catalogue(backend: Backend) {
         &shop,
         &guest_context,
         json!([{"sku": "MUG-01", "quantity": 1}]),
+    )
+    .await;
+    assert_eq!(code(&signed_out), "customer_not_signed_in");
+    // Told to sign in before anything about the catalogue.
+    let signed_out = refused(
+        &shop,
+        &guest_context,
+        json!([{"sku": "NOPE-1", "quantity": 1}]),
     )
     .await;
     assert_eq!(code(&signed_out), "customer_not_signed_in");
@@ -259,6 +315,26 @@ async fn the_catalogue_api_finds_products_in_three_languages(backend: Backend) {
     let writer = shop.key(&[Scope::TasksWrite], &[]).await;
     let (status, _) = shop.get(&writer, "/api/v1/catalogue?q=lamp").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A product taken out of the seed file is retired at the next seeding, not deleted.
+    let dir = tempfile::tempdir().unwrap();
+    let smaller = dir.path().join("catalogue.json");
+    let mut file: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("config/demo/catalogue.json")).unwrap())
+            .unwrap();
+    file["products"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|product| product["sku"] != "LAMP-FLOOR");
+    std::fs::write(&smaller, file.to_string()).unwrap();
+    switchboard::workflow::catalogue::seed(shop.app.store(), &smaller)
+        .await
+        .unwrap();
+    let (status, floor) = shop.get(&reader, "/api/v1/catalogue/LAMP-FLOOR").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(floor["active"], false, "{floor}");
+    let (_, lamp) = shop.get(&reader, "/api/v1/catalogue/LAMP-BLUE").await;
+    assert_eq!(lamp["active"], true);
 }
 both_backends!(
     catalogue_api,
