@@ -259,10 +259,20 @@ impl Visitor {
             return self.backlog.remove(index).expect("index valid");
         }
         loop {
-            match read_frame(&mut self.socket).await {
-                Next::Frame(frame) if wanted(&frame) => return frame,
-                Next::Frame(frame) => self.backlog.push_back(frame),
-                Next::Closed(code) => panic!("closed ({code:?}) while waiting for {what}"),
+            match next_frame(&mut self.socket).await {
+                Some(Next::Frame(frame)) if wanted(&frame) => return frame,
+                Some(Next::Frame(frame)) => self.backlog.push_back(frame),
+                Some(Next::Closed(code)) => panic!("closed ({code:?}) while waiting for {what}"),
+                None => {
+                    // What came instead says more than the timeout.
+                    let seen: Vec<String> = self
+                        .backlog
+                        .iter()
+                        .filter(|frame| frame["type"] == "message")
+                        .map(|frame| format!("{}: {}", frame["author"], frame["text"]))
+                        .collect();
+                    panic!("no frame for {what} within 20 s; messages meanwhile: {seen:#?}");
+                }
             }
         }
     }
@@ -346,20 +356,25 @@ pub async fn socket_from(source: &str, app: &TestApp, origin: Option<&str>) -> S
 }
 
 pub async fn read_frame(socket: &mut Socket) -> Next {
+    next_frame(socket).await.expect("a frame within 20 s")
+}
+
+/// The next frame, or `None` after 20 s without one.
+pub async fn next_frame(socket: &mut Socket) -> Option<Next> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(20), socket.next())
             .await
-            .expect("a frame within 20 s");
-        match frame {
+            .ok()?;
+        return Some(match frame {
             Some(Ok(Message::Text(text))) => {
-                return Next::Frame(serde_json::from_str(&text).expect("server frames are JSON"));
+                Next::Frame(serde_json::from_str(&text).expect("server frames are JSON"))
             }
             Some(Ok(Message::Close(frame))) => {
-                return Next::Closed(frame.map(|frame| u16::from(frame.code)));
+                Next::Closed(frame.map(|frame| u16::from(frame.code)))
             }
             Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Next::Closed(None),
-        }
+            Some(Err(_)) | None => Next::Closed(None),
+        });
     }
 }
 
