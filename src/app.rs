@@ -171,10 +171,12 @@ impl App {
         let teams = Console::load_teams(&store, &settings.router.default_queue)
             .await
             .context("loading the console's teams")?;
+        let door = Arc::new(WorkflowActions::new(workflow.clone(), products.clone()));
         let router = Router::new(RouterParts {
             store: store.clone(),
             assistant,
-            actions: Some(Arc::new(WorkflowActions::new(workflow.clone()))),
+            actions: Some(door.clone()),
+            shop: Some(door),
             channels: channels.clone(),
             metrics: metrics.clone(),
             delivery: delivery.clone(),

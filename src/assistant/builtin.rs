@@ -8,8 +8,15 @@
 //!   the knowledge base with a citation in the customer's language;
 //! - when nothing fits well enough, say so; the second unsure turn in a row hands over.
 //!
+//! - for an order intent, take the order ([`ordering`]): product, quantity, address, a summary
+//!   to confirm.
+//!
 //! All per-conversation state lives in [`DialogueState`], returned in `Reply.state` and given
 //! back in `Turn.state`: the assistant itself holds none, so any instance can take any turn.
+
+mod ordering;
+
+pub use ordering::{DraftLine, OrderDraft, OrderStep};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -62,6 +69,9 @@ pub struct DialogueState {
     pub last_passages: Vec<Citation>,
     #[serde(default)]
     pub last_intent: Option<String>,
+    /// An order being taken.
+    #[serde(default)]
+    pub order: Option<OrderDraft>,
 }
 
 pub struct BuiltinAssistant {
@@ -204,6 +214,7 @@ impl BuiltinAssistant {
             "language": language,
             "intent": flow.map(|flow| flow.intent.clone()).or(state.last_intent.clone()),
             "slots": flow.map(|flow| json!(flow.slots)).unwrap_or(json!({})),
+            "order": state.order,
             "last_passages": state.last_passages,
             "last_message": turn.text,
             "classifier": {"best": prediction.best, "probability": prediction.probability},
@@ -295,7 +306,11 @@ impl BuiltinAssistant {
                     summary,
                 );
             }
-            OnComplete::Knowledge | OnComplete::Cancel => {}
+            // Orders are taken by `start_order`, never through slots.
+            OnComplete::Knowledge
+            | OnComplete::Cancel
+            | OnComplete::Order
+            | OnComplete::Reorder => {}
         }
     }
 
@@ -425,6 +440,31 @@ impl BuiltinAssistant {
             choices: Vec::new(),
         };
 
+        if let Some(draft) = state.order.take() {
+            let other = self
+                .continue_order(
+                    &mut outcome,
+                    &mut state,
+                    draft,
+                    &language,
+                    turn,
+                    &prediction,
+                )
+                .await;
+            if let Some(other) = other {
+                self.begin(
+                    &mut outcome,
+                    &mut state,
+                    &other,
+                    &language,
+                    turn,
+                    &prediction,
+                )
+                .await;
+            }
+            return Ok(self.finish(outcome, state, language));
+        }
+
         if let Some(mut flow) = state.flow.take() {
             let spec =
                 self.intents.get(&flow.intent).cloned().ok_or_else(|| {
@@ -481,14 +521,15 @@ impl BuiltinAssistant {
                 }
                 state.flow = None;
                 let other = other.clone();
-                self.start_intent(
+                self.begin(
                     &mut outcome,
                     &mut state,
                     &other,
                     &language,
                     turn,
                     &prediction,
-                );
+                )
+                .await;
                 return Ok(self.finish(outcome, state, language));
             }
             // A question while a slot is awaited: answer it, then ask again (not a failed
@@ -561,17 +602,36 @@ impl BuiltinAssistant {
             }
             Some((_, spec)) => {
                 state.low_confidence = 0;
-                self.start_intent(
+                self.begin(
                     &mut outcome,
                     &mut state,
                     &spec,
                     &language,
                     turn,
                     &prediction,
-                );
+                )
+                .await;
             }
         }
         Ok(self.finish(outcome, state, language))
+    }
+
+    /// Act on a recognised request: take an order, or collect the intent's slots.
+    async fn begin(
+        &self,
+        outcome: &mut Outcome,
+        state: &mut DialogueState,
+        spec: &IntentSpec,
+        language: &str,
+        turn: &Turn,
+        prediction: &Prediction,
+    ) {
+        if spec.on_complete.takes_order() {
+            self.start_order(outcome, state, spec, language, turn).await;
+        } else {
+            state.order = None;
+            self.start_intent(outcome, state, spec, language, turn, prediction);
+        }
     }
 
     fn finish(&self, outcome: Outcome, state: DialogueState, language: String) -> Reply {

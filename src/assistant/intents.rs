@@ -27,6 +27,18 @@ pub enum OnComplete {
     Cancel,
     /// Look the order (slot `order_number`) up and tell its status.
     OrderStatus,
+    /// Take a new order: product, quantity, address, a summary to confirm (texts in
+    /// `[LANG.order]`).
+    Order,
+    /// As `order`, starting from the customer's past orders ("the same as last time").
+    Reorder,
+}
+
+impl OnComplete {
+    /// The intent takes an order.
+    pub fn takes_order(self) -> bool {
+        matches!(self, OnComplete::Order | OnComplete::Reorder)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -242,6 +254,47 @@ pub struct LanguageResponses {
     pub invalid: HashMap<String, String>,
     #[serde(default)]
     pub reply: HashMap<String, String>,
+    /// Taking an order; required when an intent has `on_complete = "order"` or `"reorder"`.
+    #[serde(default)]
+    pub order: Option<OrderTexts>,
+}
+
+/// What the assistant says while it takes an order. Placeholders: `{name}`, `{price}`,
+/// `{stock}`, `{quantity}`, `{total}`, `{lines}`, `{address}`, `{order}`, `{date}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderTexts {
+    pub ask_product: String,
+    pub product_not_found: String,
+    pub choose_product: String,
+    /// A product offered as a choice.
+    pub choice: String,
+    pub ask_quantity: String,
+    pub invalid_quantity: String,
+    pub ask_address: String,
+    pub invalid_address: String,
+    /// One line of the summary.
+    pub line: String,
+    pub summary: String,
+    /// Before the summary of a reorder.
+    pub reorder_from: String,
+    pub reorder_none: String,
+    /// A product of the past order that is no longer sold.
+    pub reorder_left_out: String,
+    /// Buttons under the summary.
+    pub confirm: String,
+    pub change_address: String,
+    pub cancel: String,
+    /// An answer to the summary that is neither yes nor no.
+    pub not_confirmed: String,
+    /// Orders cannot be taken here (no shop is connected).
+    pub unavailable: String,
+    /// Words that confirm (the whole answer, or its first word).
+    pub yes: Vec<String>,
+    /// Words that decline.
+    pub no: Vec<String>,
+    /// Number words and their values ("two" = 2).
+    pub numbers: HashMap<String, i64>,
 }
 
 /// Response templates for every supported language.
@@ -278,6 +331,15 @@ impl Responses {
                             ));
                         }
                     }
+                }
+                if intent.on_complete.takes_order() && responses.order.is_none() {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "intent {:?} takes orders: [{language}.order] is missing",
+                            intent.name
+                        ),
+                    ));
                 }
                 if intent.on_complete == OnComplete::Reply
                     && !responses.reply.contains_key(&intent.name)

@@ -15,8 +15,10 @@ pub mod classifier;
 pub mod eval;
 pub mod intents;
 pub mod settings;
+pub mod shop;
 
 pub use settings::AssistantSettings;
+pub use shop::Shop;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -34,6 +36,9 @@ pub struct Turn {
     pub language: Option<String>,
     /// What the assistant stored last turn (`{}` at the start).
     pub state: Value,
+    /// The shop, as this conversation's customer sees it (products, their own orders, a
+    /// price); `None` where no workflow is connected.
+    pub shop: Option<std::sync::Arc<dyn Shop>>,
 }
 
 /// What the assistant decided for a turn.

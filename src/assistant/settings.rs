@@ -44,6 +44,11 @@ pub struct AssistantSettings {
     pub max_slot_attempts: u32,
     /// Leave an open slot-filling flow for another intent only above this probability.
     pub switch_intent_probability: f32,
+    /// A product search result is offered only with at least this confidence (0..1).
+    pub product_min_confidence: f32,
+    /// The best product is taken without asking when it is this much more confident than the
+    /// next; closer ones are offered as choices.
+    pub product_margin: f32,
 }
 
 impl Default for AssistantSettings {
@@ -65,6 +70,8 @@ impl Default for AssistantSettings {
             low_confidence_handoff: 2,
             max_slot_attempts: 3,
             switch_intent_probability: 0.6,
+            product_min_confidence: 0.35,
+            product_margin: 0.1,
         }
     }
 }

@@ -135,6 +135,7 @@ fn turn(conversation: usize, text: &str) -> Turn {
         text: text.into(),
         language: None,
         state: json!({}),
+        shop: None,
     }
 }
 

@@ -141,6 +141,7 @@ async fn console_for_tools(
         store: store.clone(),
         assistant: Arc::new(crate::assistant::EchoAssistant),
         actions: None,
+        shop: None,
         channels: channels.clone(),
         metrics,
         delivery,

@@ -29,7 +29,7 @@ use switchboard_connector::{
     RecordOnly, TypingSignal,
 };
 
-use crate::assistant::{ActionRunner, Assistant, Reply, Turn};
+use crate::assistant::{ActionRunner, Assistant, Reply, Shop, Turn};
 use crate::channels::Channels;
 use crate::config::RouterSettings;
 use crate::conversation::{Move, Owner, State, Status};
@@ -80,6 +80,8 @@ pub struct Router {
     assistant: Arc<dyn Assistant>,
     /// Carries out what the assistant asks of the back office (the workflow).
     actions: Option<Arc<dyn ActionRunner>>,
+    /// The shop as each conversation's customer sees it, handed to the assistant per turn.
+    shop: Option<Arc<dyn Shop>>,
     channels: Arc<Channels>,
     metrics: Arc<Metrics>,
     delivery: Arc<Delivery>,
@@ -128,6 +130,7 @@ impl Router {
             store: parts.store,
             assistant: parts.assistant,
             actions: parts.actions,
+            shop: parts.shop,
             channels: parts.channels,
             metrics: parts.metrics,
             delivery: parts.delivery,
@@ -333,6 +336,7 @@ impl Router {
             text: job.text.clone(),
             language: conversation.language.clone(),
             state: conversation.assistant_state.clone(),
+            shop: self.shop.clone(),
         };
         let respond = self.assistant.respond(&turn);
         tokio::pin!(respond);
@@ -630,6 +634,8 @@ pub struct RouterParts {
     pub assistant: Arc<dyn Assistant>,
     /// Carries out what the assistant asks of the back office (the workflow).
     pub actions: Option<Arc<dyn ActionRunner>>,
+    /// What the assistant may look up in the shop (products, the customer's orders, prices).
+    pub shop: Option<Arc<dyn Shop>>,
     pub channels: Arc<Channels>,
     pub metrics: Arc<Metrics>,
     pub delivery: Arc<Delivery>,

@@ -13,16 +13,30 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use crate::assistant::{Action, ActionRunner};
+use crate::catalogue::ProductIndex;
 use crate::workflow::notify::language_of;
 use crate::workflow::{NewTask, Order, VerifiedContext, WorkflowError, WorkflowService};
 
 pub struct WorkflowActions {
-    service: Arc<WorkflowService>,
+    pub(super) service: Arc<WorkflowService>,
+    /// The catalogue's search; `None` where there is nothing to search (or no model).
+    pub(super) products: Option<Arc<ProductIndex>>,
+}
+
+impl std::fmt::Debug for WorkflowActions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowActions")
+            .field("product_search", &self.products.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkflowActions {
-    pub fn new(service: Arc<WorkflowService>) -> WorkflowActions {
-        WorkflowActions { service }
+    pub fn new(
+        service: Arc<WorkflowService>,
+        products: Option<Arc<ProductIndex>>,
+    ) -> WorkflowActions {
+        WorkflowActions { service, products }
     }
 
     async fn open_task(
@@ -157,19 +171,24 @@ fn status_text(order: &Order, language: &str) -> String {
     }
 }
 
-/// Why a request could not be done, for the customer (the details stay in the logs).
-fn refusal(error: &WorkflowError, language: &str, order_id: Option<&str>) -> String {
-    let order = order_id.unwrap_or("?");
-    let code = match error {
+/// The reason code of a refusal: the workflow's, or `unavailable` for an outage.
+pub(super) fn refusal_code(error: &WorkflowError) -> &'static str {
+    match error {
         WorkflowError::Forbidden { code, .. }
         | WorkflowError::NotFound { code, .. }
         | WorkflowError::Conflict { code, .. }
-        | WorkflowError::PolicyRefused { code, .. } => *code,
+        | WorkflowError::PolicyRefused { code, .. } => code,
         WorkflowError::OrdersUnavailable(_)
         | WorkflowError::CatalogueUnavailable(_)
         | WorkflowError::Store(_) => "unavailable",
         _ => "other",
-    };
+    }
+}
+
+/// Why a request could not be done, for the customer (the details stay in the logs).
+pub(super) fn refusal(error: &WorkflowError, language: &str, order_id: Option<&str>) -> String {
+    let order = order_id.unwrap_or("?");
+    let code = refusal_code(error);
     match (language, code) {
         ("es", "order_not_found" | "order_not_owned") => format!(
             "No encuentro el pedido {order} entre tus pedidos. Revisa el número o, si prefieres, pide hablar con una persona."

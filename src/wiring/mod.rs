@@ -4,5 +4,7 @@
 //! the wiring, so that neither part names the other.
 //!
 //! - [`actions`]: [`actions::WorkflowActions`], the assistant's door to the workflow.
+//! - [`shop`]: the same door as the assistant's [`crate::assistant::Shop`], for taking orders.
 
 pub mod actions;
+pub mod shop;

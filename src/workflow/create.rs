@@ -80,19 +80,8 @@ impl WorkflowService {
         }
         task_type.validate(&request.payload)?;
         let parties = self.parties(actor, &request).await?;
-        // An order is for a shop customer: a guest in the chat is asked to sign in first.
-        if task_type.rule == Rule::Order
-            && actor.customer_context().is_some()
-            && self
-                .store
-                .contact_emails(&parties.contact_id)
-                .await?
-                .is_empty()
-        {
-            return Err(WorkflowError::Forbidden {
-                code: "customer_not_signed_in",
-                message: "orders are taken for signed-in shop customers; this contact is not linked to one".into(),
-            });
+        if task_type.rule == Rule::Order && actor.customer_context().is_some() {
+            self.require_shop_customer(&parties.contact_id).await?;
         }
         let payload = match task_type.rule {
             Rule::Order => self.priced_order(&request.payload).await?,

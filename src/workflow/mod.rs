@@ -59,6 +59,7 @@ pub use model::{
     Actor, ApiKeyPrincipal, Delivery, DeliveryPage, Scope, Task, TaskEvent, TaskPage, TaskStatus,
     VerifiedContext, WorkflowError,
 };
+pub use ordering::ORDER_TYPE;
 pub use orders::{Order, OrderSource};
 pub use settings::WorkflowSettings;
 

@@ -23,7 +23,8 @@ pub fn language_of(tag: Option<&str>, default: &str) -> &'static str {
         .unwrap_or("en")
 }
 
-fn amount(cents: i64, currency: &str, language: &str) -> String {
+/// An amount as a customer reads it in `language`: `45.00 EUR`, `45,00 EUR`.
+pub fn amount(cents: i64, currency: &str, language: &str) -> String {
     let separator = if language == "en" { '.' } else { ',' };
     format!(
         "{}{separator}{:02} {currency}",

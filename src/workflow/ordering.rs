@@ -6,9 +6,71 @@ use serde_json::{Value, json};
 
 use super::catalogue::{CatalogueError, Product};
 use super::policy::money;
-use super::{WorkflowError, WorkflowService};
+use super::types::Rule;
+use super::{Order, VerifiedContext, WorkflowError, WorkflowService};
+
+/// The task type that takes new orders.
+pub const ORDER_TYPE: &str = "order";
+/// Lines one order may have (as its schema says).
+const MAX_LINES: usize = 20;
 
 impl WorkflowService {
+    /// The past orders of a conversation's customer who may order: the channel verified them
+    /// and a trusted party linked them to a shop customer. Newest first.
+    pub async fn ordering_customer_orders(
+        &self,
+        context: VerifiedContext,
+    ) -> Result<Vec<Order>, WorkflowError> {
+        self.verify_customer(&context).await?;
+        self.require_shop_customer(&context.contact_id).await?;
+        self.customer_orders(context).await
+    }
+
+    /// An `order` payload priced for a conversation's customer under the rules it would be
+    /// opened with, without opening anything (what the assistant shows before the customer
+    /// confirms).
+    pub async fn quote_order(
+        &self,
+        context: VerifiedContext,
+        payload: &Value,
+    ) -> Result<Value, WorkflowError> {
+        self.verify_customer(&context).await?;
+        self.require_shop_customer(&context.contact_id).await?;
+        if !self
+            .types
+            .get(ORDER_TYPE)
+            .is_some_and(|task_type| task_type.rule == Rule::Order)
+        {
+            return Err(WorkflowError::invalid(
+                "type",
+                "no task type \"order\" takes orders here",
+            ));
+        }
+        // Only the lines: the address may not be known yet (the schema checks it on opening).
+        let lines = payload["lines"].as_array().map(Vec::len).unwrap_or(0);
+        if !(1..=MAX_LINES).contains(&lines) {
+            return Err(WorkflowError::invalid(
+                "payload.lines",
+                format!("an order has 1 to {MAX_LINES} lines"),
+            ));
+        }
+        self.priced_order(payload).await
+    }
+
+    /// Orders are taken for shop customers: a guest in the chat is asked to sign in first.
+    pub(super) async fn require_shop_customer(
+        &self,
+        contact_id: &str,
+    ) -> Result<(), WorkflowError> {
+        if self.store.contact_emails(contact_id).await?.is_empty() {
+            return Err(WorkflowError::Forbidden {
+                code: "customer_not_signed_in",
+                message: "orders are taken for signed-in shop customers; this contact is not linked to one".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// One product of the catalogue.
     pub async fn product(&self, sku: &str) -> Result<Option<Product>, WorkflowError> {
         self.catalogue.product(sku).await.map_err(catalogue_error)
@@ -31,6 +93,12 @@ impl WorkflowService {
         for line in payload["lines"].as_array().into_iter().flatten() {
             let asked = line["sku"].as_str().unwrap_or_default().trim();
             let quantity = line["quantity"].as_i64().unwrap_or_default();
+            if quantity < 1 {
+                return Err(WorkflowError::invalid(
+                    "payload.lines",
+                    "every line orders at least one unit",
+                ));
+            }
             let product = self.product(asked).await?.ok_or_else(|| {
                 refused("product_unknown", format!("there is no product {asked:?}"))
             })?;

@@ -215,8 +215,9 @@ async function main() {
   ok('both tabs show the reply, in order, without duplicates');
 
   // 6. The demo shop, as its signed-in customer: a refund collected over turns and approved by
-  //    the workflow, a shipping question in Catalan answered with a citation in Catalan, and a
-  //    request for a person that hands the conversation to the queue.
+  //    the workflow, an order taken with buttons, a shipping question in Catalan answered with
+  //    a citation in Catalan, and a request for a person that hands the conversation to the
+  //    queue.
   const signedIn = await page1.locator('.signed-in').textContent();
   if (!signedIn || !signedIn.includes('ana@example.com')) fail(`demo page: not signed in as the demo customer: ${signedIn}`);
   async function ask(text, what, predicate) {
@@ -230,6 +231,21 @@ async function main() {
   const approved = await ask('the mugs arrived broken', 'the refund to be approved',
     (t) => t.includes('your refund request (45.00 EUR) for order 1042 has been approved'));
   ok(`refund collected over three turns and approved: ${JSON.stringify(approved.slice(0, 100))}`);
+  // An order: the product found in the catalogue, the quantity and the confirmation picked
+  // with the buttons under the bot's message, the order approved by the workflow and told.
+  async function pick(label, what, predicate) {
+    const before = (await messages(page1)).length;
+    await step(`${what}: clicking the "${label}" button`, () =>
+      page1.locator('.sb-choices').getByRole('button', { name: label, exact: true }).click({ timeout: WAIT_MS }));
+    const list = await waitForMessages(page1, what, (l) => l.slice(before).some((m) => m.author !== 'customer' && predicate(m.text)));
+    return list.slice(before).filter((m) => m.author !== 'customer').map((m) => m.text).join(' | ');
+  }
+  await ask("I'd like to order a teapot", 'the bot to ask how many teapots', (t) => t.includes('How many would you like?'));
+  const summary = await pick('2', 'the order summary', (t) => t.includes('Shall I place it?'));
+  if (!summary.includes('Total: 70.00 EUR')) fail(`order summary without its total: ${JSON.stringify(summary)}`);
+  const ordered = await pick('Yes, place the order', 'the order to be approved',
+    (t) => t.includes('your order request (70.00 EUR) has been approved'));
+  ok(`order taken with buttons and approved: ${JSON.stringify(ordered.slice(0, 100))}`);
   const catalan = await ask("Quant triga l'enviament a Girona?", 'a cited answer in Catalan', (t) => t.includes('Font: Enviaments'));
   ok(`Catalan question answered with a citation: ${JSON.stringify(catalan.slice(0, 80))}`);
   const handoff = await ask('let me talk to a human', 'the handoff to a person', (t) => t.includes('passing you to a colleague'));

@@ -71,6 +71,7 @@ fn turn(text: &str, state: &Value) -> Turn {
         text: text.into(),
         language: None,
         state: state.clone(),
+        shop: None,
     }
 }
 

@@ -11,9 +11,10 @@
 //!
 //! One file per story: [`refunds`], [`refusals`], [`listing`], [`inbound`], [`orders`] (the
 //! HTTP order source), [`ordering`] (orders priced from the catalogue, the catalogue API and
-//! its search), [`cli`] and [`openapi`]; [`support`] holds the shop and the webhook receiver
-//! they share.
+//! its search), [`chat_orders`] (orders taken in the conversation), [`cli`] and [`openapi`];
+//! [`support`] holds the shop and the webhook receiver they share.
 
+mod chat_orders;
 mod cli;
 mod inbound;
 mod listing;

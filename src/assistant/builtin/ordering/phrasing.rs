@@ -1,0 +1,220 @@
+//! What the order flow says and how it reads the customer's answers: the prompt and buttons of
+//! each step, the summary, and the numbers, yes and no of `[LANG.order]` in responses.toml.
+
+use std::collections::HashMap;
+
+use switchboard_connector::Choice;
+
+use super::{OrderDraft, OrderStep};
+use crate::assistant::builtin::BuiltinAssistant;
+use crate::assistant::classifier::fold;
+use crate::assistant::intents::{OnComplete, render};
+use crate::assistant::shop::ProductOffer;
+use crate::workflow::notify::amount;
+
+/// Units one answer may name (the workflow's own maximum is usually far lower).
+const MAX_UNITS: i64 = 999;
+/// Words after a number that make it a size, not a quantity ("Green tea, 100 g").
+const UNITS: [&str; 10] = ["g", "kg", "ml", "l", "cl", "cm", "mm", "eur", "euros", "w"];
+
+impl BuiltinAssistant {
+    /// What the draft's step asks.
+    pub(super) fn prompt_text(&self, draft: &OrderDraft, language: &str) -> String {
+        let texts = self.order_texts(language);
+        match (draft.step, draft.lines.first()) {
+            (OrderStep::Product, _) => texts.ask_product.clone(),
+            (OrderStep::Choose, _) => texts.choose_product.clone(),
+            (OrderStep::Quantity, Some(line)) => render(
+                &texts.ask_quantity,
+                &HashMap::from([
+                    ("name".to_string(), line.name.clone()),
+                    (
+                        "price".to_string(),
+                        amount(line.unit_price_cents, &line.currency, language),
+                    ),
+                    ("stock".to_string(), line.stock.max(0).to_string()),
+                ]),
+            ),
+            (OrderStep::Quantity, None) => texts.ask_product.clone(),
+            (OrderStep::Address, _) => texts.ask_address.clone(),
+            (OrderStep::Confirm, _) => self.summary_text(draft, language),
+        }
+    }
+
+    pub(super) fn step_choices(&self, draft: &OrderDraft, language: &str) -> Vec<Choice> {
+        let texts = self.order_texts(language);
+        match draft.step {
+            OrderStep::Choose => draft
+                .options
+                .iter()
+                .map(|offer| Choice {
+                    id: format!("product:{}", offer.sku),
+                    label: self.choice_label(offer, language),
+                })
+                .collect(),
+            OrderStep::Quantity => {
+                let stock = draft.lines.first().map(|line| line.stock).unwrap_or(0);
+                (1..=3)
+                    .filter(|quantity| *quantity <= stock)
+                    .map(|quantity| Choice {
+                        id: format!("quantity:{quantity}"),
+                        label: quantity.to_string(),
+                    })
+                    .collect()
+            }
+            OrderStep::Confirm => [
+                ("order:confirm", &texts.confirm),
+                ("order:address", &texts.change_address),
+                ("order:cancel", &texts.cancel),
+            ]
+            .into_iter()
+            .map(|(id, label)| Choice {
+                id: id.into(),
+                label: label.clone(),
+            })
+            .collect(),
+            OrderStep::Product | OrderStep::Address => Vec::new(),
+        }
+    }
+
+    pub(super) fn choice_label(&self, offer: &ProductOffer, language: &str) -> String {
+        render(
+            &self.order_texts(language).choice,
+            &HashMap::from([
+                ("name".to_string(), offer.name.clone()),
+                (
+                    "price".to_string(),
+                    amount(offer.price_cents, &offer.currency, language),
+                ),
+            ]),
+        )
+    }
+
+    /// The summary to confirm: every line, the total the shop quoted, where it goes.
+    pub(super) fn summary_text(&self, draft: &OrderDraft, language: &str) -> String {
+        let texts = self.order_texts(language);
+        let lines: Vec<String> = draft
+            .lines
+            .iter()
+            .map(|line| {
+                render(
+                    &texts.line,
+                    &HashMap::from([
+                        ("quantity".to_string(), line.quantity.to_string()),
+                        ("name".to_string(), line.name.clone()),
+                        (
+                            "price".to_string(),
+                            amount(line.unit_price_cents, &line.currency, language),
+                        ),
+                        (
+                            "total".to_string(),
+                            amount(
+                                line.unit_price_cents.saturating_mul(line.quantity),
+                                &line.currency,
+                                language,
+                            ),
+                        ),
+                    ]),
+                )
+            })
+            .collect();
+        let mut text = String::new();
+        if let Some(order) = &draft.from_order {
+            text.push_str(&render(
+                &texts.reorder_from,
+                &HashMap::from([
+                    ("order".to_string(), order.clone()),
+                    (
+                        "date".to_string(),
+                        draft.from_date.clone().unwrap_or_default(),
+                    ),
+                ]),
+            ));
+            text.push('\n');
+        }
+        text.push_str(&render(
+            &texts.summary,
+            &HashMap::from([
+                ("lines".to_string(), lines.join("\n")),
+                (
+                    "total".to_string(),
+                    amount(
+                        draft.total_cents.unwrap_or_default(),
+                        draft.currency.as_deref().unwrap_or_default(),
+                        language,
+                    ),
+                ),
+                (
+                    "address".to_string(),
+                    draft.address.clone().unwrap_or_default(),
+                ),
+            ]),
+        ));
+        text
+    }
+
+    /// The button that asks for a person (the handoff intent's first example).
+    pub(super) fn person_choice(&self, language: &str) -> Vec<Choice> {
+        self.intents
+            .intents
+            .iter()
+            .find(|intent| intent.on_complete == OnComplete::Handoff)
+            .and_then(|intent| {
+                let examples = intent
+                    .examples
+                    .get(language)
+                    .or_else(|| intent.examples.get("en"))?;
+                Some(Choice {
+                    id: intent.name.clone(),
+                    label: examples.first()?.clone(),
+                })
+            })
+            .into_iter()
+            .collect()
+    }
+
+    /// The number of units `text` names: digits (not a size such as "100 g", not an order
+    /// number) or a number word of `language`.
+    pub(super) fn quantity_in(&self, text: &str, language: &str) -> Option<i64> {
+        let numbers = &self.order_texts(language).numbers;
+        let folded = fold(text);
+        let tokens: Vec<&str> = folded.split_whitespace().collect();
+        tokens.iter().enumerate().find_map(|(index, token)| {
+            let value = if token.chars().all(|c| c.is_ascii_digit()) {
+                let next = tokens.get(index + 1).copied().unwrap_or_default();
+                if token.len() > 3 || UNITS.contains(&next) {
+                    return None;
+                }
+                token.parse::<i64>().ok()
+            } else {
+                numbers
+                    .iter()
+                    .find(|(name, _)| words(name) == *token)
+                    .map(|(_, value)| *value)
+            };
+            value.filter(|value| (1..=MAX_UNITS).contains(value))
+        })
+    }
+
+    pub(super) fn says_yes(&self, text: &str, language: &str) -> bool {
+        let texts = self.order_texts(language);
+        let said = words(text);
+        let first = said.split(' ').next().unwrap_or_default();
+        said == words(&texts.confirm)
+            || texts.yes.iter().any(|yes| {
+                let yes = words(yes);
+                yes == said || (!yes.contains(' ') && yes == first)
+            })
+    }
+
+    pub(super) fn says_no(&self, text: &str, language: &str) -> bool {
+        let texts = self.order_texts(language);
+        let said = words(text);
+        said == words(&texts.cancel) || texts.no.iter().any(|no| words(no) == said)
+    }
+}
+
+/// A text folded (case, accents, punctuation) to its words, one space apart.
+pub(super) fn words(text: &str) -> String {
+    fold(text).split_whitespace().collect::<Vec<_>>().join(" ")
+}
