@@ -85,6 +85,23 @@ impl App {
     pub async fn start(settings: Settings, options: AppOptions) -> anyhow::Result<App> {
         // Owner-only before anything is written into it: it holds secrets and the database.
         crate::datadir::prepare(&settings.data_dir)?;
+        // The addresses are taken first, before the slow parts (the model, the indexes): a
+        // port in use fails the start at once, and a client that connects meanwhile waits in
+        // the backlog until the server answers, instead of being refused.
+        let metrics_listener = match settings.http.metrics_address.as_str() {
+            "" => None,
+            address => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the metrics address {address}"))?,
+            ),
+        };
+        let listener =
+            tokio::net::TcpListener::bind((settings.http.host.as_str(), settings.http.port))
+                .await
+                .with_context(|| {
+                    format!("binding {}:{}", settings.http.host, settings.http.port)
+                })?;
         if settings.demo {
             tracing::warn!(
                 "demo mode: web chat instances with a demo_email sign visitors of / in as that customer; never run a deployment like this"
@@ -246,20 +263,6 @@ impl App {
             frame_ancestors: settings.http.frame_ancestors.as_str().into(),
         };
         let (app, metrics_app) = http::router(state, &hosts, &settings.http);
-        let metrics_listener = match settings.http.metrics_address.as_str() {
-            "" => None,
-            address => Some(
-                tokio::net::TcpListener::bind(address)
-                    .await
-                    .with_context(|| format!("binding the metrics address {address}"))?,
-            ),
-        };
-        let listener =
-            tokio::net::TcpListener::bind((settings.http.host.as_str(), settings.http.port))
-                .await
-                .with_context(|| {
-                    format!("binding {}:{}", settings.http.host, settings.http.port)
-                })?;
         let addr = listener.local_addr()?;
         let http_stop = CancellationToken::new();
         let limits = http::serve::ServerLimits {

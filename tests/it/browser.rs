@@ -7,6 +7,18 @@ use crate::helpers::{Backend, TestDatabase};
 /// The server process, killed when the test ends, even by a failed assertion.
 struct Server(std::process::Child);
 
+impl Server {
+    /// A server that exited answers nothing: whatever said it was ready on `port` was another
+    /// process that took the port first (it was free when the test chose it).
+    fn still_running(&mut self, port: u16) {
+        if let Some(status) = self.0.try_wait().expect("server status") {
+            panic!(
+                "the server exited ({status}) although port {port} answered: taken by another process?"
+            );
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -29,7 +41,7 @@ async fn widget_chats_in_a_real_browser() {
         .local_addr()
         .unwrap()
         .port();
-    let server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .arg("serve")
         .arg("--config")
         .arg(concat!(
@@ -46,6 +58,7 @@ async fn widget_chats_in_a_real_browser() {
         .map(Server)
         .expect("start switchboard");
     crate::helpers::wait_ready(port, 240).await;
+    server.still_running(port);
     let output = tokio::process::Command::new("node")
         .arg(format!("{browser_dir}/webchat.mjs"))
         .arg(format!("http://127.0.0.1:{port}"))
@@ -159,13 +172,14 @@ async fn console_in_a_real_browser() {
             .expect("switchboard user create runs");
         assert!(status.success(), "user create {email}");
     }
-    let server = switchboard(database.dir.path(), port)
+    let mut server = switchboard(database.dir.path(), port)
         .arg("serve")
         .stdout(Stdio::null())
         .spawn()
         .map(Server)
         .expect("start switchboard");
     crate::helpers::wait_ready(port, 240).await;
+    server.still_running(port);
     let screenshots = concat!(env!("CARGO_TARGET_TMPDIR"), "/console-screenshots");
     let output = tokio::process::Command::new("node")
         .arg(format!("{browser_dir}/console.mjs"))
