@@ -16,6 +16,8 @@
 
 mod ordering;
 
+use ordering::OrderTurn;
+
 pub use ordering::{DraftLine, OrderDraft, OrderStep};
 
 use std::collections::{BTreeMap, HashMap};
@@ -451,16 +453,35 @@ impl BuiltinAssistant {
                     &prediction,
                 )
                 .await;
-            if let Some(other) = other {
-                self.begin(
-                    &mut outcome,
-                    &mut state,
-                    &other,
-                    &language,
-                    turn,
-                    &prediction,
-                )
-                .await;
+            match other {
+                OrderTurn::Done => {}
+                OrderTurn::Switch(other) => {
+                    self.begin(
+                        &mut outcome,
+                        &mut state,
+                        &other,
+                        &language,
+                        turn,
+                        &prediction,
+                    )
+                    .await;
+                }
+                OrderTurn::Question => {
+                    self.answer_from_knowledge(
+                        &mut outcome,
+                        &mut state,
+                        turn,
+                        embedding,
+                        &language,
+                        &prediction,
+                    )
+                    .await?;
+                    match state.order.clone() {
+                        Some(_) if outcome.handoff.is_some() => state.order = None,
+                        Some(draft) => self.ask_again(&mut outcome, &draft, &language),
+                        None => {}
+                    }
+                }
             }
             return Ok(self.finish(outcome, state, language));
         }

@@ -281,6 +281,10 @@ pub struct OrderTexts {
     pub reorder_none: String,
     /// A product of the past order that is no longer sold.
     pub reorder_left_out: String,
+    /// An order number named for a reorder that is not one of the customer's.
+    pub reorder_unknown: String,
+    /// None of the product is left.
+    pub sold_out: String,
     /// Buttons under the summary.
     pub confirm: String,
     pub change_address: String,

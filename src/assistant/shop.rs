@@ -18,6 +18,8 @@ pub struct ProductOffer {
     pub stock: i64,
     /// How likely it is what the customer named, 0..1.
     pub confidence: f32,
+    /// Its rank score in the search that found it (0..1; the fusion of meaning and words).
+    pub score: f32,
 }
 
 /// A line of one of the customer's past orders.

@@ -54,7 +54,7 @@ impl Shop for WorkflowActions {
             })?;
         Ok(found
             .into_iter()
-            .map(|found| offer(&found.product, language, found.confidence))
+            .map(|found| offer(&found.product, language, found.confidence, found.score))
             .collect())
     }
 
@@ -71,7 +71,7 @@ impl Shop for WorkflowActions {
             .map_err(|error| shop_refusal(&error, language))?;
         Ok(product
             .filter(|product| product.active)
-            .map(|product| offer(&product, language, 1.0)))
+            .map(|product| offer(&product, language, 1.0, 1.0)))
     }
 
     async fn past_orders(
@@ -143,7 +143,7 @@ impl Shop for WorkflowActions {
     }
 }
 
-fn offer(product: &Product, language: &str, confidence: f32) -> ProductOffer {
+fn offer(product: &Product, language: &str, confidence: f32, score: f32) -> ProductOffer {
     ProductOffer {
         sku: product.sku.clone(),
         name: product.name(language).to_string(),
@@ -151,6 +151,7 @@ fn offer(product: &Product, language: &str, confidence: f32) -> ProductOffer {
         currency: product.currency.clone(),
         stock: product.stock,
         confidence,
+        score,
     }
 }
 

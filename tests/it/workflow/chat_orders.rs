@@ -115,11 +115,32 @@ async fn orders_in_three_languages(backend: Backend) {
         labels(&summary),
         ["Yes, place the order", "Send it elsewhere", "No, cancel"]
     );
+    // Not a yes: a hesitation, a yes with a condition. A question is answered and the summary
+    // asked again. A number inside other words is not a new quantity.
+    ana.send_and_ack("en-3a", "ok wait, not yet").await;
+    bot_frame(&mut ana, "Answer yes to place it").await;
+    ana.send_and_ack("en-3b", "yes but set the total to 1.00 EUR")
+        .await;
+    bot_frame(&mut ana, "Answer yes to place it").await;
+    ana.send_and_ack("en-3c", "how long does shipping take?")
+        .await;
+    bot_frame(&mut ana, "Source:").await;
+    let again = bot_frame(&mut ana, "Shall I place it?").await;
+    assert!(
+        again["text"].as_str().unwrap().contains("Total: 70.00 EUR"),
+        "{again}"
+    );
+    ana.send_and_ack(
+        "en-3d",
+        "actually send it to Carrer Gran 7, 08001 Barcelona",
+    )
+    .await;
+    bot_frame(&mut ana, "Answer yes to place it").await;
     assert!(
         order_tasks(&shop, &ana).await.is_empty(),
         "nothing is ordered before the customer confirms"
     );
-    ana.send_and_ack("en-3", "yes").await;
+    ana.send_and_ack("en-3", "yes please").await;
     system_frame(&mut ana, "your order request (70.00 EUR) has been approved").await;
     let tasks = order_tasks(&shop, &ana).await;
     assert_eq!(tasks.len(), 1, "{tasks:?}");
@@ -227,10 +248,23 @@ async fn choices_stock_and_guests(backend: Backend) {
     ana.send_and_ack("lamp-4", "forget it").await;
     bot_frame(&mut ana, "I've dropped that").await;
 
+    // A wordy Spanish request still finds its product; a negative quantity is not one.
+    ana.send_and_ack("tetera-1", "quiero pedir una tetera")
+        .await;
+    bot_frame(&mut ana, "Tetera: 35,00 EUR la unidad").await;
+    ana.send_and_ack("tetera-2", "-3").await;
+    bot_frame(
+        &mut ana,
+        "¿Cuántas unidades quieres? Respóndeme con un número",
+    )
+    .await;
+    ana.send_and_ack("tetera-3", "olvídalo").await;
+    bot_frame(&mut ana, "lo dejamos").await;
+
     // None in stock: told at once, and the order ends.
     ana.send_and_ack("grinder-1", "I want to buy a coffee grinder")
         .await;
-    let refused = bot_frame(&mut ana, "we don't have enough of that product").await;
+    let refused = bot_frame(&mut ana, "Coffee grinder is sold out").await;
     assert_eq!(labels(&refused), ["let me talk to a human"], "{refused}");
     ana.send_and_ack("grinder-2", "2").await;
     let after = ana.bot_reply().await;
@@ -286,6 +320,19 @@ async fn reorders(backend: Backend) {
     ana.send_and_ack("r-4", "ok").await;
     system_frame(&mut ana, "your order request (29.90 EUR) has been approved").await;
 
+    // A past order named by its number.
+    ana.send_and_ack("r-5", "repeat my order 1042").await;
+    let summary = bot_frame(&mut ana, "Shall I place it?").await;
+    assert!(
+        summary["text"]
+            .as_str()
+            .unwrap()
+            .contains("The same as your order 1042"),
+        "{summary}"
+    );
+    ana.send_and_ack("r-6", "no").await;
+    bot_frame(&mut ana, "I've dropped that").await;
+
     // Another customer's "same as last time" is their own order, never Ana's.
     let mut jordi = signed_in(&shop, "jordi@example.cat").await;
     jordi
@@ -302,6 +349,11 @@ async fn reorders(backend: Backend) {
             "another customer's order shown: {text}"
         );
     }
+    jordi.send_and_ack("j-2", "no").await;
+    bot_frame(&mut jordi, "ho deixem").await;
+    // Ana's order by its number is not Jordi's to repeat.
+    jordi.send_and_ack("j-3", "repeat my order 1042").await;
+    bot_frame(&mut jordi, "can't find order 1042 among your orders").await;
 }
 
 both_backends!(reorders_from_the_customers_own_orders, reorders);

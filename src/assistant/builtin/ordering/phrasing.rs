@@ -174,8 +174,13 @@ impl BuiltinAssistant {
     }
 
     /// The number of units `text` names: digits (not a size such as "100 g", not an order
-    /// number) or a number word of `language`.
+    /// number) or a number word of `language`. A number with a sign or a fraction ("-3",
+    /// "2.5") names none. Words worth one ("one", "una") count only as the whole answer: they
+    /// are also pronouns and articles ("the blue one").
     pub(super) fn quantity_in(&self, text: &str, language: &str) -> Option<i64> {
+        if signed_or_fractional(text) {
+            return None;
+        }
         let numbers = &self.order_texts(language).numbers;
         let folded = fold(text);
         let tokens: Vec<&str> = folded.split_whitespace().collect();
@@ -191,20 +196,41 @@ impl BuiltinAssistant {
                     .iter()
                     .find(|(name, _)| words(name) == *token)
                     .map(|(_, value)| *value)
+                    .filter(|value| *value != 1 || tokens.len() == 1)
             };
             value.filter(|value| (1..=MAX_UNITS).contains(value))
         })
     }
 
+    /// The answer is nothing but a number of units ("3", "three", "3 please" is not).
+    pub(super) fn only_quantity(&self, text: &str, language: &str) -> Option<i64> {
+        let said = words(text);
+        (!said.contains(' '))
+            .then(|| self.quantity_in(text, language))
+            .flatten()
+    }
+
+    /// A yes and nothing else: every word of the answer belongs to a yes of `language` or to
+    /// the confirm button ("yes please", "sí, fes la comanda"), so "ok, wait" or "yes but send
+    /// it elsewhere" is not one.
     pub(super) fn says_yes(&self, text: &str, language: &str) -> bool {
         let texts = self.order_texts(language);
         let said = words(text);
-        let first = said.split(' ').next().unwrap_or_default();
-        said == words(&texts.confirm)
-            || texts.yes.iter().any(|yes| {
-                let yes = words(yes);
-                yes == said || (!yes.contains(' ') && yes == first)
+        if said.is_empty() {
+            return false;
+        }
+        let known: std::collections::HashSet<String> = texts
+            .yes
+            .iter()
+            .chain(std::iter::once(&texts.confirm))
+            .flat_map(|yes| {
+                words(yes)
+                    .split(' ')
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
             })
+            .collect();
+        said.split(' ').all(|word| known.contains(word))
     }
 
     pub(super) fn says_no(&self, text: &str, language: &str) -> bool {
@@ -212,6 +238,22 @@ impl BuiltinAssistant {
         let said = words(text);
         said == words(&texts.cancel) || texts.no.iter().any(|no| words(no) == said)
     }
+}
+
+/// "-3", "- 3", "2.5", "2,5": not a number of units.
+fn signed_or_fractional(text: &str) -> bool {
+    let chars: Vec<char> = text.chars().collect();
+    chars.iter().enumerate().any(|(index, c)| {
+        let digit_after = chars[index + 1..]
+            .iter()
+            .find(|c| !c.is_whitespace())
+            .is_some_and(char::is_ascii_digit);
+        let digit_before = index > 0 && chars[index - 1].is_ascii_digit();
+        let digit_next = chars.get(index + 1).is_some_and(char::is_ascii_digit);
+        let sign = *c == '-' && digit_after && (index == 0 || !chars[index - 1].is_alphanumeric());
+        let fraction = (*c == '.' || *c == ',') && digit_before && digit_next;
+        sign || fraction
+    })
 }
 
 /// A text folded (case, accents, punctuation) to its words, one space apart.
