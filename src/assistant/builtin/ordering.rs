@@ -236,8 +236,9 @@ impl BuiltinAssistant {
         self.quote(outcome, draft, shop, language, turn).await
     }
 
-    /// A turn while an order is being taken. Returns another intent to start when the
-    /// customer clearly moved on to something else.
+    /// A turn while an order is being taken: the step answered, the order dropped or handed
+    /// over, a question to answer ([`OrderTurn::Question`]), or another request to start
+    /// ([`OrderTurn::Switch`]).
     pub(super) async fn continue_order(
         &self,
         outcome: &mut Outcome,
