@@ -184,16 +184,13 @@ impl BuiltinAssistant {
                 .iter()
                 .filter(|intent| intent.on_complete == OnComplete::Cancel)
         };
-        let folded = fold(text);
-        let folded = folded.split_whitespace().collect::<Vec<_>>().join(" ");
+        let said = words(text);
         let verbatim = cancel_intents().any(|intent| {
-            intent.examples.values().flatten().any(|example| {
-                fold(example)
-                    .split_whitespace()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-                    == folded
-            })
+            intent
+                .examples
+                .values()
+                .flatten()
+                .any(|example| words(example) == said)
         });
         let predicted = prediction.intent.as_deref().is_some_and(|name| {
             cancel_intents().any(|intent| intent.name == name)
@@ -681,20 +678,30 @@ impl BuiltinAssistant {
             if choices.iter().any(|choice| choice.id == intent.name) {
                 continue;
             }
-            let label = intent
-                .examples
-                .get(language)
-                .or_else(|| intent.examples.get("en"))
-                .and_then(|examples| examples.first());
-            if let Some(label) = label {
-                choices.push(switchboard_connector::Choice {
-                    id: intent.name.clone(),
-                    label: label.clone(),
-                });
-            }
+            choices.extend(intent_choice(intent, language));
         }
         choices
     }
+}
+
+/// A quick reply that sends `intent`'s first example in `language` (English if it has none
+/// there), which the classifier knows from its own examples.
+fn intent_choice(intent: &IntentSpec, language: &str) -> Option<switchboard_connector::Choice> {
+    let label = intent
+        .examples
+        .get(language)
+        .or_else(|| intent.examples.get("en"))?
+        .first()?;
+    Some(switchboard_connector::Choice {
+        id: intent.name.clone(),
+        label: label.clone(),
+    })
+}
+
+/// A text folded (case, accents, punctuation) to its words, one space apart: how short answers
+/// are compared with the configured phrases.
+fn words(text: &str) -> String {
+    fold(text).split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn citation(passage: &Passage) -> Citation {

@@ -15,9 +15,7 @@ use serde_json::{Map, Value, json};
 
 mod phrasing;
 
-use phrasing::words;
-
-use super::{BuiltinAssistant, DialogueState, Outcome};
+use super::{BuiltinAssistant, DialogueState, Outcome, words};
 use crate::assistant::classifier::Prediction;
 use crate::assistant::intents::{IntentSpec, OnComplete, OrderTexts, render};
 use crate::assistant::shop::{PastOrder, ProductOffer, Shop, ShopRefusal};
@@ -173,22 +171,6 @@ impl BuiltinAssistant {
         turn: &Turn,
     ) -> Answer {
         let texts = self.order_texts(language);
-        let offers = shop
-            .find_products(&turn.text, language, MAX_CHOICES)
-            .await
-            .unwrap_or_default();
-        let named = offers
-            .iter()
-            .filter(|offer| offer.confidence >= self.settings.product_min_confidence)
-            .find_map(|offer| {
-                past.iter().find_map(|order| {
-                    order
-                        .lines
-                        .iter()
-                        .find(|line| line.sku == offer.sku)
-                        .map(|line| (order, vec![line.clone()]))
-                })
-            });
         // An order named by its number must be one of the customer's own.
         let numbered = match order_number_in(&turn.text) {
             Some(id) => match past.iter().find(|order| order.id == id) {
@@ -202,6 +184,25 @@ impl BuiltinAssistant {
                 }
             },
             None => None,
+        };
+        // Else a past line the message names (searched only then).
+        let named = match numbered {
+            Some(_) => None,
+            None => shop
+                .find_products(&turn.text, language, MAX_CHOICES)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|offer| offer.confidence >= self.settings.product_min_confidence)
+                .find_map(|offer| {
+                    past.iter().find_map(|order| {
+                        order
+                            .lines
+                            .iter()
+                            .find(|line| line.sku == offer.sku)
+                            .map(|line| (order, vec![line.clone()]))
+                    })
+                }),
         };
         let Some((order, lines)) = numbered
             .or(named)
@@ -344,9 +345,9 @@ impl BuiltinAssistant {
         }
         draft.attempts += 1;
         if draft.attempts >= self.settings.max_slot_attempts {
-            state.order = Some(draft);
-            let summary = self.summary("order_not_understood", state, prediction, turn, language);
-            state.order = None;
+            let mut summary =
+                self.summary("order_not_understood", state, prediction, turn, language);
+            summary["order"] = json!(draft);
             self.handoff(
                 outcome,
                 texts.too_many_attempts.clone(),
@@ -391,9 +392,8 @@ impl BuiltinAssistant {
         let Some(person) = other.filter(|other| other.on_complete == OnComplete::Handoff) else {
             return false;
         };
-        state.order = Some(draft.clone());
-        let summary = self.summary("customer_request", state, prediction, turn, language);
-        state.order = None;
+        let mut summary = self.summary("customer_request", state, prediction, turn, language);
+        summary["order"] = json!(draft);
         self.handoff(
             outcome,
             texts.handoff.clone(),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use switchboard_connector::Choice;
 
 use super::{OrderDraft, OrderStep};
-use crate::assistant::builtin::BuiltinAssistant;
+use crate::assistant::builtin::{BuiltinAssistant, intent_choice, words};
 use crate::assistant::classifier::fold;
 use crate::assistant::intents::{OnComplete, render};
 use crate::assistant::shop::ProductOffer;
@@ -159,16 +159,7 @@ impl BuiltinAssistant {
             .intents
             .iter()
             .find(|intent| intent.on_complete == OnComplete::Handoff)
-            .and_then(|intent| {
-                let examples = intent
-                    .examples
-                    .get(language)
-                    .or_else(|| intent.examples.get("en"))?;
-                Some(Choice {
-                    id: intent.name.clone(),
-                    label: examples.first()?.clone(),
-                })
-            })
+            .and_then(|intent| intent_choice(intent, language))
             .into_iter()
             .collect()
     }
@@ -254,9 +245,4 @@ fn signed_or_fractional(text: &str) -> bool {
         let fraction = (*c == '.' || *c == ',') && digit_before && digit_next;
         sign || fraction
     })
-}
-
-/// A text folded (case, accents, punctuation) to its words, one space apart.
-pub(super) fn words(text: &str) -> String {
-    fold(text).split_whitespace().collect::<Vec<_>>().join(" ")
 }
