@@ -40,6 +40,7 @@ pub mod datadir;
 pub mod events;
 pub mod http;
 pub mod knowledge;
+pub mod llm;
 pub mod metrics;
 pub mod outbox;
 pub mod router;

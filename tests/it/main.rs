@@ -13,6 +13,7 @@ mod edge;
 mod email;
 mod email_contract;
 mod http;
+mod llm;
 mod migrations;
 mod outbox;
 mod reopen;

@@ -1,0 +1,665 @@
+//! The OpenAI chat-completions protocol (`POST {base_url}/chat/completions`), as llama.cpp,
+//! vLLM, Ollama and hosted APIs serve it: JSON answers, or server-sent events when streaming,
+//! with tool calls and usage.
+//!
+//! Retries follow the pattern of vector's `RetryLogic`: a refused connection, a timeout before
+//! the first token, a 429 or a 5xx is tried again after an exponential wait with jitter (the
+//! server's `Retry-After` wins); any other 4xx is final. Once text has reached the sink an
+//! attempt is never repeated, so the customer never sees an answer twice.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    ChatMessage, ChatRequest, Completion, FinishReason, LlmError, LlmProvider, LlmSettings, Role,
+    TextSink, ToolCall, Usage,
+};
+
+/// An error body longer than this is cut in messages and logs.
+const ERROR_BODY_CHARS: usize = 300;
+
+pub struct OpenAiClient {
+    http: reqwest::Client,
+    url: String,
+    settings: LlmSettings,
+}
+
+impl std::fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiClient")
+            .field("url", &self.url)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one attempt ended, when it did not end with a completion.
+enum AttemptError {
+    /// Worth another attempt, after at least this long (the server's `Retry-After`).
+    Retry {
+        message: String,
+        after: Option<Duration>,
+    },
+    /// No other attempt: the request, the protocol or the time is at fault, or text was
+    /// already streamed.
+    Final(LlmError),
+}
+
+impl OpenAiClient {
+    pub fn new(settings: LlmSettings) -> Result<OpenAiClient, LlmError> {
+        if settings.base_url.trim().is_empty() || settings.model.trim().is_empty() {
+            return Err(LlmError::Config(
+                "the llm assistant needs [llm] base_url and model".into(),
+            ));
+        }
+        let base = settings.base_url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(LlmError::Config(format!(
+                "[llm] base_url must start with http:// or https://, not {base:?}"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout())
+            .build()
+            .map_err(|error| LlmError::Config(error.to_string()))?;
+        Ok(OpenAiClient {
+            http,
+            url: format!("{base}/chat/completions"),
+            settings,
+        })
+    }
+
+    fn body(&self, request: &ChatRequest, stream: bool) -> Value {
+        let mut body = json!({
+            "model": self.settings.model,
+            "messages": request.messages.iter().map(message_json).collect::<Vec<_>>(),
+            "max_tokens": request.max_tokens.unwrap_or(self.settings.max_tokens),
+            "temperature": self.settings.temperature,
+            "stream": stream,
+        });
+        if stream {
+            // Usage comes in a last chunk only when asked for.
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        if !request.tools.is_empty() {
+            body["tools"] = request
+                .tools
+                .iter()
+                .map(|tool| {
+                    json!({"type": "function", "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": tool.parameters,
+                    }})
+                })
+                .collect();
+        }
+        body
+    }
+
+    fn backoff(&self, retry: u32, after: Option<Duration>) -> Duration {
+        let ceiling = Duration::from_millis(self.settings.retry_max_ms);
+        if let Some(after) = after.filter(|after| *after <= ceiling) {
+            return after;
+        }
+        let base = self
+            .settings
+            .retry_base_ms
+            .saturating_mul(1u64 << retry.min(16));
+        let capped = base.min(self.settings.retry_max_ms).max(1);
+        Duration::from_millis(rand::rng().random_range(capped / 2..=capped))
+    }
+
+    async fn attempt(
+        &self,
+        body: &Value,
+        sink: Option<&dyn TextSink>,
+        started: Instant,
+    ) -> Result<(Completion, Duration), AttemptError> {
+        let mut builder = self.http.post(&self.url).json(body);
+        if !self.settings.api_key.is_empty() {
+            builder = builder.bearer_auth(&self.settings.api_key);
+        }
+        let first_token_by = started + self.settings.first_token_timeout();
+        let response = match tokio::time::timeout_at(first_token_by.into(), builder.send()).await {
+            Err(_) => {
+                return Err(AttemptError::Retry {
+                    message: "no answer before the first-token timeout".into(),
+                    after: None,
+                });
+            }
+            Ok(Err(error)) => {
+                return Err(AttemptError::Retry {
+                    message: describe(&error),
+                    after: None,
+                });
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let after = retry_after(response.headers());
+            let text = response.text().await.unwrap_or_default();
+            let message = error_message(&text);
+            if status.as_u16() == 429 || status.is_server_error() {
+                return Err(AttemptError::Retry {
+                    message: format!("{status}: {message}"),
+                    after,
+                });
+            }
+            return Err(AttemptError::Final(LlmError::Refused {
+                status: status.as_u16(),
+                message,
+            }));
+        }
+        match sink {
+            None => {
+                let first_token = started.elapsed();
+                let text = match tokio::time::timeout_at(
+                    (started + self.settings.request_timeout()).into(),
+                    response.text(),
+                )
+                .await
+                {
+                    Err(_) => {
+                        return Err(AttemptError::Final(LlmError::Timeout(
+                            "the answer did not end before the request timeout".into(),
+                        )));
+                    }
+                    Ok(Err(error)) => {
+                        return Err(AttemptError::Retry {
+                            message: describe(&error),
+                            after: None,
+                        });
+                    }
+                    Ok(Ok(text)) => text,
+                };
+                let completion = parse_whole(&text).map_err(AttemptError::Final)?;
+                Ok((completion, first_token))
+            }
+            Some(sink) => self.read_stream(response, sink, started).await,
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        sink: &dyn TextSink,
+        started: Instant,
+    ) -> Result<(Completion, Duration), AttemptError> {
+        let first_token_by = started + self.settings.first_token_timeout();
+        let end_by = started + self.settings.request_timeout();
+        let mut events = response.bytes_stream().eventsource();
+        let mut assembled = Assembled::default();
+        let mut first_token: Option<Duration> = None;
+        loop {
+            let deadline = if first_token.is_some() {
+                end_by
+            } else {
+                first_token_by.min(end_by)
+            };
+            let event = match tokio::time::timeout_at(deadline.into(), events.next()).await {
+                Err(_) if first_token.is_none() => {
+                    return Err(AttemptError::Retry {
+                        message: "no token before the first-token timeout".into(),
+                        after: None,
+                    });
+                }
+                Err(_) => {
+                    return Err(AttemptError::Final(LlmError::Timeout(
+                        "the answer did not end before the request timeout".into(),
+                    )));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(error))) => {
+                    let message = format!("the event stream broke: {error}");
+                    if assembled.streamed {
+                        return Err(AttemptError::Final(LlmError::Unavailable {
+                            attempts: 1,
+                            message,
+                        }));
+                    }
+                    return Err(AttemptError::Retry {
+                        message,
+                        after: None,
+                    });
+                }
+                Ok(Some(Ok(event))) => event,
+            };
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                assembled.done = true;
+                break;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(data).map_err(|error| {
+                AttemptError::Final(LlmError::Protocol(format!(
+                    "a stream chunk is not JSON ({error}): {}",
+                    cut(data)
+                )))
+            })?;
+            if let Some(error) = chunk.get("error") {
+                let message = error_message(&error.to_string());
+                return Err(if assembled.streamed {
+                    AttemptError::Final(LlmError::Unavailable {
+                        attempts: 1,
+                        message,
+                    })
+                } else {
+                    AttemptError::Retry {
+                        message,
+                        after: None,
+                    }
+                });
+            }
+            if let Some(piece) = assembled.add(&chunk).map_err(AttemptError::Final)? {
+                first_token.get_or_insert_with(|| started.elapsed());
+                sink.text(&piece);
+            } else if assembled.has_content() {
+                first_token.get_or_insert_with(|| started.elapsed());
+            }
+        }
+        if !assembled.done && assembled.finish_reason.is_none() {
+            let message = "the event stream ended before the answer did".to_string();
+            return Err(if assembled.streamed {
+                AttemptError::Final(LlmError::Unavailable {
+                    attempts: 1,
+                    message,
+                })
+            } else {
+                AttemptError::Retry {
+                    message,
+                    after: None,
+                }
+            });
+        }
+        let first_token = first_token.unwrap_or_else(|| started.elapsed());
+        Ok((
+            assembled.finish().map_err(AttemptError::Final)?,
+            first_token,
+        ))
+    }
+}
+
+#[async_trait]
+impl LlmProvider for OpenAiClient {
+    async fn complete(
+        &self,
+        request: &ChatRequest,
+        sink: Option<&dyn TextSink>,
+    ) -> Result<Completion, LlmError> {
+        let body = self.body(request, sink.is_some());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let started = Instant::now();
+            match self.attempt(&body, sink, started).await {
+                Ok((mut completion, first_token)) => {
+                    completion.first_token = first_token;
+                    completion.attempts = attempts;
+                    return Ok(completion);
+                }
+                Err(AttemptError::Final(LlmError::Unavailable { message, .. })) => {
+                    return Err(LlmError::Unavailable { attempts, message });
+                }
+                Err(AttemptError::Final(error)) => return Err(error),
+                Err(AttemptError::Retry { message, after }) => {
+                    if attempts > self.settings.max_retries {
+                        if message.contains("timeout") {
+                            return Err(LlmError::Timeout(format!(
+                                "{message} ({attempts} attempts)"
+                            )));
+                        }
+                        return Err(LlmError::Unavailable { attempts, message });
+                    }
+                    let wait = self.backoff(attempts - 1, after);
+                    tracing::warn!(
+                        model = %self.settings.model,
+                        attempt = attempts,
+                        wait_ms = wait.as_millis() as u64,
+                        error = %message,
+                        "llm request failed, retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn model(&self) -> &str {
+        &self.settings.model
+    }
+}
+
+fn message_json(message: &ChatMessage) -> Value {
+    let role = match message.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let mut value = json!({"role": role, "content": message.content});
+    if !message.tool_calls.is_empty() {
+        value["tool_calls"] = message
+            .tool_calls
+            .iter()
+            .map(|call| {
+                json!({"id": call.id, "type": "function", "function": {
+                    "name": call.name,
+                    "arguments": call.arguments,
+                }})
+            })
+            .collect();
+    }
+    if let Some(id) = &message.tool_call_id {
+        value["tool_call_id"] = json!(id);
+    }
+    value
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and is ignored).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    // reqwest's Display hides the cause ("error sending request"); the source says why.
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// The `error.message` of an OpenAI-style error body, else the body itself, cut short.
+fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let message = parsed.as_ref().and_then(|value| {
+        value
+            .pointer("/error/message")
+            .or_else(|| value.get("message"))
+            .or_else(|| value.get("error"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    cut(message.as_deref().unwrap_or(body))
+}
+
+fn cut(text: &str) -> String {
+    let mut chars = text.chars();
+    let head: String = chars.by_ref().take(ERROR_BODY_CHARS).collect();
+    if chars.next().is_some() {
+        format!("{head}…")
+    } else {
+        head
+    }
+}
+
+#[derive(Deserialize)]
+struct WholeResponse {
+    choices: Vec<WholeChoice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct WholeChoice {
+    message: WholeMessage,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WholeMessage {
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<WireToolCall>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall {
+    id: Option<String>,
+    function: WireFunction,
+}
+
+#[derive(Deserialize)]
+struct WireFunction {
+    name: Option<String>,
+    arguments: Option<Value>,
+}
+
+/// Arguments as the JSON text the model wrote; some servers send an object instead.
+fn arguments_text(arguments: Option<Value>) -> String {
+    match arguments {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(text)) => text,
+        Some(other) => other.to_string(),
+    }
+}
+
+fn parse_whole(text: &str) -> Result<Completion, LlmError> {
+    let response: WholeResponse = serde_json::from_str(text).map_err(|error| {
+        LlmError::Protocol(format!(
+            "the answer is not a completion ({error}): {}",
+            cut(text)
+        ))
+    })?;
+    let choice = response
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| LlmError::Protocol("the answer has no choices".into()))?;
+    let tool_calls = choice
+        .message
+        .tool_calls
+        .into_iter()
+        .enumerate()
+        .map(|(index, call)| ToolCall {
+            id: call.id.unwrap_or_else(|| format!("call_{index}")),
+            name: call.function.name.unwrap_or_default(),
+            arguments: arguments_text(call.function.arguments),
+        })
+        .collect::<Vec<_>>();
+    let finish_reason = finish_reason(choice.finish_reason.as_deref(), &tool_calls);
+    Ok(Completion {
+        content: choice.message.content.unwrap_or_default(),
+        tool_calls,
+        finish_reason,
+        usage: response.usage,
+        first_token: Duration::ZERO,
+        attempts: 1,
+    })
+}
+
+/// Servers that call a tool do not all say `tool_calls` as the reason; calls are what count.
+fn finish_reason(reason: Option<&str>, calls: &[ToolCall]) -> FinishReason {
+    match reason.map(FinishReason::parse) {
+        Some(FinishReason::Stop) | None if !calls.is_empty() => FinishReason::ToolCalls,
+        Some(reason) => reason,
+        None => FinishReason::Stop,
+    }
+}
+
+/// A streamed answer put back together, chunk by chunk.
+#[derive(Default)]
+struct Assembled {
+    content: String,
+    /// Tool calls by their `index` in the deltas: id, name, arguments so far.
+    calls: BTreeMap<u64, (Option<String>, String, String)>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    /// Text has gone to the sink.
+    streamed: bool,
+    done: bool,
+}
+
+impl Assembled {
+    fn has_content(&self) -> bool {
+        !self.content.is_empty() || !self.calls.is_empty()
+    }
+
+    /// Take one chunk; the text it adds, if any.
+    fn add(&mut self, chunk: &Value) -> Result<Option<String>, LlmError> {
+        if let Some(usage) = chunk.get("usage").filter(|usage| !usage.is_null()) {
+            self.usage = serde_json::from_value(usage.clone()).ok();
+        }
+        let Some(choice) = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|choices| choices.first())
+        else {
+            return Ok(None);
+        };
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_string());
+        }
+        let Some(delta) = choice.get("delta") else {
+            return Ok(None);
+        };
+        if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+            for (position, call) in calls.iter().enumerate() {
+                let index = call
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(position as u64);
+                let entry = self.calls.entry(index).or_default();
+                if let Some(id) = call.get("id").and_then(Value::as_str) {
+                    entry.0 = Some(id.to_string());
+                }
+                if let Some(function) = call.get("function") {
+                    if let Some(name) = function.get("name").and_then(Value::as_str) {
+                        entry.1.push_str(name);
+                    }
+                    match function.get("arguments") {
+                        Some(Value::String(piece)) => entry.2.push_str(piece),
+                        Some(Value::Null) | None => {}
+                        Some(other) => entry.2.push_str(&other.to_string()),
+                    }
+                }
+            }
+        }
+        match delta.get("content") {
+            Some(Value::String(piece)) if !piece.is_empty() => {
+                self.content.push_str(piece);
+                self.streamed = true;
+                Ok(Some(piece.clone()))
+            }
+            Some(Value::String(_)) | Some(Value::Null) | None => Ok(None),
+            Some(other) => Err(LlmError::Protocol(format!(
+                "a delta's content is not text: {}",
+                cut(&other.to_string())
+            ))),
+        }
+    }
+
+    fn finish(self) -> Result<Completion, LlmError> {
+        let tool_calls: Vec<ToolCall> = self
+            .calls
+            .into_iter()
+            .map(|(index, (id, name, arguments))| ToolCall {
+                id: id.unwrap_or_else(|| format!("call_{index}")),
+                name,
+                arguments,
+            })
+            .collect();
+        if tool_calls.iter().any(|call| call.name.is_empty()) {
+            return Err(LlmError::Protocol(
+                "a streamed tool call has no name".into(),
+            ));
+        }
+        let finish_reason = finish_reason(self.finish_reason.as_deref(), &tool_calls);
+        Ok(Completion {
+            content: self.content,
+            tool_calls,
+            finish_reason,
+            usage: self.usage,
+            first_token: Duration::ZERO,
+            attempts: 1,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_chunks_assemble_text_and_tool_calls() {
+        let mut assembled = Assembled::default();
+        let chunks = [
+            json!({"choices": [{"delta": {"role": "assistant", "content": ""}}]}),
+            json!({"choices": [{"delta": {"content": "Let me "}}]}),
+            json!({"choices": [{"delta": {"content": "check."}}]}),
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "call_a",
+                "type": "function", "function": {"name": "order_status", "arguments": ""}}]}}]}),
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0,
+                "function": {"arguments": "{\"order_id\":"}}]}}]}),
+            json!({"choices": [{"delta": {"tool_calls": [{"index": 0,
+                "function": {"arguments": "\"1043\"}"}}]}}]}),
+            json!({"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 50, "completion_tokens": 12,
+                "total_tokens": 62}}),
+        ];
+        let mut pieces = Vec::new();
+        for chunk in &chunks {
+            if let Some(piece) = assembled.add(chunk).unwrap() {
+                pieces.push(piece);
+            }
+        }
+        assert_eq!(pieces, ["Let me ", "check."]);
+        let completion = assembled.finish().unwrap();
+        assert_eq!(completion.content, "Let me check.");
+        assert_eq!(completion.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(
+            completion.tool_calls,
+            [ToolCall {
+                id: "call_a".into(),
+                name: "order_status".into(),
+                arguments: "{\"order_id\":\"1043\"}".into(),
+            }]
+        );
+        assert_eq!(completion.usage.map(|usage| usage.total()), Some(62));
+    }
+
+    #[test]
+    fn a_whole_answer_with_an_object_for_arguments_still_reads() {
+        let completion = parse_whole(
+            r#"{"choices":[{"message":{"role":"assistant","content":null,
+               "tool_calls":[{"id":"c1","type":"function","function":{"name":"handoff",
+               "arguments":{"reason":"asked"}}}]},"finish_reason":"stop"}],
+               "usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        )
+        .unwrap();
+        assert_eq!(completion.finish_reason, FinishReason::ToolCalls);
+        assert_eq!(completion.tool_calls[0].arguments, r#"{"reason":"asked"}"#);
+        assert_eq!(completion.content, "");
+    }
+
+    #[test]
+    fn error_bodies_are_read_and_cut() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"model not found","type":"invalid"}}"#),
+            "model not found"
+        );
+        let long = "x".repeat(1000);
+        assert_eq!(error_message(&long).chars().count(), ERROR_BODY_CHARS + 1);
+    }
+}
