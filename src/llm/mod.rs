@@ -169,6 +169,19 @@ pub struct ToolSpec {
     pub parameters: serde_json::Value,
 }
 
+/// Whether, and which, tool the model must call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides.
+    Auto,
+    /// No tool: text only.
+    None,
+    /// Some tool, the model's pick.
+    Required,
+    /// This tool.
+    Function(String),
+}
+
 /// A call the model asked for. `arguments` is the JSON text the model wrote, unparsed: it may
 /// be invalid, and the caller says so to the model rather than guessing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +196,9 @@ pub struct ToolCall {
 pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<ToolSpec>,
+    /// Whether the model must call a tool; `None` leaves it to the server (`auto` when tools
+    /// are offered).
+    pub tool_choice: Option<ToolChoice>,
     /// Overrides `[llm] max_tokens` for this request.
     pub max_tokens: Option<u32>,
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::{
     ChatMessage, ChatRequest, Completion, FinishReason, LlmError, LlmProvider, LlmSettings, Role,
-    TextSink, ToolCall, Usage,
+    TextSink, ToolCall, ToolChoice, Usage,
 };
 
 /// An error body longer than this is cut in messages and logs.
@@ -100,6 +100,16 @@ impl OpenAiClient {
                     }})
                 })
                 .collect();
+        }
+        if let Some(choice) = &request.tool_choice {
+            body["tool_choice"] = match choice {
+                ToolChoice::Auto => json!("auto"),
+                ToolChoice::None => json!("none"),
+                ToolChoice::Required => json!("required"),
+                ToolChoice::Function(name) => {
+                    json!({"type": "function", "function": {"name": name}})
+                }
+            };
         }
         body
     }
