@@ -25,6 +25,13 @@ use super::{
 /// An error body longer than this is cut in messages and logs.
 const ERROR_BODY_CHARS: usize = 300;
 
+/// Most bytes read of one answer, streamed or whole: a few hundred tokens take a few KiB, so
+/// a server sending more is broken or hostile, and is cut off instead of filling memory.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Most bytes read of an error body (only its start is kept anyway).
+const MAX_ERROR_BYTES: usize = 16 << 10;
+
 pub struct OpenAiClient {
     http: reqwest::Client,
     url: String,
@@ -156,7 +163,12 @@ impl OpenAiClient {
         let status = response.status();
         if !status.is_success() {
             let after = retry_after(response.headers());
-            let text = response.text().await.unwrap_or_default();
+            // A body that never ends must not hold the attempt: read what comes in time.
+            let read_by = Instant::now() + Duration::from_secs(2);
+            let text = match read_capped(response, read_by, MAX_ERROR_BYTES).await {
+                Ok(text) | Err(ReadError::TooLarge(text)) => text,
+                Err(ReadError::Late | ReadError::Http(_)) => String::new(),
+            };
             let message = error_message(&text);
             if status.as_u16() == 429 || status.is_server_error() {
                 return Err(AttemptError::Retry {
@@ -172,24 +184,25 @@ impl OpenAiClient {
         match sink {
             None => {
                 let first_token = started.elapsed();
-                let text = match tokio::time::timeout_at(
-                    (started + self.settings.request_timeout()).into(),
-                    response.text(),
-                )
-                .await
-                {
-                    Err(_) => {
+                let read_by = started + self.settings.request_timeout();
+                let text = match read_capped(response, read_by, MAX_ANSWER_BYTES).await {
+                    Ok(text) => text,
+                    Err(ReadError::Late) => {
                         return Err(AttemptError::Final(LlmError::Timeout(
                             "the answer did not end before the request timeout".into(),
                         )));
                     }
-                    Ok(Err(error)) => {
+                    Err(ReadError::TooLarge(_)) => {
+                        return Err(AttemptError::Final(LlmError::Protocol(format!(
+                            "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                        ))));
+                    }
+                    Err(ReadError::Http(error)) => {
                         return Err(AttemptError::Retry {
                             message: describe(&error),
                             after: None,
                         });
                     }
-                    Ok(Ok(text)) => text,
                 };
                 let completion = parse_whole(&text).map_err(AttemptError::Final)?;
                 Ok((completion, first_token))
@@ -206,7 +219,19 @@ impl OpenAiClient {
     ) -> Result<(Completion, Duration), AttemptError> {
         let first_token_by = started + self.settings.first_token_timeout();
         let end_by = started + self.settings.request_timeout();
-        let mut events = response.bytes_stream().eventsource();
+        // Counted before the event parser, which buffers an event until its blank line.
+        let mut read = 0usize;
+        let mut events = response
+            .bytes_stream()
+            .map(move |chunk| {
+                let chunk = chunk.map_err(BodyError::Http)?;
+                read += chunk.len();
+                if read > MAX_ANSWER_BYTES {
+                    return Err(BodyError::TooLarge);
+                }
+                Ok(chunk)
+            })
+            .eventsource();
         let mut assembled = Assembled::default();
         let mut first_token: Option<Duration> = None;
         loop {
@@ -228,6 +253,13 @@ impl OpenAiClient {
                     )));
                 }
                 Ok(None) => break,
+                Ok(Some(Err(eventsource_stream::EventStreamError::Transport(
+                    BodyError::TooLarge,
+                )))) => {
+                    return Err(AttemptError::Final(LlmError::Protocol(format!(
+                        "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                    ))));
+                }
                 Ok(Some(Err(error))) => {
                     let message = format!("the event stream broke: {error}");
                     if assembled.streamed {
@@ -347,6 +379,56 @@ impl LlmProvider for OpenAiClient {
 
     fn model(&self) -> &str {
         &self.settings.model
+    }
+}
+
+/// Why a body was not read whole.
+enum ReadError {
+    /// Past the deadline.
+    Late,
+    /// Over the cap; what was read up to it.
+    TooLarge(String),
+    Http(reqwest::Error),
+}
+
+/// The body as text, read until `deadline` and at most `cap` bytes.
+async fn read_capped(
+    mut response: reqwest::Response,
+    deadline: Instant,
+    cap: usize,
+) -> Result<String, ReadError> {
+    let mut body = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline.into(), response.chunk()).await {
+            Err(_) => return Err(ReadError::Late),
+            Ok(Err(error)) => return Err(ReadError::Http(error)),
+            Ok(Ok(None)) => return Ok(String::from_utf8_lossy(&body).into_owned()),
+            Ok(Ok(Some(chunk))) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > cap {
+                    body.truncate(cap);
+                    return Err(ReadError::TooLarge(
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A streamed body's failure, before the event parser sees it.
+#[derive(Debug)]
+enum BodyError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Http(error) => f.write_str(&describe(error)),
+            BodyError::TooLarge => write!(f, "more than {MAX_ANSWER_BYTES} bytes"),
+        }
     }
 }
 

@@ -291,3 +291,40 @@ async fn a_server_that_is_not_there_is_unavailable_and_bad_settings_are_named() 
         assert!(matches!(error, LlmError::Config(_)), "{error:?}");
     }
 }
+
+#[tokio::test]
+async fn a_body_that_never_ends_is_cut_off_not_read_into_memory() {
+    let fake = FakeLlm::start(vec![
+        Answer::Endless { status: 200 },
+        Answer::Endless { status: 200 },
+        Answer::Endless { status: 503 },
+        Answer::text("Back."),
+    ])
+    .await;
+    let client = OpenAiClient::new(LlmSettings {
+        request_timeout_ms: 30_000,
+        ..settings(&fake)
+    })
+    .unwrap();
+    let started = Instant::now();
+    for sink in [
+        Some(&Pieces::default() as &dyn switchboard::llm::TextSink),
+        None,
+    ] {
+        match client.complete(&question(), sink).await {
+            Err(LlmError::Protocol(message)) => {
+                assert!(message.contains("larger than"), "{message}")
+            }
+            other => panic!("expected the answer cut off, got {other:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "two endless answers took {:?}",
+        started.elapsed()
+    );
+    // An error status whose body never ends still ends the attempt, which is retried.
+    let completion = client.complete(&question(), None).await.unwrap();
+    assert_eq!(completion.content, "Back.");
+    assert_eq!(completion.attempts, 2);
+}

@@ -35,6 +35,8 @@ pub enum Answer {
     },
     /// Say nothing for this long, then answer `then`.
     Stall(Duration, Box<Answer>),
+    /// `status` with a body that never ends (64 KiB of `x` a millisecond, no line breaks).
+    Endless { status: u16 },
 }
 
 impl Answer {
@@ -194,6 +196,18 @@ async fn respond(answer: Answer) -> Response {
             Box::pin(respond(*then)).await
         }
         Answer::Json(body) => axum::Json(body).into_response(),
+        Answer::Endless { status } => {
+            let piece = axum::body::Bytes::from(vec![b'x'; 64 << 10]);
+            let stream = futures::stream::repeat(piece).then(|piece| async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok::<_, std::convert::Infallible>(piece)
+            });
+            Response::builder()
+                .status(status)
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .expect("endless response")
+        }
         Answer::Status {
             status,
             body,
