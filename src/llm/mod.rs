@@ -232,6 +232,7 @@ impl FinishReason {
 
 /// Tokens a completion used, as the server counted them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

@@ -53,6 +53,8 @@ enum AttemptError {
     Retry {
         message: String,
         after: Option<Duration>,
+        /// A deadline fired (rather than the server failing).
+        timed_out: bool,
     },
     /// No other attempt: the request, the protocol or the time is at fault, or text was
     /// already streamed.
@@ -144,18 +146,31 @@ impl OpenAiClient {
         if !self.settings.api_key.is_empty() {
             builder = builder.bearer_auth(&self.settings.api_key);
         }
-        let first_token_by = started + self.settings.first_token_timeout();
-        let response = match tokio::time::timeout_at(first_token_by.into(), builder.send()).await {
+        // Streamed, headers come with the first token; whole, only when the answer is written.
+        let (answer_by, which) = match sink {
+            Some(_) => (
+                (started + self.settings.first_token_timeout())
+                    .min(started + self.settings.request_timeout()),
+                "no answer before the first-token timeout",
+            ),
+            None => (
+                started + self.settings.request_timeout(),
+                "no answer before the request timeout",
+            ),
+        };
+        let response = match tokio::time::timeout_at(answer_by.into(), builder.send()).await {
             Err(_) => {
                 return Err(AttemptError::Retry {
-                    message: "no answer before the first-token timeout".into(),
+                    message: which.into(),
                     after: None,
+                    timed_out: true,
                 });
             }
             Ok(Err(error)) => {
                 return Err(AttemptError::Retry {
                     message: describe(&error),
                     after: None,
+                    timed_out: false,
                 });
             }
             Ok(Ok(response)) => response,
@@ -174,6 +189,7 @@ impl OpenAiClient {
                 return Err(AttemptError::Retry {
                     message: format!("{status}: {message}"),
                     after,
+                    timed_out: false,
                 });
             }
             return Err(AttemptError::Final(LlmError::Refused {
@@ -201,6 +217,7 @@ impl OpenAiClient {
                         return Err(AttemptError::Retry {
                             message: describe(&error),
                             after: None,
+                            timed_out: false,
                         });
                     }
                 };
@@ -241,10 +258,11 @@ impl OpenAiClient {
                 first_token_by.min(end_by)
             };
             let event = match tokio::time::timeout_at(deadline.into(), events.next()).await {
-                Err(_) if first_token.is_none() => {
+                Err(_) if first_token.is_none() && first_token_by < end_by => {
                     return Err(AttemptError::Retry {
                         message: "no token before the first-token timeout".into(),
                         after: None,
+                        timed_out: true,
                     });
                 }
                 Err(_) => {
@@ -271,6 +289,7 @@ impl OpenAiClient {
                     return Err(AttemptError::Retry {
                         message,
                         after: None,
+                        timed_out: false,
                     });
                 }
                 Ok(Some(Ok(event))) => event,
@@ -300,6 +319,7 @@ impl OpenAiClient {
                     AttemptError::Retry {
                         message,
                         after: None,
+                        timed_out: false,
                     }
                 });
             }
@@ -321,6 +341,7 @@ impl OpenAiClient {
                 AttemptError::Retry {
                     message,
                     after: None,
+                    timed_out: false,
                 }
             });
         }
@@ -354,9 +375,13 @@ impl LlmProvider for OpenAiClient {
                     return Err(LlmError::Unavailable { attempts, message });
                 }
                 Err(AttemptError::Final(error)) => return Err(error),
-                Err(AttemptError::Retry { message, after }) => {
+                Err(AttemptError::Retry {
+                    message,
+                    after,
+                    timed_out,
+                }) => {
                     if attempts > self.settings.max_retries {
-                        if message.contains("timeout") {
+                        if timed_out {
                             return Err(LlmError::Timeout(format!(
                                 "{message} ({attempts} attempts)"
                             )));
@@ -467,8 +492,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .trim()
         .parse::<f64>()
         .ok()
-        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -637,8 +661,13 @@ impl Assembled {
                     entry.0 = Some(id.to_string());
                 }
                 if let Some(function) = call.get("function") {
-                    if let Some(name) = function.get("name").and_then(Value::as_str) {
-                        entry.1.push_str(name);
+                    // Some servers (llama.cpp's) repeat the whole name in every delta.
+                    if let Some(name) = function
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .filter(|name| !name.is_empty())
+                    {
+                        entry.1 = name.to_string();
                     }
                     match function.get("arguments") {
                         Some(Value::String(piece)) => entry.2.push_str(piece),
@@ -743,6 +772,35 @@ mod tests {
         assert_eq!(completion.finish_reason, FinishReason::ToolCalls);
         assert_eq!(completion.tool_calls[0].arguments, r#"{"reason":"asked"}"#);
         assert_eq!(completion.content, "");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_refuses_what_is_no_duration() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (value, expected) in [
+            ("2", Some(Duration::from_secs(2))),
+            ("0.5", Some(Duration::from_millis(500))),
+            ("1e20", None),
+            ("-1", None),
+            ("NaN", None),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ] {
+            headers.insert(reqwest::header::RETRY_AFTER, value.parse().unwrap());
+            assert_eq!(retry_after(&headers), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_name_repeated_in_every_delta_is_kept_once() {
+        let mut assembled = Assembled::default();
+        for arguments in ["{\"a\":", "1}"] {
+            let chunk = json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c",
+                "function": {"name": "handoff", "arguments": arguments}}]}}]});
+            assembled.add(&chunk).unwrap();
+        }
+        let completion = assembled.finish().unwrap();
+        assert_eq!(completion.tool_calls[0].name, "handoff");
+        assert_eq!(completion.tool_calls[0].arguments, "{\"a\":1}");
     }
 
     #[test]
