@@ -61,6 +61,29 @@ enum AttemptError {
     Final(LlmError),
 }
 
+impl AttemptError {
+    /// The server or the connection failed; worth another attempt.
+    fn failed(message: String) -> AttemptError {
+        AttemptError::Retry {
+            message,
+            after: None,
+            timed_out: false,
+        }
+    }
+
+    /// The stream failed: worth another attempt only if no text reached the sink yet.
+    fn broken(message: String, streamed: bool) -> AttemptError {
+        if streamed {
+            AttemptError::Final(LlmError::Unavailable {
+                attempts: 1,
+                message,
+            })
+        } else {
+            AttemptError::failed(message)
+        }
+    }
+}
+
 impl OpenAiClient {
     pub fn new(settings: LlmSettings) -> Result<OpenAiClient, LlmError> {
         if settings.base_url.trim().is_empty() || settings.model.trim().is_empty() {
@@ -167,11 +190,7 @@ impl OpenAiClient {
                 });
             }
             Ok(Err(error)) => {
-                return Err(AttemptError::Retry {
-                    message: describe(&error),
-                    after: None,
-                    timed_out: false,
-                });
+                return Err(AttemptError::failed(describe(&error)));
             }
             Ok(Ok(response)) => response,
         };
@@ -214,11 +233,7 @@ impl OpenAiClient {
                         ))));
                     }
                     Err(ReadError::Http(error)) => {
-                        return Err(AttemptError::Retry {
-                            message: describe(&error),
-                            after: None,
-                            timed_out: false,
-                        });
+                        return Err(AttemptError::failed(describe(&error)));
                     }
                 };
                 let completion = parse_whole(&text).map_err(AttemptError::Final)?;
@@ -280,17 +295,7 @@ impl OpenAiClient {
                 }
                 Ok(Some(Err(error))) => {
                     let message = format!("the event stream broke: {error}");
-                    if assembled.streamed {
-                        return Err(AttemptError::Final(LlmError::Unavailable {
-                            attempts: 1,
-                            message,
-                        }));
-                    }
-                    return Err(AttemptError::Retry {
-                        message,
-                        after: None,
-                        timed_out: false,
-                    });
+                    return Err(AttemptError::broken(message, assembled.streamed));
                 }
                 Ok(Some(Ok(event))) => event,
             };
@@ -310,18 +315,7 @@ impl OpenAiClient {
             })?;
             if let Some(error) = chunk.get("error") {
                 let message = error_message(&error.to_string());
-                return Err(if assembled.streamed {
-                    AttemptError::Final(LlmError::Unavailable {
-                        attempts: 1,
-                        message,
-                    })
-                } else {
-                    AttemptError::Retry {
-                        message,
-                        after: None,
-                        timed_out: false,
-                    }
-                });
+                return Err(AttemptError::broken(message, assembled.streamed));
             }
             if let Some(piece) = assembled.add(&chunk).map_err(AttemptError::Final)? {
                 first_token.get_or_insert_with(|| started.elapsed());
@@ -332,18 +326,7 @@ impl OpenAiClient {
         }
         if !assembled.done && assembled.finish_reason.is_none() {
             let message = "the event stream ended before the answer did".to_string();
-            return Err(if assembled.streamed {
-                AttemptError::Final(LlmError::Unavailable {
-                    attempts: 1,
-                    message,
-                })
-            } else {
-                AttemptError::Retry {
-                    message,
-                    after: None,
-                    timed_out: false,
-                }
-            });
+            return Err(AttemptError::broken(message, assembled.streamed));
         }
         let first_token = first_token.unwrap_or_else(|| started.elapsed());
         Ok((

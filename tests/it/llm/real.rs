@@ -5,7 +5,6 @@
 
 use std::process::Stdio;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde_json::json;
 use switchboard::llm::{
@@ -13,7 +12,7 @@ use switchboard::llm::{
     ToolChoice, ToolSpec,
 };
 
-use crate::helpers::free_port;
+use crate::helpers::{eventually, free_port};
 
 /// Where tests/peers/llm/install.sh put the server and the model.
 fn peer_dir() -> std::path::PathBuf {
@@ -62,26 +61,35 @@ impl LlamaServer {
             .expect("start llama_cpp.server");
         let base_url = format!("http://127.0.0.1:{port}/v1");
         let client = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let up = client
-                .get(format!("{base_url}/models"))
-                .send()
-                .await
-                .is_ok_and(|response| response.status().is_success());
-            if up {
-                break;
+        eventually(90, "llama_cpp.server to answer", || {
+            let request = client.get(format!("{base_url}/models")).send();
+            async move {
+                request
+                    .await
+                    .is_ok_and(|response| response.status().is_success())
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "llama_cpp.server did not answer within 90 s"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        })
+        .await;
         LlamaServer {
             base_url,
             _process: process,
         }
+    }
+}
+
+/// A question with one tool the model must call.
+fn forced_call() -> ChatRequest {
+    ChatRequest {
+        messages: vec![ChatMessage::user("Where is my order 1043?")],
+        tools: vec![ToolSpec {
+            name: "order_status".into(),
+            description: "Where one of the customer's orders is.".into(),
+            parameters: json!({"type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"]}),
+        }],
+        tool_choice: Some(ToolChoice::Function("order_status".into())),
+        max_tokens: Some(48),
     }
 }
 
@@ -152,24 +160,7 @@ async fn the_client_speaks_the_protocol_with_a_real_llama_cpp_server() {
 
     // A forced tool call comes back as a call with JSON arguments (the values are whatever
     // so small a model writes).
-    let call = client
-        .complete(
-            &ChatRequest {
-                messages: vec![ChatMessage::user("Where is my order 1043?")],
-                tools: vec![ToolSpec {
-                    name: "order_status".into(),
-                    description: "Where one of the customer's orders is.".into(),
-                    parameters: json!({"type": "object",
-                        "properties": {"order_id": {"type": "string"}},
-                        "required": ["order_id"]}),
-                }],
-                tool_choice: Some(ToolChoice::Function("order_status".into())),
-                max_tokens: Some(48),
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    let call = client.complete(&forced_call(), None).await.unwrap();
     assert_eq!(call.finish_reason, FinishReason::ToolCalls, "{call:?}");
     assert_eq!(call.tool_calls.len(), 1, "{call:?}");
     assert_eq!(call.tool_calls[0].name, "order_status");
@@ -178,21 +169,7 @@ async fn the_client_speaks_the_protocol_with_a_real_llama_cpp_server() {
     // Streamed, the same forced call: llama.cpp repeats the whole name in every delta, and
     // the call still comes back with its name once.
     let streamed_call = client
-        .complete(
-            &ChatRequest {
-                messages: vec![ChatMessage::user("Where is my order 1043?")],
-                tools: vec![ToolSpec {
-                    name: "order_status".into(),
-                    description: "Where one of the customer's orders is.".into(),
-                    parameters: json!({"type": "object",
-                        "properties": {"order_id": {"type": "string"}},
-                        "required": ["order_id"]}),
-                }],
-                tool_choice: Some(ToolChoice::Function("order_status".into())),
-                max_tokens: Some(48),
-            },
-            Some(&Pieces::default()),
-        )
+        .complete(&forced_call(), Some(&Pieces::default()))
         .await
         .unwrap();
     assert_eq!(streamed_call.tool_calls.len(), 1, "{streamed_call:?}");
