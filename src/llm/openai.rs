@@ -216,8 +216,16 @@ impl OpenAiClient {
                 message,
             }));
         }
+        // A server that ignores `stream: true` answers in one JSON body: read it whole, and
+        // give the sink its text at once.
+        let whole_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json"));
         match sink {
-            None => {
+            Some(sink) if !whole_json => self.read_stream(response, sink, started).await,
+            sink => {
                 let first_token = started.elapsed();
                 let read_by = started + self.settings.request_timeout();
                 let text = match read_capped(response, read_by, MAX_ANSWER_BYTES).await {
@@ -237,9 +245,13 @@ impl OpenAiClient {
                     }
                 };
                 let completion = parse_whole(&text).map_err(AttemptError::Final)?;
+                if let Some(sink) = sink
+                    && !completion.content.is_empty()
+                {
+                    sink.text(&completion.content);
+                }
                 Ok((completion, first_token))
             }
-            Some(sink) => self.read_stream(response, sink, started).await,
         }
     }
 
