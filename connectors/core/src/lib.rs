@@ -37,8 +37,8 @@ pub use factory::{
     TableError, expand_env, valid_name,
 };
 pub use message::{
-    Attachment, AttachmentBody, AuthorKind, ChannelMessage, Choice, CommandReply, Extension,
-    Extensions, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice,
+    Attachment, AttachmentBody, AuthorKind, ChannelMessage, Choice, CommandReply, DraftSignal,
+    Extension, Extensions, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, PickedChoice,
     PlatformIdentity, RecordOnly, SendReceipt, TypingSignal, is_plausible_email, normalise_email,
 };
 pub use partial::{PartialSends, REMEMBERED_PARTIAL_SENDS};
@@ -206,6 +206,8 @@ pub struct Capabilities {
     pub thread_references: bool,
     /// Files can be fetched through [`Connector::fetch_attachment`].
     pub attachments: bool,
+    /// A reply can be shown as it is written ([`Connector::draft`]).
+    pub drafts: bool,
 }
 
 /// A channel instance: web chat, a Telegram bot, a Discord bot, a mailbox.
@@ -242,6 +244,13 @@ pub trait Connector: Send + Sync + 'static {
 
     /// Presence towards the customer (the bot or an agent is typing). Best effort.
     async fn typing(&self, signal: &TypingSignal) {
+        let _ = signal;
+    }
+
+    /// The bot's reply as it is being written (see [`DraftSignal`]), where the platform can
+    /// show it ([`Capabilities::drafts`]). Best effort, and never blocking: it is called for
+    /// every piece a model writes.
+    fn draft(&self, signal: &DraftSignal) {
         let _ = signal;
     }
 

@@ -315,6 +315,15 @@ pub struct TypingSignal {
     pub active: bool,
 }
 
+/// The bot's reply so far, while a model writes it: the whole text each time, not a piece.
+/// Never stored; the bot's next message replaces it, and an empty `text` takes it away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DraftSignal {
+    pub channel: String,
+    pub thread: String,
+    pub text: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

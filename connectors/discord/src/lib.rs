@@ -195,6 +195,7 @@ impl Connector for DiscordChannel {
             choices: true,
             thread_references: false,
             attachments: true,
+            drafts: false,
         }
     }
 

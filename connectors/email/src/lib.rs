@@ -322,6 +322,7 @@ impl Connector for EmailChannel {
             choices: false,
             thread_references: true,
             attachments: true,
+            drafts: false,
         }
     }
 

@@ -203,6 +203,7 @@ impl Connector for TelegramChannel {
             choices: true,
             thread_references: false,
             attachments: true,
+            drafts: false,
         }
     }
 

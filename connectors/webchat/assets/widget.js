@@ -140,6 +140,7 @@
     '<path fill="currentColor" d="M3 20.5l18-8.5L3 3.5v6.6l12 1.9-12 1.9z"/></svg>';
 
   var root, launcher, panel, closeBtn, list, typingEl, typingLabel, statusEl, noticeEl, input, sendBtn;
+  var draftEl = null;
 
   function buildDom() {
     var link = el('link', { rel: 'stylesheet', href: cssUrl, id: 'sb-style' });
@@ -602,6 +603,7 @@
       case 'typing':
         setRemoteTyping(normalizeAuthor(f.author), !!f.active);
         break;
+      case 'draft': showDraft(f); break;
       case 'error': onError(f); break;
       default: break; // unknown frames are ignored (forward compatibility)
     }
@@ -609,6 +611,7 @@
 
   function onWelcome(f) {
     clearTimeout(welcomeTimer);
+    clearDraft();
     ready = true;
     everConnected = true;
     attempt = 0;
@@ -677,8 +680,32 @@
     scrollToBottom(stick);
   }
 
+  // The bot's reply while it is written: one bubble, replaced by the next message that is not
+  // the customer's (the stored reply, or whatever came instead); an empty draft removes it.
+  function showDraft(f) {
+    var text = typeof f.text === 'string' ? f.text : '';
+    if (!text) { clearDraft(); return; }
+    var stick = nearBottom();
+    if (!draftEl) {
+      draftEl = makeMessageEl(normalizeAuthor(f.author), text);
+      draftEl.classList.add('sb-draft');
+      draftEl.setAttribute('data-draft', 'true');
+      draftEl.setAttribute('aria-busy', 'true');
+      list.appendChild(draftEl);
+    } else {
+      draftEl.textContent = text;
+    }
+    scrollToBottom(stick);
+  }
+
+  function clearDraft() {
+    if (draftEl && draftEl.parentNode) draftEl.parentNode.removeChild(draftEl);
+    draftEl = null;
+  }
+
   function onMessage(f) {
     var author = normalizeAuthor(f.author);
+    if (author !== 'customer') clearDraft();
     var stick = nearBottom();
     var isNew = showMessage(f);
     if (author !== 'customer') setRemoteTyping(author, false);

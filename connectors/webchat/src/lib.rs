@@ -323,8 +323,17 @@ impl Connector for WebchatConnector {
     fn capabilities(&self) -> switchboard_connector::Capabilities {
         switchboard_connector::Capabilities {
             choices: true,
+            drafts: true,
             ..Default::default()
         }
+    }
+
+    fn draft(&self, signal: &switchboard_connector::DraftSignal) {
+        let frame = ServerFrame::Draft {
+            author: switchboard_connector::AuthorKind::Bot,
+            text: signal.text.clone(),
+        };
+        self.push(&signal.thread, &frame, None);
     }
 
     async fn typing(&self, signal: &TypingSignal) {

@@ -98,6 +98,12 @@ pub enum ServerFrame {
         author: AuthorKind,
         active: bool,
     },
+    /// The bot's reply so far, while it is written; the next message from the bot replaces
+    /// it, and an empty text takes it away.
+    Draft {
+        author: AuthorKind,
+        text: String,
+    },
     Error {
         code: &'static str,
         message: String,
