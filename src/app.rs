@@ -166,7 +166,9 @@ impl App {
                 .await
                 .context("starting the workflow")?;
         // The embedding model is loaded once, for the builtin assistant and the catalogue.
-        let embedder = if options.assistant.is_none() && settings.assistant.kind == "builtin" {
+        let embedder = if options.assistant.is_none()
+            && matches!(settings.assistant.kind.as_str(), "builtin" | "llm")
+        {
             Some(
                 settings
                     .assistant

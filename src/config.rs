@@ -20,6 +20,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub router: RouterSettings,
     pub assistant: AssistantSettings,
+    /// `[llm]`: the model server of `assistant.kind = "llm"`.
+    pub llm: crate::llm::LlmSettings,
     pub knowledge: KnowledgeSettings,
     pub outbox: OutboxSettings,
     pub supervisor: crate::channels::supervisor::SupervisorSettings,
@@ -39,6 +41,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             router: RouterSettings::default(),
             assistant: AssistantSettings::default(),
+            llm: crate::llm::LlmSettings::default(),
             knowledge: KnowledgeSettings::default(),
             outbox: OutboxSettings::default(),
             supervisor: Default::default(),
@@ -318,6 +321,40 @@ mod tests {
             defaults.router.reopen_resolved
         );
         assert_eq!(format!("{:?}", parsed.channel), "[\"webchat/web\"]");
+    }
+
+    #[test]
+    fn llm_settings_come_from_the_environment_and_hide_the_key() {
+        let environment = std::collections::HashMap::from([
+            (
+                "SWITCHBOARD__LLM__BASE_URL".to_string(),
+                "http://127.0.0.1:8000/v1".to_string(),
+            ),
+            (
+                "SWITCHBOARD__LLM__API_KEY".to_string(),
+                "sk-secret".to_string(),
+            ),
+            (
+                "SWITCHBOARD__ASSISTANT__KIND".to_string(),
+                "llm".to_string(),
+            ),
+        ]);
+        let parsed: Settings = config::Config::builder()
+            .add_source(
+                config::Environment::with_prefix("SWITCHBOARD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(environment)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("parses");
+        assert_eq!(parsed.assistant.kind, "llm");
+        assert_eq!(parsed.llm.base_url, "http://127.0.0.1:8000/v1");
+        assert_eq!(parsed.llm.api_key, "sk-secret");
+        let shown = format!("{:?}", parsed.llm);
+        assert!(!shown.contains("sk-secret"), "{shown}");
     }
 
     #[test]

@@ -156,6 +156,33 @@ impl BuiltinAssistant {
         &self.knowledge
     }
 
+    pub fn intents(&self) -> &Intents {
+        &self.intents
+    }
+
+    pub fn settings(&self) -> &AssistantSettings {
+        &self.settings
+    }
+
+    /// The language to answer `turn` in (the conversation's unless the message clearly is in
+    /// another).
+    pub fn language_for(&self, turn: &Turn) -> String {
+        let state: DialogueState = serde_json::from_value(turn.state.clone()).unwrap_or_default();
+        self.choose_language(turn, &state)
+    }
+
+    /// Whether the conversation is in the middle of something this assistant leads (details
+    /// being collected, an order being taken), which its next turn must continue.
+    pub fn is_busy(state: &Value) -> bool {
+        let state: DialogueState = serde_json::from_value(state.clone()).unwrap_or_default();
+        state.flow.is_some() || state.order.is_some()
+    }
+
+    /// What the customer is told when the conversation goes to people, in `language`.
+    pub fn handoff_text(&self, language: &str) -> String {
+        self.responses.language(language).handoff.clone()
+    }
+
     fn choose_language(&self, turn: &Turn, state: &DialogueState) -> String {
         let previous = state
             .language

@@ -5,15 +5,18 @@
 //! atomically. The assistant never writes to the store itself and never sees a conversation it
 //! does not own.
 //!
-//! Two assistants ship: [`EchoAssistant`] (wiring checks and router benchmarks) and the
+//! Three assistants ship: [`EchoAssistant`] (wiring checks and router benchmarks), the
 //! [`builtin`] one, which needs no LLM: it answers questions from the knowledge base with a
 //! citation, recognises intents ([`classifier`]) defined in config ([`intents`]), collects
-//! their slots over several turns and decides when to hand over to people.
+//! their slots over several turns and decides when to hand over to people; and the [`llm`]
+//! one, where a language model writes grounded answers and calls tools, with the builtin one
+//! underneath as its fallback.
 
 pub mod builtin;
 pub mod classifier;
 pub mod eval;
 pub mod intents;
+pub mod llm;
 pub mod settings;
 pub mod shop;
 
@@ -39,6 +42,15 @@ pub struct Turn {
     /// The shop, as this conversation's customer sees it (products, their own orders, a
     /// price); `None` where no workflow is connected.
     pub shop: Option<std::sync::Arc<dyn Shop>>,
+    /// Where the reply may be shown while it is written, when the channel can show it.
+    pub draft: Option<std::sync::Arc<dyn DraftSink>>,
+}
+
+/// Shows a reply while it is written (web chat's `draft` frames): each call carries the whole
+/// text so far. Best effort and never blocking; what is stored and delivered is still the
+/// final [`Reply`], which replaces the draft.
+pub trait DraftSink: Send + Sync + std::fmt::Debug {
+    fn draft(&self, text_so_far: &str);
 }
 
 /// What the assistant decided for a turn.
@@ -142,11 +154,11 @@ impl Assistant for EchoAssistant {
 pub fn from_kind(kind: &str) -> Result<std::sync::Arc<dyn Assistant>, String> {
     match kind {
         "echo" => Ok(std::sync::Arc::new(EchoAssistant)),
-        "builtin" => {
-            Err("the builtin assistant needs its settings: use assistant::from_settings".into())
-        }
+        "builtin" | "llm" => Err(format!(
+            "the {kind} assistant needs its settings: use assistant::from_settings"
+        )),
         other => Err(format!(
-            "unknown assistant kind {other:?} (available: builtin, echo)"
+            "unknown assistant kind {other:?} (available: builtin, llm, echo)"
         )),
     }
 }
@@ -167,6 +179,20 @@ pub async fn from_settings(
             Ok(std::sync::Arc::new(
                 builtin::BuiltinAssistant::build_with(settings, embedder).await?,
             ))
+        }
+        "llm" => {
+            let provider = crate::llm::OpenAiClient::new(settings.llm.clone())
+                .map_err(|error| AssistantError::Config(error.to_string()))?;
+            let embedder = match embedder {
+                Some(embedder) => embedder,
+                None => settings.assistant.embedder().await?,
+            };
+            let builtin = builtin::BuiltinAssistant::build_with(settings, embedder).await?;
+            Ok(std::sync::Arc::new(llm::LlmAssistant::new(
+                std::sync::Arc::new(builtin),
+                std::sync::Arc::new(provider),
+                settings.llm.clone(),
+            )?))
         }
         other => from_kind(other).map_err(AssistantError::Config),
     }

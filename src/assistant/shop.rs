@@ -40,6 +40,34 @@ pub struct PastOrder {
     pub shipping_address: Option<String>,
 }
 
+/// One of the customer's orders as a lookup tells it (LLM mode's `list_orders`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderSummary {
+    pub number: String,
+    /// `placed`, `paid`, `shipped`, `delivered`, `cancelled` or `returned`.
+    pub status: String,
+    /// `YYYY-MM-DD`.
+    pub placed_on: String,
+    pub delivered_on: Option<String>,
+    /// As the customer reads it, such as `45.00 EUR`.
+    pub total: String,
+    pub items: Vec<PastLine>,
+    pub shipping_address: Option<String>,
+}
+
+/// One of the customer's back-office requests (a refund, a cancellation...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestSummary {
+    /// The task type: `refund`, `cancellation`, `address_change`...
+    pub kind: String,
+    pub order_number: Option<String>,
+    /// `open`, `awaiting_approval`, `approved`, `in_progress`, `done`, `rejected`...
+    pub status: String,
+    /// RFC 3339.
+    pub opened_at: String,
+    pub updated_at: String,
+}
+
 /// A line the workflow priced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuotedLine {
@@ -86,6 +114,21 @@ pub trait Shop: Send + Sync + std::fmt::Debug {
         conversation_id: &str,
         language: &str,
     ) -> Result<Vec<PastOrder>, ShopRefusal>;
+
+    /// Every order of the customer of `conversation_id`, with its status, newest first.
+    /// Refused unless the channel verified the customer.
+    async fn orders(
+        &self,
+        conversation_id: &str,
+        language: &str,
+    ) -> Result<Vec<OrderSummary>, ShopRefusal>;
+
+    /// The back-office requests of the customer of `conversation_id`, newest first.
+    async fn requests(
+        &self,
+        conversation_id: &str,
+        language: &str,
+    ) -> Result<Vec<RequestSummary>, ShopRefusal>;
 
     /// Price `lines` (SKU and quantity) for the customer of `conversation_id` with the rules an
     /// order is opened under: refused for an unknown or retired product, too few in stock, or

@@ -136,6 +136,7 @@ fn turn(conversation: usize, text: &str) -> Turn {
         language: None,
         state: json!({}),
         shop: None,
+        draft: None,
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod openai;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,6 +48,24 @@ pub struct LlmSettings {
     /// Most tokens the model may write per completion.
     pub max_tokens: u32,
     pub temperature: f32,
+    /// The prompt templates (`system.j2`, `handoff_summary.j2`, `tools.toml`; a
+    /// `NAME.LANG.j2` beside one replaces it for that language).
+    pub prompts_dir: PathBuf,
+    /// The company's name, as the prompts speak of it.
+    pub company_name: String,
+    /// Tokens (prompt and completion) one conversation may use; past it the builtin assistant
+    /// answers. 0: no limit.
+    pub conversation_token_budget: u64,
+    /// Rounds of lookups (orders, requests) the model may do before it must answer.
+    pub max_tool_rounds: u32,
+    /// Earlier messages of the conversation sent with each request.
+    pub history_messages: usize,
+    /// Most tokens of the summary written for the people a conversation is handed to.
+    pub summary_max_tokens: u32,
+    /// The longest a customer waits for the model's part of a turn (every completion, lookup
+    /// and retry; not the knowledge search before it); past it the builtin assistant answers
+    /// instead.
+    pub answer_deadline_ms: u64,
 }
 
 impl Default for LlmSettings {
@@ -63,6 +82,13 @@ impl Default for LlmSettings {
             retry_max_ms: 4_000,
             max_tokens: 512,
             temperature: 0.2,
+            prompts_dir: PathBuf::from("prompts"),
+            company_name: "the shop".into(),
+            conversation_token_budget: 20_000,
+            max_tool_rounds: 3,
+            history_messages: 12,
+            summary_max_tokens: 200,
+            answer_deadline_ms: 15_000,
         }
     }
 }
@@ -83,6 +109,8 @@ impl std::fmt::Debug for LlmSettings {
             .field("first_token_timeout_ms", &self.first_token_timeout_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_retries", &self.max_retries)
+            .field("prompts_dir", &self.prompts_dir)
+            .field("conversation_token_budget", &self.conversation_token_budget)
             .finish_non_exhaustive()
     }
 }

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashSet;
 use switchboard_connector::{
-    AuthorKind, CommandReply, EventKind, HostError, InboundEvent, IngestReceipt, LiveEvent,
-    RecordOnly, TypingSignal,
+    AuthorKind, CommandReply, Connector, EventKind, HostError, InboundEvent, IngestReceipt,
+    LiveEvent, RecordOnly, TypingSignal,
 };
 
 use crate::assistant::{ActionRunner, Assistant, Reply, Shop, Turn};
@@ -337,6 +337,7 @@ impl Router {
             language: conversation.language.clone(),
             state: conversation.assistant_state.clone(),
             shop: self.shop.clone(),
+            draft: self.draft_sink(conversation),
         };
         let respond = self.assistant.respond(&turn);
         tokio::pin!(respond);
@@ -473,6 +474,21 @@ impl Router {
         Ok(())
     }
 
+    /// Where the assistant may show its reply as it is written, if the channel can.
+    fn draft_sink(
+        &self,
+        conversation: &Conversation,
+    ) -> Option<Arc<dyn crate::assistant::DraftSink>> {
+        let instance = self.channels.get(&conversation.channel).ok()?;
+        instance.connector.capabilities().drafts.then(|| {
+            Arc::new(ChannelDraft {
+                connector: instance.connector.clone(),
+                channel: conversation.channel.clone(),
+                thread: conversation.thread.clone(),
+            }) as Arc<dyn crate::assistant::DraftSink>
+        })
+    }
+
     async fn typing(&self, conversation: &Conversation, active: bool) {
         let signal = TypingSignal {
             channel: conversation.channel.clone(),
@@ -506,6 +522,31 @@ impl Router {
         let key = (channel.to_string(), signal.thread.clone());
         let conversation_id = self.threads.get(&key).unwrap_or_default();
         self.publish_typing(&conversation_id, &signal);
+    }
+}
+
+/// A conversation's channel, as the place its assistant shows drafts.
+struct ChannelDraft {
+    connector: Arc<dyn Connector>,
+    channel: String,
+    thread: String,
+}
+
+impl std::fmt::Debug for ChannelDraft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelDraft")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::assistant::DraftSink for ChannelDraft {
+    fn draft(&self, text_so_far: &str) {
+        self.connector.draft(&switchboard_connector::DraftSignal {
+            channel: self.channel.clone(),
+            thread: self.thread.clone(),
+            text: text_so_far.to_string(),
+        });
     }
 }
 

@@ -135,7 +135,8 @@ impl ActionRunner for WorkflowActions {
     }
 }
 
-fn date(ms: i64) -> String {
+/// A day as `YYYY-MM-DD`.
+pub(super) fn date(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|at| at.format("%Y-%m-%d").to_string())
         .unwrap_or_default()

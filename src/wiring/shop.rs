@@ -6,11 +6,12 @@
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::actions::{WorkflowActions, refusal, refusal_code};
+use super::actions::{WorkflowActions, date, refusal, refusal_code};
 use crate::assistant::shop::{
-    PastLine, PastOrder, ProductOffer, Quote, QuotedLine, Shop, ShopRefusal,
+    OrderSummary, PastLine, PastOrder, ProductOffer, Quote, QuotedLine, RequestSummary, Shop,
+    ShopRefusal,
 };
-use crate::workflow::notify::language_of;
+use crate::workflow::notify::{amount, language_of};
 use crate::workflow::{Product, VerifiedContext, WorkflowError};
 
 impl WorkflowActions {
@@ -101,6 +102,64 @@ impl Shop for WorkflowActions {
                     })
                     .collect(),
                 shipping_address: order.shipping_address,
+            })
+            .collect())
+    }
+
+    async fn orders(
+        &self,
+        conversation_id: &str,
+        language: &str,
+    ) -> Result<Vec<OrderSummary>, ShopRefusal> {
+        let language = language_of(Some(language), &self.service.settings().default_language);
+        let context = self.context(conversation_id, language).await?;
+        let orders = self
+            .service
+            .customer_orders(context)
+            .await
+            .map_err(|error| shop_refusal(&error, language))?;
+        Ok(orders
+            .into_iter()
+            .map(|order| OrderSummary {
+                total: amount(order.total_cents, &order.currency, language),
+                number: order.id,
+                status: order.status,
+                placed_on: date(order.placed_at),
+                delivered_on: order.delivered_at.map(date),
+                items: order
+                    .items
+                    .into_iter()
+                    .map(|item| PastLine {
+                        sku: item.sku,
+                        name: item.name,
+                        quantity: item.quantity,
+                    })
+                    .collect(),
+                shipping_address: order.shipping_address,
+            })
+            .collect())
+    }
+
+    async fn requests(
+        &self,
+        conversation_id: &str,
+        language: &str,
+    ) -> Result<Vec<RequestSummary>, ShopRefusal> {
+        let language = language_of(Some(language), &self.service.settings().default_language);
+        let context = self.context(conversation_id, language).await?;
+        let tasks = self
+            .service
+            .tasks_of_customer(context)
+            .await
+            .map_err(|error| shop_refusal(&error, language))?;
+        Ok(tasks
+            .into_iter()
+            .map(|task| RequestSummary {
+                kind: task.kind,
+                order_number: task.order_id,
+                status: task.status.as_str().to_string(),
+                opened_at: task.created_at,
+                updated_at: task.updated_at,
             })
             .collect())
     }

@@ -72,6 +72,7 @@ fn turn(text: &str, state: &Value) -> Turn {
         language: None,
         state: state.clone(),
         shop: None,
+        draft: None,
     }
 }
 

@@ -198,3 +198,57 @@ async fn console_in_a_real_browser() {
         "console browser test failed:\n{stdout}\n{stderr}"
     );
 }
+
+/// LLM mode in headless Chromium (tests/browser/llm.mjs): the served binary in LLM mode against
+/// a model server that streams its answer slowly; the widget shows it as it is written, then
+/// the stored reply replaces the draft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_answer_streams_into_the_widget() {
+    use crate::llm::fake::{Answer, FakeLlm};
+    let browser_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+    let mut answer = Answer::streamed_text(&[
+        "You have 30 days ",
+        "from delivery ",
+        "to send ",
+        "an item back [1].",
+    ]);
+    if let Answer::Stream { gap, .. } = &mut answer {
+        *gap = std::time::Duration::from_millis(300);
+    }
+    let fake = FakeLlm::start(vec![answer]).await;
+    let database = TestDatabase::new(Backend::Sqlite).await;
+    let port = crate::helpers::free_port();
+    let mut server = switchboard(database.dir.path(), port)
+        .arg("serve")
+        .env("SWITCHBOARD__ASSISTANT__KIND", "llm")
+        .env("SWITCHBOARD__LLM__BASE_URL", fake.base_url())
+        .env("SWITCHBOARD__LLM__MODEL", "fake-model")
+        .env(
+            "SWITCHBOARD__LLM__PROMPTS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/prompts"),
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .map(Server)
+        .expect("start switchboard");
+    crate::helpers::wait_ready(port, 240).await;
+    server.still_running(port);
+    let output = tokio::process::Command::new("node")
+        .arg(format!("{browser_dir}/llm.mjs"))
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("how long do I have to return something?")
+        .arg("You have 30 days from delivery to send an item back [1].")
+        .output()
+        .await
+        .expect("node runs");
+    drop(server);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "LLM browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(fake.received().len(), 1, "one model request, streamed");
+    assert_eq!(fake.received()[0].body["stream"], true);
+}

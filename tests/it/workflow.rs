@@ -23,4 +23,4 @@ mod ordering;
 mod orders;
 mod refunds;
 mod refusals;
-mod support;
+pub(crate) mod support;

@@ -131,6 +131,10 @@
         el('dt', {}, 'Language'), el('dd', {}, String(summary.language || '—')),
         el('dt', {}, 'Confidence'), el('dd', {}, classifier.probability !== undefined ? Math.round(classifier.probability * 100) + '% (' + (classifier.best || '') + ')' : '—'),
         el('dt', {}, 'Last message'), el('dd', { id: 'handoff-last' }, String(summary.last_message || '')),
+        summary.model_summary ? el('dt', {}, 'Summary (model)') : null,
+        summary.model_summary ? el('dd', { id: 'handoff-model-summary' }, String(summary.model_summary)) : null,
+        summary.llm_usage ? el('dt', {}, 'Model tokens') : null,
+        summary.llm_usage ? el('dd', {}, String((summary.llm_usage.prompt_tokens || 0) + (summary.llm_usage.completion_tokens || 0)) + ' in ' + String(summary.llm_usage.requests || 0) + ' requests') : null,
         handoff.out_of_hours ? el('dt', {}, 'Out of hours') : null, handoff.out_of_hours ? el('dd', {}, 'yes: the customer was told when people are back') : null),
       Object.keys(slots).length ? el('table', { class: 'slots' }, Object.keys(slots).map(function (name) {
         return el('tr', {}, el('th', {}, name), el('td', {}, JSON.stringify(slots[name])));
