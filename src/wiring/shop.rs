@@ -12,6 +12,7 @@ use crate::assistant::shop::{
     ShopRefusal,
 };
 use crate::workflow::notify::{amount, language_of};
+use crate::workflow::orders::OrderItem;
 use crate::workflow::{Product, VerifiedContext, WorkflowError};
 
 impl WorkflowActions {
@@ -92,15 +93,7 @@ impl Shop for WorkflowActions {
             .map(|order| PastOrder {
                 id: order.id,
                 placed_at: order.placed_at,
-                lines: order
-                    .items
-                    .into_iter()
-                    .map(|item| PastLine {
-                        sku: item.sku,
-                        name: item.name,
-                        quantity: item.quantity,
-                    })
-                    .collect(),
+                lines: past_lines(order.items),
                 shipping_address: order.shipping_address,
             })
             .collect())
@@ -126,15 +119,7 @@ impl Shop for WorkflowActions {
                 status: order.status,
                 placed_on: date(order.placed_at),
                 delivered_on: order.delivered_at.map(date),
-                items: order
-                    .items
-                    .into_iter()
-                    .map(|item| PastLine {
-                        sku: item.sku,
-                        name: item.name,
-                        quantity: item.quantity,
-                    })
-                    .collect(),
+                items: past_lines(order.items),
                 shipping_address: order.shipping_address,
             })
             .collect())
@@ -200,6 +185,18 @@ impl Shop for WorkflowActions {
             currency: priced["currency"].as_str().unwrap_or_default().to_string(),
         })
     }
+}
+
+/// An order's items as the assistant reads them.
+fn past_lines(items: Vec<OrderItem>) -> Vec<PastLine> {
+    items
+        .into_iter()
+        .map(|item| PastLine {
+            sku: item.sku,
+            name: item.name,
+            quantity: item.quantity,
+        })
+        .collect()
 }
 
 fn offer(product: &Product, language: &str, confidence: f32, score: f32) -> ProductOffer {
