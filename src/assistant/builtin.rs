@@ -8,13 +8,18 @@
 //!   the knowledge base with a citation in the customer's language;
 //! - when nothing fits well enough, say so; the second unsure turn in a row hands over.
 //!
+//! - slots are collected by [`slots`]; a request's opening message is read for more than its
+//!   pattern slots (a reason, an address), and a request the shop would refuse is told before
+//!   details are asked ([`opening`]);
 //! - for an order intent, take the order ([`ordering`]): product, quantity, address, a summary
 //!   to confirm.
 //!
 //! All per-conversation state lives in [`DialogueState`], returned in `Reply.state` and given
 //! back in `Turn.state`: the assistant itself holds none, so any instance can take any turn.
 
+mod opening;
 mod ordering;
+mod slots;
 
 use ordering::OrderTurn;
 
@@ -31,7 +36,7 @@ use serde_json::{Value, json};
 use super::classifier::{
     ClassifierParams, Example, IntentClassifier, OUT_OF_SCOPE, Prediction, fold,
 };
-use super::intents::{IntentSpec, Intents, ORDER_SLOT, OnComplete, Responses, render};
+use super::intents::{IntentSpec, Intents, OnComplete, Responses, render};
 use super::{Action, Assistant, AssistantError, AssistantSettings, Handoff, Reply, Turn};
 use crate::config::Settings;
 use crate::knowledge::language::{LanguageDetector, normalise};
@@ -55,6 +60,9 @@ pub struct Flow {
     pub awaiting: Option<String>,
     /// Invalid answers to `awaiting` so far.
     pub attempts: u32,
+    /// The order the shop was asked about, and would not refuse this request for.
+    #[serde(default)]
+    pub checked_order: Option<String>,
 }
 
 /// What the assistant remembers of a conversation between turns.
@@ -263,122 +271,6 @@ impl BuiltinAssistant {
         });
     }
 
-    /// Ask for the first missing slot, or finish the intent.
-    fn advance(
-        &self,
-        outcome: &mut Outcome,
-        state: &mut DialogueState,
-        spec: &IntentSpec,
-        language: &str,
-        turn: &Turn,
-        prediction: &Prediction,
-    ) {
-        let texts = self.responses.language(language);
-        let Some(flow) = state.flow.as_mut() else {
-            return;
-        };
-        if let Some(missing) = spec
-            .slots
-            .iter()
-            .find(|slot| !flow.slots.contains_key(*slot))
-        {
-            if flow.awaiting.as_deref() != Some(missing.as_str()) {
-                flow.attempts = 0;
-            }
-            flow.awaiting = Some(missing.clone());
-            outcome.messages.push(texts.prompt[missing].clone());
-            return;
-        }
-        let flow = state.flow.take().expect("flow checked above");
-        let mut values: HashMap<String, String> = flow.slots.clone().into_iter().collect();
-        values.insert("language".into(), language.into());
-        match spec.on_complete {
-            OnComplete::Task => {
-                let kind = spec.task.clone().unwrap_or_else(|| spec.name.clone());
-                let mut details: serde_json::Map<String, Value> = flow
-                    .slots
-                    .iter()
-                    .map(|(name, value)| (name.clone(), Value::String(value.clone())))
-                    .collect();
-                let order_id = details
-                    .remove(ORDER_SLOT)
-                    .and_then(|value| value.as_str().map(str::to_string));
-                // The workflow tells the customer what came of it (or why it cannot be).
-                outcome.actions.push(Action::OpenTask {
-                    kind,
-                    order_id,
-                    details,
-                });
-            }
-            OnComplete::OrderStatus => {
-                if let Some(order_id) = flow.slots.get(ORDER_SLOT) {
-                    outcome.actions.push(Action::OrderStatus {
-                        order_id: order_id.clone(),
-                    });
-                }
-            }
-            OnComplete::Reply => outcome
-                .messages
-                .push(render(&texts.reply[&spec.name], &values)),
-            OnComplete::Handoff => {
-                state.flow = Some(flow);
-                let summary = self.summary("customer_request", state, prediction, turn, language);
-                state.flow = None;
-                self.handoff(
-                    outcome,
-                    texts.handoff.clone(),
-                    "customer_request",
-                    spec.queue.clone(),
-                    summary,
-                );
-            }
-            // Orders are taken by `start_order`, never through slots.
-            OnComplete::Knowledge
-            | OnComplete::Cancel
-            | OnComplete::Order
-            | OnComplete::Reorder => {}
-        }
-    }
-
-    /// Fill slots from `text`: the awaited one from the whole message, others only by pattern.
-    fn fill_slots(&self, flow: &mut Flow, spec: &IntentSpec, text: &str) -> bool {
-        let mut awaited_filled = false;
-        for name in &spec.slots {
-            if flow.slots.contains_key(name) {
-                continue;
-            }
-            let whole = flow.awaiting.as_deref() == Some(name.as_str());
-            if let Some(value) = self.intents.slots[name].extract(text, whole) {
-                flow.slots.insert(name.clone(), value);
-                if whole {
-                    awaited_filled = true;
-                }
-            }
-        }
-        awaited_filled
-    }
-
-    fn start_intent(
-        &self,
-        outcome: &mut Outcome,
-        state: &mut DialogueState,
-        spec: &IntentSpec,
-        language: &str,
-        turn: &Turn,
-        prediction: &Prediction,
-    ) {
-        state.last_intent = Some(spec.name.clone());
-        let mut flow = Flow {
-            intent: spec.name.clone(),
-            slots: BTreeMap::new(),
-            awaiting: None,
-            attempts: 0,
-        };
-        self.fill_slots(&mut flow, spec, &turn.text);
-        state.flow = Some(flow);
-        self.advance(outcome, state, spec, language, turn, prediction);
-    }
-
     async fn answer_from_knowledge(
         &self,
         outcome: &mut Outcome,
@@ -546,7 +438,8 @@ impl BuiltinAssistant {
                     &language,
                     turn,
                     &prediction,
-                );
+                )
+                .await;
                 return Ok(self.finish(outcome, state, language));
             }
             if let Some(other) = other {
@@ -675,7 +568,8 @@ impl BuiltinAssistant {
             self.start_order(outcome, state, spec, language, turn).await;
         } else {
             state.order = None;
-            self.start_intent(outcome, state, spec, language, turn, prediction);
+            self.start_intent(outcome, state, spec, language, turn, prediction)
+                .await;
         }
     }
 

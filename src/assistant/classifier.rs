@@ -559,6 +559,18 @@ impl IntentClassifier {
         }
     }
 
+    /// How likely `text` is intent `label` (0 for a label it does not know).
+    pub fn probability_of(&self, text: &str, embedding: &[f32], label: &str) -> f32 {
+        let Some(index) = self.labels.iter().position(|known| known == label) else {
+            return 0.0;
+        };
+        let x = self.vectorise(&ngram_counts(text, self.params.buckets), embedding);
+        let mut probabilities = vec![0.0; self.labels.len()];
+        self.probabilities(&x, &mut probabilities);
+        self.blend_neighbours(&x, &mut probabilities);
+        probabilities[index]
+    }
+
     pub fn threshold(&self) -> f32 {
         self.threshold
     }

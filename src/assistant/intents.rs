@@ -68,6 +68,21 @@ pub struct SlotSpec {
     pub min_chars: Option<usize>,
     #[serde(default)]
     pub normalize: Option<String>,
+    /// How a free-text slot is taken from the message that starts its intent, so the customer
+    /// is not asked for what they already said.
+    #[serde(default)]
+    pub opening: Option<Opening>,
+}
+
+/// Where a free-text slot's value is found in the message that starts an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Opening {
+    /// A postal address in it ("... to Carrer de Mallorca 401, 08013 Barcelona").
+    Address,
+    /// What it says besides the request itself ("I want my money back for order 1043, the
+    /// lamp arrived damaged": "the lamp arrived damaged").
+    Rest,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +166,16 @@ impl Intents {
                     path,
                     format!(
                         "slot {:?}: normalize must be \"digits\" or \"lowercase\"",
+                        spec.name
+                    ),
+                ));
+            }
+            if spec.opening.is_some() && pattern.is_some() {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "slot {:?}: opening is for free-text slots; a slot with a pattern is \
+                         taken from any message that matches it",
                         spec.name
                     ),
                 ));

@@ -17,6 +17,7 @@ pub mod classifier;
 pub mod eval;
 pub mod intents;
 pub mod llm;
+pub mod redact;
 pub mod settings;
 pub mod shop;
 

@@ -130,6 +130,18 @@ pub trait Shop: Send + Sync + std::fmt::Debug {
         language: &str,
     ) -> Result<Vec<RequestSummary>, ShopRefusal>;
 
+    /// Whether a task of `kind` on order `order_id` would be refused for the customer of
+    /// `conversation_id` whatever details follow (the order not theirs, an order already
+    /// shipped for a cancellation...), checked before the customer is asked for them. Nothing
+    /// is written.
+    async fn check_task(
+        &self,
+        conversation_id: &str,
+        language: &str,
+        kind: &str,
+        order_id: &str,
+    ) -> Result<(), ShopRefusal>;
+
     /// Price `lines` (SKU and quantity) for the customer of `conversation_id` with the rules an
     /// order is opened under: refused for an unknown or retired product, too few in stock, or
     /// more than one order may hold.

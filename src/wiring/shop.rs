@@ -149,6 +149,24 @@ impl Shop for WorkflowActions {
             .collect())
     }
 
+    async fn check_task(
+        &self,
+        conversation_id: &str,
+        language: &str,
+        kind: &str,
+        order_id: &str,
+    ) -> Result<(), ShopRefusal> {
+        let language = language_of(Some(language), &self.service.settings().default_language);
+        let context = self.context(conversation_id, language).await?;
+        self.service
+            .precheck_task(context, kind, order_id)
+            .await
+            .map_err(|error| ShopRefusal {
+                code: refusal_code(&error).to_string(),
+                message: refusal(&error, language, Some(order_id)),
+            })
+    }
+
     async fn quote(
         &self,
         conversation_id: &str,

@@ -33,6 +33,61 @@ impl WorkflowService {
             .await
     }
 
+    /// Whether a customer's task of `kind` on `order_id` would be refused whatever details
+    /// follow: the customer not verified, the order not theirs, a refund already open on it, or
+    /// a policy that refuses it (a cancellation of an order already shipped, a return after
+    /// the window). The assistant asks this before it asks the customer for more. Nothing is
+    /// written; opening the task judges it all again.
+    pub async fn precheck_task(
+        &self,
+        context: VerifiedContext,
+        kind: &str,
+        order_id: &str,
+    ) -> Result<(), WorkflowError> {
+        let conversation = self.verify_customer(&context).await?;
+        let Some(task_type) = self.types.get(kind) else {
+            // An unknown type is the configuration's mistake, reported when the task is opened.
+            return Ok(());
+        };
+        let Some(order) = self
+            .checked_order(task_type, &conversation.contact_id, Some(order_id))
+            .await?
+        else {
+            return Ok(());
+        };
+        let payload = match task_type.rule {
+            Rule::Refund => {
+                let open = self
+                    .tasks_of_customer(context)
+                    .await?
+                    .into_iter()
+                    .any(|task| {
+                        task.kind == task_type.name
+                            && task.order_id.as_deref() == Some(order_id)
+                            && !task.status.is_terminal()
+                    });
+                if open {
+                    return Err(WorkflowError::Conflict {
+                        code: "refund_already_open",
+                        message: format!("order {order_id} already has an open refund"),
+                    });
+                }
+                json!({"amount_cents": order.total_cents})
+            }
+            _ => json!({}),
+        };
+        match policy::decide(
+            task_type,
+            Some(&order),
+            &payload,
+            &self.settings.policy,
+            now_ms(),
+        ) {
+            Err(refused @ WorkflowError::PolicyRefused { .. }) => Err(refused),
+            _ => Ok(()),
+        }
+    }
+
     /// Open a task as `actor`. With an idempotency key, a replay of the same request returns
     /// the original task and a different request is refused.
     pub async fn create_task(

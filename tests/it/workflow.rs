@@ -19,6 +19,7 @@ mod cli;
 mod inbound;
 mod listing;
 mod openapi;
+mod opening;
 mod ordering;
 mod orders;
 mod refunds;

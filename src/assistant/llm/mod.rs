@@ -19,7 +19,6 @@
 //! any turn.
 
 pub mod prompts;
-pub mod redact;
 pub mod tools;
 
 use std::collections::{BTreeSet, HashSet};
@@ -32,9 +31,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use self::prompts::{Line, PromptPassage, Prompts};
-use self::redact::Vault;
 use self::tools::{Call, Tools};
 use super::builtin::{BuiltinAssistant, Citation, DialogueState};
+use super::redact::{self, Vault};
 use super::{Assistant, AssistantError, DraftSink, Handoff, Reply, Turn};
 use crate::knowledge::{Passage, SearchMode};
 use crate::llm::{

@@ -10,9 +10,9 @@
 use serde_json::{Map, Value, json};
 
 use super::prompts::ToolTexts;
-use super::redact::Vault;
 use crate::assistant::Action;
 use crate::assistant::intents::{Intents, ORDER_SLOT, OnComplete};
+use crate::assistant::redact::Vault;
 use crate::assistant::shop::Shop;
 use crate::llm::{ToolCall, ToolSpec};
 

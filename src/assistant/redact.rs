@@ -1,4 +1,5 @@
-//! Personal data kept away from the model provider.
+//! Personal data found in a customer's words: kept away from the model provider in LLM mode,
+//! and a postal address the builtin assistant can take from a request ([`find_address`]).
 //!
 //! Before a customer's words (or a tool's answer) go to the model, e-mail addresses, phone
 //! numbers, card-like and IBAN-like numbers and postal addresses are replaced by placeholders
@@ -134,6 +135,11 @@ impl Vault {
             .into_owned()
     }
 
+    /// The values this vault hides, in the order they were first seen.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(_, value)| value.as_str())
+    }
+
     /// Whether `text` still holds a value this vault hides (a check on what leaves).
     pub fn leaks(&self, text: &str) -> bool {
         self.entries.iter().any(|(_, value)| text.contains(value))
@@ -153,6 +159,17 @@ impl Vault {
         self.entries.push((placeholder.clone(), value.to_string()));
         placeholder
     }
+}
+
+/// The first postal address in `text` (a street pattern in English, Spanish or Catalan, with
+/// its number and any postcode and town after it).
+pub fn find_address(text: &str) -> Option<&str> {
+    PATTERNS
+        .iter()
+        .filter(|(kind, _)| *kind == Kind::Address)
+        .filter_map(|(_, pattern)| pattern.find(text))
+        .min_by_key(|found| found.start())
+        .map(|found| found.as_str().trim_end_matches([',', ' ', '.']))
 }
 
 /// `text` with every piece of personal data left out (what a search should look for).
@@ -210,6 +227,21 @@ mod tests {
             assert_eq!(hidden, text.replace(address, "[ADDRESS_1]"), "{text}");
             assert_eq!(vault.restore(&hidden), text);
         }
+    }
+
+    #[test]
+    fn an_address_is_found_in_a_request() {
+        assert_eq!(
+            find_address("Please send order 1043 to 12 Baker Street, London instead."),
+            Some("12 Baker Street, London")
+        );
+        assert_eq!(
+            find_address(
+                "canvia l'adreça de la comanda 1043 a Carrer de Mallorca 401, 08013 Barcelona"
+            ),
+            Some("Carrer de Mallorca 401, 08013 Barcelona")
+        );
+        assert_eq!(find_address("change the address of order 1043"), None);
     }
 
     #[test]
