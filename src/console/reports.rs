@@ -9,7 +9,9 @@
 //! - contained: opened and never handed off;
 //! - first response: from the first handoff to the first message an agent wrote after it;
 //! - resolution: from opening to the first `resolved`;
-//! - time to approval: from a task's `awaiting_approval` to a person's approval.
+//! - time to approval: from a task's `awaiting_approval` to a person's approval;
+//! - language model usage (LLM mode): the tokens its conversations used, as the provider
+//!   counted them, in total and per conversation that used the model.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Console, ConsoleError};
+use crate::store::console::LlmUsage;
 use crate::store::{now_ms, rfc3339};
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
@@ -172,6 +175,7 @@ impl Console {
         let (mut total, mut handoffs, mut contained) = (0u64, 0u64, 0u64);
         let (mut first_responses, mut resolutions, mut scores) =
             (Vec::new(), Vec::new(), Vec::new());
+        let (mut usage, mut with_model) = (LlmUsage::default(), 0u64);
         let empty = Story::default();
         for conversation in &conversations {
             let story = stories.get(&conversation.id).unwrap_or(&empty);
@@ -181,6 +185,13 @@ impl Console {
                 continue;
             }
             total += 1;
+            let used = conversation.llm_usage;
+            if used.requests > 0 {
+                with_model += 1;
+                usage.prompt_tokens += used.prompt_tokens;
+                usage.completion_tokens += used.completion_tokens;
+                usage.requests += used.requests;
+            }
             *by_channel.entry(conversation.channel.clone()).or_default() += 1;
             *by_language
                 .entry(
@@ -256,6 +267,7 @@ impl Console {
                 "first_response": spread(first_responses),
                 "resolution": spread(resolutions),
             },
+            "llm_usage": llm_usage(usage, with_model),
             "satisfaction": {"count": scores.len(), "average": average, "distribution": ratings},
             "tasks": {
                 "total": tasks.len(),
@@ -268,9 +280,44 @@ impl Console {
     }
 }
 
+/// The model's usage over a report's conversations: totals, and the mean per conversation
+/// that used it.
+fn llm_usage(usage: LlmUsage, conversations: u64) -> Value {
+    let tokens = usage.prompt_tokens + usage.completion_tokens;
+    let per_conversation = if conversations == 0 {
+        Value::Null
+    } else {
+        json!((tokens as f64 / conversations as f64).round() as i64)
+    };
+    json!({
+        "conversations": conversations,
+        "requests": usage.requests,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": tokens,
+        "tokens_per_conversation": per_conversation,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::{LlmUsage, Value, llm_usage, spread};
+
+    #[test]
+    fn usage_is_summed_and_averaged_over_the_conversations_that_used_the_model() {
+        let usage = LlmUsage {
+            prompt_tokens: 900,
+            completion_tokens: 150,
+            requests: 4,
+        };
+        let figures = llm_usage(usage, 2);
+        assert_eq!(figures["total_tokens"], 1050);
+        assert_eq!(figures["tokens_per_conversation"], 525);
+        assert_eq!(
+            llm_usage(LlmUsage::default(), 0)["tokens_per_conversation"],
+            Value::Null
+        );
+    }
 
     #[test]
     fn median_and_p90_by_nearest_rank() {

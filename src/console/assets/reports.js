@@ -49,6 +49,11 @@
       box.appendChild(figure('satisfaction', report.satisfaction.average === null ? '—' : report.satisfaction.average + ' / 5', 'figure-csat'));
       box.appendChild(figure('tasks', report.tasks.total));
       box.appendChild(figure('time to approval, median', seconds(report.tasks.time_to_approval.median_ms)));
+      var usage = report.llm_usage;
+      if (usage.requests > 0) {
+        box.appendChild(figure('model tokens', usage.total_tokens.toLocaleString(), 'figure-llm-tokens'));
+        box.appendChild(figure('model tokens per conversation', usage.tokens_per_conversation.toLocaleString()));
+      }
       var labels = report.series.map(function (s) { return report.bucket === 'day' ? s.start.slice(0, 10) : s.start.slice(5, 16).replace('T', ' '); });
       draw('chart-volume', 'bar', labels, [
         { label: 'conversations', data: report.series.map(function (s) { return s.conversations; }) },

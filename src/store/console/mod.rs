@@ -10,5 +10,5 @@ mod work;
 
 pub use accounts::{CannedRow, TeamRow, UserRow};
 pub use contacts::{ContactIdentityRow, ContactRow, ContactSummary, HistoryMessage};
-pub use reports::{ReportConversation, ReportEvent, ReportTask};
+pub use reports::{LlmUsage, ReportConversation, ReportEvent, ReportTask};
 pub use work::{PostMessage, QueueFilter, QueueRow};

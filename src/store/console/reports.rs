@@ -2,9 +2,9 @@
 //! tell their story (opened, owner changes, agents' messages, ratings), and tasks created in
 //! the period with their audit trail. Reports read the same events as the live view.
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
-use crate::store::{Store, StoreResult};
+use crate::store::{Backend, Store, StoreResult};
 
 #[derive(Debug, Clone)]
 pub struct ReportConversation {
@@ -13,6 +13,16 @@ pub struct ReportConversation {
     pub language: Option<String>,
     pub status: String,
     pub created_at: i64,
+    /// Tokens the language model used in it (LLM mode), as the provider counted them.
+    pub llm_usage: LlmUsage,
+}
+
+/// A conversation's language model usage, from its assistant state (zero without LLM mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LlmUsage {
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub requests: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -46,16 +56,30 @@ impl Store {
         to: i64,
         channel: Option<&str>,
     ) -> StoreResult<Vec<ReportConversation>> {
-        let rows = sqlx::query(
-            "SELECT id, channel, language, status, created_at FROM conversations \
+        // The usage is read where the LLM assistant keeps it (`llm.usage` in the state), in
+        // the database: the rest of the state (the dialogue's history) stays there.
+        let usage = |field: &str| match self.backend {
+            Backend::Sqlite => format!(
+                "COALESCE(json_extract(assistant_state, '$.llm.usage.{field}'), 0) AS {field}"
+            ),
+            Backend::Postgres => format!(
+                "COALESCE((assistant_state::jsonb #>> '{{llm,usage,{field}}}')::bigint, 0) AS {field}"
+            ),
+        };
+        let sql = format!(
+            "SELECT id, channel, language, status, created_at, {}, {}, {} FROM conversations \
              WHERE created_at >= $1 AND created_at < $2 AND ($3 = '' OR channel = $3) \
              ORDER BY created_at",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(channel.unwrap_or(""))
-        .fetch_all(&self.read)
-        .await?;
+            usage("prompt_tokens"),
+            usage("completion_tokens"),
+            usage("requests"),
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(channel.unwrap_or(""))
+            .fetch_all(&self.read)
+            .await?;
         rows.iter()
             .map(|row| {
                 Ok(ReportConversation {
@@ -64,6 +88,11 @@ impl Store {
                     language: row.try_get("language")?,
                     status: row.try_get("status")?,
                     created_at: row.try_get("created_at")?,
+                    llm_usage: LlmUsage {
+                        prompt_tokens: row.try_get("prompt_tokens")?,
+                        completion_tokens: row.try_get("completion_tokens")?,
+                        requests: row.try_get("requests")?,
+                    },
                 })
             })
             .collect()

@@ -253,6 +253,9 @@ async fn rating_and_reports(backend: Backend) {
     );
     assert_eq!(conversations["resolution"]["count"], 1);
     assert_eq!(report["satisfaction"]["average"], 4.0);
+    // No language model here: no usage to report.
+    assert_eq!(report["llm_usage"]["requests"], 0, "{report}");
+    assert_eq!(report["llm_usage"]["tokens_per_conversation"], Value::Null);
     assert_eq!(report["satisfaction"]["distribution"]["4"], 1);
     let series_total: u64 = report["series"]
         .as_array()

@@ -240,6 +240,15 @@ async fn refund_through_a_tool_call(backend: Backend) {
         open_refund["function"]["parameters"]["required"],
         json!(["order_number", "reason"])
     );
+    // The tokens the model used are in the reports, read from the conversation's state.
+    let admin = chat.shop.key(&[Scope::Admin], &[]).await;
+    let (_, report) = chat.shop.get(&admin, "/api/v1/reports").await;
+    assert_eq!(
+        report["llm_usage"],
+        json!({"conversations": 1, "requests": 1, "prompt_tokens": 30, "completion_tokens": 10,
+               "total_tokens": 40, "tokens_per_conversation": 40}),
+        "{report}"
+    );
 }
 both_backends!(llm_refund_through_a_tool_call, refund_through_a_tool_call);
 

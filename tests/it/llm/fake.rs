@@ -69,7 +69,8 @@ impl Answer {
         }))
     }
 
-    /// A streamed tool call, its arguments split in two pieces as real servers send them.
+    /// A streamed tool call, its arguments split in two pieces as real servers send them, then
+    /// usage.
     pub fn streamed_call(id: &str, name: &str, arguments: &str) -> Answer {
         let (head, tail) = arguments.split_at(arguments.len() / 2);
         Answer::Stream {
@@ -82,6 +83,9 @@ impl Answer {
                 json!({"choices": [{"index": 0, "delta": {"tool_calls": [
                     {"index": 0, "function": {"arguments": tail}}]}}]}),
                 json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+                json!({"choices": [], "usage": {
+                    "prompt_tokens": 30, "completion_tokens": 10, "total_tokens": 40
+                }}),
             ],
             gap: Duration::from_millis(2),
             cut: false,
