@@ -8,7 +8,9 @@ pub mod baseline;
 pub mod console;
 #[cfg(feature = "channel-email")]
 pub mod email;
+pub mod llm;
 pub mod router;
+pub mod shop_chat;
 pub mod soak;
 pub mod tasks;
 
@@ -22,6 +24,9 @@ pub enum BenchCommand {
     Router(router::RouterBench),
     /// Answer latency and throughput of the builtin assistant with a large knowledge base.
     Assistant(assistant::AssistantBench),
+    /// LLM mode's overhead: the same prompts straight to the model server and through
+    /// Switchboard's web chat, time to first token and total time side by side.
+    Llm(llm::LlmBench),
     /// Create tasks through the REST API over HTTP, idempotency keys on.
     Tasks(tasks::TasksBench),
     /// Agents' live queue feeds while the router is under load: delivery latency, and the
@@ -40,6 +45,7 @@ pub async fn run(command: BenchCommand, settings: Settings) -> anyhow::Result<()
     match command {
         BenchCommand::Router(options) => router::run(options, settings).await,
         BenchCommand::Assistant(options) => assistant::run(options, settings).await,
+        BenchCommand::Llm(options) => llm::run(options, settings).await,
         BenchCommand::Tasks(options) => tasks::run(options, settings).await,
         BenchCommand::Console(options) => console::run(options, settings).await,
         #[cfg(feature = "channel-email")]

@@ -117,7 +117,7 @@ const LIFTED_WEBCHAT: [(&str, i64); 8] = [
 ];
 
 /// The `web` web chat table with its limits lifted.
-fn lifted_web_table() -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn lifted_web_table() -> serde_json::Map<String, serde_json::Value> {
     let mut web = serde_json::Map::new();
     web.insert("kind".into(), "webchat".into());
     web.insert("name".into(), "web".into());

@@ -11,6 +11,7 @@
 //! to the workflow service, acting as the conversation's verified customer.
 
 pub mod openai;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::time::Duration;

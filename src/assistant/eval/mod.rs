@@ -1,10 +1,12 @@
 //! `switchboard eval intents` and `switchboard eval retrieval`: measure the classifier and the
-//! knowledge base on labelled files, the user's or public benchmarks.
+//! knowledge base on labelled files, the user's or public benchmarks; `switchboard eval llm`
+//! ([`llm`]): LLM mode on a set of conversations with the demo shop.
 //!
 //! Both print a human-readable report whose last line holds the headline figures as
 //! space-separated `name=value` pairs; with `--report DIR` they also write what went wrong,
 //! example by example ([`report`]).
 
+pub mod llm;
 pub mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +31,9 @@ pub enum EvalCommand {
     Intents(IntentsEval),
     /// Index a FAQ corpus and rank its labelled queries with lexical, dense and hybrid search.
     Retrieval(RetrievalEval),
+    /// LLM mode on conversations with the demo shop, through the real web chat: containment,
+    /// tool accuracy, citation rate and personal data leaked to the model server.
+    Llm(llm::LlmEval),
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +90,7 @@ pub async fn run(command: EvalCommand, settings: Settings) -> anyhow::Result<()>
     match command {
         EvalCommand::Intents(options) => intents(options, settings).await,
         EvalCommand::Retrieval(options) => retrieval(options, settings).await,
+        EvalCommand::Llm(options) => llm::run(options, settings).await,
     }
 }
 

@@ -4,4 +4,5 @@
 mod assistant;
 mod client;
 pub(crate) mod fake;
+mod measures;
 mod real;

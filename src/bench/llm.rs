@@ -1,0 +1,203 @@
+//! `switchboard bench llm`: what LLM mode adds to the model server's own time.
+//!
+//! The same customer messages go, one at a time, first straight to the model server (the
+//! message alone, with a one-line system prompt, streamed) and then through Switchboard: the
+//! demo shop in this process, a signed-in customer writing in the real web chat, so each turn
+//! pays for the router, retrieval, redaction, the full prompt with its passages and tools, and
+//! the checks. Time to first token (the first draft frame in the web chat) and total time (the
+//! stored answer) are printed side by side, p50 and p99, so the overhead is read as a
+//! difference. Turns the builtin assistant answered instead (no draft came) are counted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+
+use super::percentile_ms;
+use super::shop_chat::ShopChat;
+use crate::config::Settings;
+use crate::llm::proxy::RecordingProxy;
+use crate::llm::{ChatMessage, ChatRequest, LlmProvider, OpenAiClient, TextSink};
+
+#[derive(Debug, clap::Args)]
+pub struct LlmBench {
+    /// The model server's OpenAI-compatible base URL (default: `[llm] base_url`).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The model name (default: `[llm] model`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Messages sent each way (the built-in list, repeated as needed).
+    #[arg(long, default_value_t = 24)]
+    pub messages: usize,
+    /// Longest wait for one answer, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub turn_timeout_secs: u64,
+}
+
+/// How many answers each way measured, and the builtin assistant's turns instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LlmBenchCounts {
+    pub direct: u64,
+    pub through: u64,
+    pub fallbacks: u64,
+    pub requests: usize,
+}
+
+/// Questions and requests a shop's customers send, in the three languages.
+const MESSAGES: [&str; 12] = [
+    "How long does delivery take to Girona?",
+    "Which payment methods do you accept?",
+    "Can I return an opened item?",
+    "When will I get my money back after a refund?",
+    "¿Cuánto cuesta el envío?",
+    "¿Puedo pagar con tarjeta?",
+    "¿Cómo devuelvo un artículo?",
+    "¿Cuándo me cobráis el pedido?",
+    "Quant triga l'enviament?",
+    "Com canvio el correu del meu compte?",
+    "Quines formes de pagament accepteu?",
+    "Puc tornar un article que va arribar trencat?",
+];
+
+/// One way's timings, in microseconds.
+struct Timings {
+    first_token: Histogram<u64>,
+    total: Histogram<u64>,
+}
+
+impl Timings {
+    fn new() -> anyhow::Result<Timings> {
+        Ok(Timings {
+            first_token: Histogram::new(3)?,
+            total: Histogram::new(3)?,
+        })
+    }
+
+    fn record(&mut self, first_token: Duration, total: Duration) -> anyhow::Result<()> {
+        self.first_token
+            .record(first_token.as_micros().max(1) as u64)?;
+        self.total.record(total.as_micros().max(1) as u64)?;
+        Ok(())
+    }
+
+    fn print(&self, label: &str) {
+        println!(
+            "{label:<14} first token p50 {:>8.1} ms  p99 {:>8.1} ms   total p50 {:>8.1} ms  p99 {:>8.1} ms",
+            percentile_ms(&self.first_token, 0.5),
+            percentile_ms(&self.first_token, 0.99),
+            percentile_ms(&self.total, 0.5),
+            percentile_ms(&self.total, 0.99),
+        );
+    }
+}
+
+pub async fn run(options: LlmBench, settings: Settings) -> anyhow::Result<()> {
+    measure(options, settings).await.map(|_| ())
+}
+
+/// Run the benchmark, print its figures, and return what it counted.
+pub async fn measure(options: LlmBench, mut settings: Settings) -> anyhow::Result<LlmBenchCounts> {
+    let upstream = options.url.clone().unwrap_or(settings.llm.base_url.clone());
+    anyhow::ensure!(
+        !upstream.is_empty(),
+        "no model server: pass --url or set [llm] base_url"
+    );
+    if let Some(model) = &options.model {
+        settings.llm.model = model.clone();
+    }
+    let wait = Duration::from_secs(options.turn_timeout_secs);
+    let messages: Vec<&str> = MESSAGES
+        .iter()
+        .copied()
+        .cycle()
+        .take(options.messages)
+        .collect();
+    println!(
+        "bench llm: {} messages each way on {upstream} (model {:?}), one at a time",
+        messages.len(),
+        settings.llm.model
+    );
+
+    // Straight to the model server, with the same client settings Switchboard uses.
+    let mut direct_settings = settings.llm.clone();
+    direct_settings.base_url = upstream.clone();
+    direct_settings.first_token_timeout_ms = wait.as_millis() as u64;
+    direct_settings.request_timeout_ms = wait.as_millis() as u64;
+    let client = OpenAiClient::new(direct_settings).context("the model server's client")?;
+    let mut direct = Timings::new()?;
+    let ignore: Arc<dyn TextSink> = Arc::new(|_: &str| {});
+    for message in &messages {
+        let request = ChatRequest {
+            messages: vec![
+                ChatMessage::system("You answer a shop's customers briefly."),
+                ChatMessage::user(*message),
+            ],
+            tools: Vec::new(),
+            tool_choice: None,
+            max_tokens: None,
+        };
+        let started = Instant::now();
+        let completion = client
+            .complete(&request, Some(ignore.as_ref()))
+            .await
+            .with_context(|| format!("asking the model server {message:?}"))?;
+        direct.record(completion.first_token, started.elapsed())?;
+    }
+
+    // Through Switchboard: each message in a conversation of its own.
+    let proxy = RecordingProxy::start(&upstream).await?;
+    let shop = ShopChat::start(settings, proxy.base_url()).await?;
+    let mut through = Timings::new()?;
+    let mut fallbacks = 0u64;
+    let measured = async {
+        for message in &messages {
+            let mut customer = shop.customer("ana@example.com").await?;
+            let frames = customer.say(message, wait).await?;
+            shop.end_conversation(&customer).await?;
+            let total = frames
+                .first_reply
+                .with_context(|| format!("no answer to {message:?}"))?;
+            match frames.first_draft {
+                Some(first) => through.record(first, total)?,
+                None => fallbacks += 1,
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    // The shop is shut down before its scratch directory goes, whatever happened.
+    shop.shutdown().await;
+    measured?;
+    let requests = proxy.received().len();
+
+    direct.print("model server");
+    through.print("switchboard");
+    let answered = through.total.len();
+    println!(
+        "{answered} of {} answered by the model through Switchboard ({fallbacks} by the builtin assistant instead); {requests} requests reached the model server",
+        messages.len()
+    );
+    let difference = |ours: &Histogram<u64>, theirs: &Histogram<u64>| {
+        percentile_ms(ours, 0.5) - percentile_ms(theirs, 0.5)
+    };
+    println!(
+        "direct_ttft_p50_ms={:.1} direct_ttft_p99_ms={:.1} direct_total_p50_ms={:.1} direct_total_p99_ms={:.1} switchboard_ttft_p50_ms={:.1} switchboard_ttft_p99_ms={:.1} switchboard_total_p50_ms={:.1} switchboard_total_p99_ms={:.1} overhead_ttft_p50_ms={:.1} fallbacks={fallbacks}",
+        percentile_ms(&direct.first_token, 0.5),
+        percentile_ms(&direct.first_token, 0.99),
+        percentile_ms(&direct.total, 0.5),
+        percentile_ms(&direct.total, 0.99),
+        percentile_ms(&through.first_token, 0.5),
+        percentile_ms(&through.first_token, 0.99),
+        percentile_ms(&through.total, 0.5),
+        percentile_ms(&through.total, 0.99),
+        difference(&through.first_token, &direct.first_token),
+    );
+    Ok(LlmBenchCounts {
+        direct: direct.total.len(),
+        through: answered,
+        fallbacks,
+        requests,
+    })
+}
