@@ -271,7 +271,42 @@ impl Usage {
     pub fn total(&self) -> u64 {
         self.prompt_tokens + self.completion_tokens
     }
+
+    /// What `completion` used: as the server counted it, or, from a server that reports no
+    /// usage (llama.cpp's Python server never does in a stream), estimated at about four
+    /// characters a token from what was sent and what came back, so that budgets still hold.
+    pub fn of(request: &ChatRequest, completion: &Completion) -> Usage {
+        if let Some(usage) = completion.usage {
+            return usage;
+        }
+        let calls = |calls: &[ToolCall]| {
+            calls
+                .iter()
+                .map(|call| call.name.len() + call.arguments.len())
+                .sum::<usize>()
+        };
+        let sent: usize = request
+            .messages
+            .iter()
+            .map(|message| message.content.len() + calls(&message.tool_calls))
+            .sum::<usize>()
+            + request
+                .tools
+                .iter()
+                .map(|tool| {
+                    tool.name.len() + tool.description.len() + tool.parameters.to_string().len()
+                })
+                .sum::<usize>();
+        let received = completion.content.len() + calls(&completion.tool_calls);
+        Usage {
+            prompt_tokens: sent.div_ceil(CHARS_PER_TOKEN) as u64,
+            completion_tokens: received.div_ceil(CHARS_PER_TOKEN) as u64,
+        }
+    }
 }
+
+/// A rough count of characters per token, for servers that report no usage.
+const CHARS_PER_TOKEN: usize = 4;
 
 /// One completed answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,7 +314,7 @@ pub struct Completion {
     pub content: String,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: FinishReason,
-    /// `None` when the server did not report it.
+    /// `None` when the server did not report it ([`Usage::of`] estimates it then).
     pub usage: Option<Usage>,
     /// Time from sending the request to the first token (or the whole answer, unstreamed).
     pub first_token: Duration,
@@ -329,4 +364,42 @@ pub trait LlmProvider: Send + Sync {
 
     /// The model's name, for logs and usage records.
     fn model(&self) -> &str;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion(content: &str, usage: Option<Usage>) -> Completion {
+        Completion {
+            content: content.into(),
+            tool_calls: Vec::new(),
+            finish_reason: FinishReason::Stop,
+            usage,
+            first_token: Duration::ZERO,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn usage_is_the_servers_or_an_estimate_from_the_text() {
+        let request = ChatRequest {
+            messages: vec![
+                ChatMessage::system("x".repeat(400)),
+                ChatMessage::user("hello"),
+            ],
+            ..ChatRequest::default()
+        };
+        let reported = Usage {
+            prompt_tokens: 7,
+            completion_tokens: 3,
+        };
+        assert_eq!(
+            Usage::of(&request, &completion("hi", Some(reported))),
+            reported
+        );
+        let estimated = Usage::of(&request, &completion(&"y".repeat(41), None));
+        assert_eq!(estimated.prompt_tokens, 102);
+        assert_eq!(estimated.completion_tokens, 11);
+    }
 }

@@ -38,7 +38,7 @@ use super::{Assistant, AssistantError, DraftSink, Handoff, Reply, Turn};
 use crate::knowledge::{Passage, SearchMode};
 use crate::llm::{
     ChatMessage, ChatRequest, Completion, LlmError, LlmProvider, LlmSettings, Role, TextSink,
-    ToolChoice,
+    ToolChoice, Usage,
 };
 
 /// Where this assistant keeps its part of the conversation's state.
@@ -76,12 +76,12 @@ impl ConversationUsage {
         self.prompt_tokens + self.completion_tokens
     }
 
-    fn add(&mut self, completion: &Completion) {
+    /// Count a completion: what the server reported, or an estimate where it reports nothing.
+    fn add(&mut self, request: &ChatRequest, completion: &Completion) {
+        let usage = Usage::of(request, completion);
         self.requests += 1;
-        if let Some(usage) = completion.usage {
-            self.prompt_tokens += usage.prompt_tokens;
-            self.completion_tokens += usage.completion_tokens;
-        }
+        self.prompt_tokens += usage.prompt_tokens;
+        self.completion_tokens += usage.completion_tokens;
     }
 }
 
@@ -332,7 +332,7 @@ impl LlmAssistant {
                 Ok(completion) => completion,
                 Err(error) => return Ok(ModelTurn::Fallback(provider_fallback(&error))),
             };
-            llm.usage.add(&completion);
+            llm.usage.add(&request, &completion);
             if completion.tool_calls.is_empty() {
                 return self.answer(&completion.content, numbered, looked_up, language, llm);
             }
@@ -566,7 +566,7 @@ impl LlmAssistant {
         let wait = Duration::from_millis(self.settings.answer_deadline_ms);
         match tokio::time::timeout(wait, self.provider.complete(&request, None)).await {
             Ok(Ok(completion)) => {
-                llm.usage.add(&completion);
+                llm.usage.add(&request, &completion);
                 let text = completion.content.trim();
                 (!text.is_empty()).then(|| llm.vault.restore(text))
             }
