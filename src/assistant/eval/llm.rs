@@ -118,6 +118,8 @@ struct Outcome {
     questions: usize,
     cited: usize,
     leaks: Vec<String>,
+    /// What came back, turn by turn (shown for a conversation whose expectation was missed).
+    replies: Vec<String>,
     tokens: u64,
 }
 
@@ -206,6 +208,14 @@ async fn run_cases(
                 format!(", LEAKED {:?}", outcome.leaks)
             },
         );
+        if !outcome.expected_happened {
+            for text in &case.turns {
+                println!("      customer: {}", shorten(text));
+            }
+            for reply in &outcome.replies {
+                println!("      {}", shorten(reply));
+            }
+        }
         outcomes.push(outcome);
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -270,6 +280,12 @@ async fn converse(
     for text in &case.turns {
         vault.redact(text);
         let frames = customer.say(text, wait).await?;
+        outcome.replies.extend(
+            frames
+                .replies
+                .iter()
+                .map(|(author, text)| format!("{author}: {}", text.replace('\n', " "))),
+        );
         if case.expect == Expect::Answer {
             outcome.questions += 1;
             let cited = frames
@@ -321,6 +337,15 @@ async fn converse(
         Expect::NoTask => on_order(&tasks.await.unwrap_or_default()).is_empty(),
     };
     Ok(outcome)
+}
+
+/// `text` cut to a line's length.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 110;
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// A reply written by the model with a citation: "[1]" in its text.
