@@ -4,9 +4,12 @@
 //! message alone, with a one-line system prompt, streamed) and then through Switchboard: the
 //! demo shop in this process, a signed-in customer writing in the real web chat, so each turn
 //! pays for the router, retrieval, redaction, the full prompt with its passages and tools, and
-//! the checks. Time to first token (the first draft frame in the web chat) and total time (the
-//! stored answer) are printed side by side, p50 and p99, so the overhead is read as a
-//! difference. Turns the builtin assistant answered instead (no draft came) are counted.
+//! the checks. Time to first token (the first draft frame in the web chat, or the answer when
+//! none came) and total time (the stored answer) are printed side by side, p50 and p99, so the
+//! overhead is read as a difference; so is Switchboard's own time before the model is asked
+//! (from the customer's message to the request reaching the model server, through a recording
+//! proxy), which separates our work from the model's longer prompt. Turns the builtin
+//! assistant answered instead are counted: its answer after a refused draft, or with no draft.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,8 +43,12 @@ pub struct LlmBench {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LlmBenchCounts {
     pub direct: u64,
+    /// Answered by the model through Switchboard.
     pub through: u64,
+    /// Answered by the builtin assistant instead.
     pub fallbacks: u64,
+    /// Turns whose time before the model was measured.
+    pub before_model: u64,
     pub requests: usize,
 }
 
@@ -150,18 +157,26 @@ pub async fn measure(options: LlmBench, mut settings: Settings) -> anyhow::Resul
     let proxy = RecordingProxy::start(&upstream).await?;
     let shop = ShopChat::start(settings, proxy.base_url()).await?;
     let mut through = Timings::new()?;
-    let mut fallbacks = 0u64;
+    let mut before_model = Histogram::<u64>::new(3)?;
+    let (mut refused, mut undrafted) = (0u64, 0u64);
     let measured = async {
         for message in &messages {
+            let asked_before = proxy.arrivals().len();
             let mut customer = shop.customer("ana@example.com").await?;
             let frames = customer.say(message, wait).await?;
             shop.end_conversation(&customer).await?;
             let total = frames
                 .first_reply
                 .with_context(|| format!("no answer to {message:?}"))?;
-            match frames.first_draft {
-                Some(first) => through.record(first, total)?,
-                None => fallbacks += 1,
+            through.record(frames.first_draft.unwrap_or(total), total)?;
+            if let Some((arrived, _)) = proxy.arrivals().get(asked_before) {
+                let ours = arrived.saturating_duration_since(frames.sent_at);
+                before_model.record(ours.as_micros().max(1) as u64)?;
+            }
+            match (frames.first_draft, frames.answer_was_drafted()) {
+                (_, true) => {}
+                (Some(_), false) => refused += 1,
+                (None, _) => undrafted += 1,
             }
         }
         anyhow::Ok(())
@@ -171,19 +186,25 @@ pub async fn measure(options: LlmBench, mut settings: Settings) -> anyhow::Resul
     shop.shutdown().await;
     measured?;
     let requests = proxy.received().len();
+    let fallbacks = refused + undrafted;
 
     direct.print("model server");
     through.print("switchboard");
-    let answered = through.total.len();
     println!(
-        "{answered} of {} answered by the model through Switchboard ({fallbacks} by the builtin assistant instead); {requests} requests reached the model server",
+        "switchboard before the model p50 {:>8.1} ms  p99 {:>8.1} ms (router, retrieval, redaction, prompt)",
+        percentile_ms(&before_model, 0.5),
+        percentile_ms(&before_model, 0.99),
+    );
+    let answered = through.total.len() - fallbacks;
+    println!(
+        "{answered} of {} answered by the model through Switchboard; the builtin assistant answered {refused} after refusing the model's answer and {undrafted} with no draft; {requests} requests reached the model server",
         messages.len()
     );
     let difference = |ours: &Histogram<u64>, theirs: &Histogram<u64>| {
         percentile_ms(ours, 0.5) - percentile_ms(theirs, 0.5)
     };
     println!(
-        "direct_ttft_p50_ms={:.1} direct_ttft_p99_ms={:.1} direct_total_p50_ms={:.1} direct_total_p99_ms={:.1} switchboard_ttft_p50_ms={:.1} switchboard_ttft_p99_ms={:.1} switchboard_total_p50_ms={:.1} switchboard_total_p99_ms={:.1} overhead_ttft_p50_ms={:.1} fallbacks={fallbacks}",
+        "direct_ttft_p50_ms={:.1} direct_ttft_p99_ms={:.1} direct_total_p50_ms={:.1} direct_total_p99_ms={:.1} switchboard_ttft_p50_ms={:.1} switchboard_ttft_p99_ms={:.1} switchboard_total_p50_ms={:.1} switchboard_total_p99_ms={:.1} overhead_ttft_p50_ms={:.1} before_model_p50_ms={:.1} before_model_p99_ms={:.1} fallbacks={fallbacks}",
         percentile_ms(&direct.first_token, 0.5),
         percentile_ms(&direct.first_token, 0.99),
         percentile_ms(&direct.total, 0.5),
@@ -193,11 +214,14 @@ pub async fn measure(options: LlmBench, mut settings: Settings) -> anyhow::Resul
         percentile_ms(&through.total, 0.5),
         percentile_ms(&through.total, 0.99),
         difference(&through.first_token, &direct.first_token),
+        percentile_ms(&before_model, 0.5),
+        percentile_ms(&before_model, 0.99),
     );
     Ok(LlmBenchCounts {
         direct: direct.total.len(),
         through: answered,
         fallbacks,
+        before_model: before_model.len(),
         requests,
     })
 }

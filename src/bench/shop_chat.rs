@@ -33,14 +33,32 @@ pub struct Customer {
 }
 
 /// What came back for one customer message.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TurnFrames {
+    /// When the message was sent.
+    pub sent_at: Instant,
     /// From sending to the first draft of the answer (LLM mode streams its answer as drafts).
     pub first_draft: Option<Duration>,
     /// From sending to the first stored message back (bot or system).
     pub first_reply: Option<Duration>,
+    /// The last draft shown before the answer.
+    pub last_draft: Option<String>,
     /// (author, text) of every message back, in order.
     pub replies: Vec<(String, String)>,
+}
+
+impl TurnFrames {
+    /// Whether the stored answer is the one whose drafts were shown (not the builtin
+    /// assistant's, after the model's answer was refused).
+    pub fn answer_was_drafted(&self) -> bool {
+        let Some(draft) = self.last_draft.as_deref() else {
+            return false;
+        };
+        self.replies
+            .iter()
+            .find(|(author, _)| author == "bot")
+            .is_some_and(|(_, text)| text.starts_with(draft.trim_end()))
+    }
 }
 
 impl ShopChat {
@@ -139,7 +157,13 @@ impl Customer {
         let frame = json!({"type": "message", "client_id": client_id, "text": text});
         let started = Instant::now();
         self.socket.send(Message::text(frame.to_string())).await?;
-        let mut frames = TurnFrames::default();
+        let mut frames = TurnFrames {
+            sent_at: started,
+            first_draft: None,
+            first_reply: None,
+            last_draft: None,
+            replies: Vec::new(),
+        };
         loop {
             let left = if frames.replies.is_empty() {
                 wait.saturating_sub(started.elapsed())
@@ -155,8 +179,10 @@ impl Customer {
                 Err(error) => return Err(error.context(format!("waiting for a reply to {text:?}"))),
             };
             match frame["type"].as_str() {
-                Some("draft") if frames.first_draft.is_none() => {
-                    frames.first_draft = Some(started.elapsed());
+                Some("draft") => {
+                    frames.first_draft.get_or_insert(started.elapsed());
+                    let text = frame["text"].as_str().unwrap_or_default();
+                    frames.last_draft = (!text.is_empty()).then(|| text.to_string());
                 }
                 Some("message") if frame["author"] != "customer" => {
                     frames.first_reply.get_or_insert(started.elapsed());

@@ -1,8 +1,10 @@
 //! A recording proxy in front of a model server, for `eval llm` and `bench llm`: every request
 //! is passed on unchanged and its answer streamed back as it comes, and each request body is
-//! kept, so a run can check what the provider received (personal data must never be in it).
+//! kept with the moment it arrived, so a run can check what the provider received (personal
+//! data must never be in it) and when.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::Context;
 use axum::body::{Body, Bytes};
@@ -15,13 +17,13 @@ use serde_json::Value;
 struct Upstream {
     base_url: String,
     http: reqwest::Client,
-    received: Arc<Mutex<Vec<Value>>>,
+    received: Arc<Mutex<Vec<(Instant, Value)>>>,
 }
 
 /// The proxy, listening on loopback until dropped.
 pub struct RecordingProxy {
     base_url: String,
-    received: Arc<Mutex<Vec<Value>>>,
+    received: Arc<Mutex<Vec<(Instant, Value)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -60,6 +62,11 @@ impl RecordingProxy {
 
     /// Every request body received so far (JSON; anything else as a string).
     pub fn received(&self) -> Vec<Value> {
+        self.arrivals().into_iter().map(|(_, body)| body).collect()
+    }
+
+    /// Every request body received so far, with when it arrived.
+    pub fn arrivals(&self) -> Vec<(Instant, Value)> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
@@ -76,10 +83,11 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let arrived = Instant::now();
     let recorded = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     if let Ok(mut received) = upstream.received.lock() {
-        received.push(recorded);
+        received.push((arrived, recorded));
     }
     let mut request = upstream
         .http
