@@ -58,8 +58,8 @@ impl BuiltinAssistant {
     }
 
     /// What `text` says besides the request for `intent`: its clauses other than the one the
-    /// classifier finds most like the request, leaving out any that only greets, thanks or
-    /// names the order.
+    /// classifier finds most like the request, leaving out questions (answered on their own,
+    /// never a reason) and any that only greets, thanks or names the order.
     async fn rest_of_request(&self, intent: &str, text: &str) -> Option<String> {
         let clauses = clauses(text);
         if clauses.len() < 2 {
@@ -87,7 +87,7 @@ impl BuiltinAssistant {
             .iter()
             .zip(&embeddings)
             .enumerate()
-            .filter(|(index, _)| *index != request)
+            .filter(|(index, _)| *index != request && !asks(text, &clauses[*index]))
             .filter(|(_, (clause, embedding))| self.says_something(clause, embedding))
             .map(|(_, (clause, _))| clause.as_str())
             .collect();
@@ -157,6 +157,12 @@ impl BuiltinAssistant {
             Err(refusal) => Some(refusal.message),
         }
     }
+}
+
+/// Whether the clause at `range` of `text` is a question: a question mark ends it, or an
+/// inverted one opens it.
+fn asks(text: &str, range: &Range<usize>) -> bool {
+    text[range.end..].trim_start().starts_with('?') || text[..range.start].trim_end().ends_with('¿')
 }
 
 /// The clauses of `text`, split at punctuation and before a cue such as "because", trimmed,
@@ -238,6 +244,12 @@ mod tests {
             ["it cost 45,00 or 45.00 EUR"]
         );
         assert_eq!(split("because"), Vec::<&str>::new());
+        let text = "Refund order 1043, how long does it take? ¿Y cuánto cuesta?";
+        let asked: Vec<bool> = clauses(text)
+            .iter()
+            .map(|range| asks(text, range))
+            .collect();
+        assert_eq!(asked, [false, true, true]);
         assert_eq!(split(""), Vec::<&str>::new());
     }
 }
