@@ -10,6 +10,10 @@ use super::{BuiltinAssistant, DialogueState, Flow, Outcome};
 use crate::assistant::classifier::Prediction;
 use crate::assistant::intents::{IntentSpec, ORDER_SLOT, OnComplete, render};
 use crate::assistant::{Action, Turn};
+use switchboard_connector::Choice;
+
+/// Orders offered as quick replies at most.
+const MAX_ORDER_CHOICES: usize = 4;
 
 impl BuiltinAssistant {
     /// Ask for the first missing slot (unless the shop would refuse the request anyway), or
@@ -42,6 +46,9 @@ impl BuiltinAssistant {
             }
             flow.awaiting = Some(missing.clone());
             outcome.messages.push(texts.prompt[missing].clone());
+            if missing == ORDER_SLOT {
+                outcome.choices = self.order_choices(turn, language).await;
+            }
             return;
         }
         let flow = state.flow.take().expect("flow checked above");
@@ -135,5 +142,26 @@ impl BuiltinAssistant {
         state.flow = Some(flow);
         self.advance(outcome, state, spec, language, turn, prediction)
             .await;
+    }
+
+    /// The customer's latest orders as quick replies when their order number is asked for
+    /// (a signed-in shop customer; nobody else's orders are ever listed). Picking one sends its
+    /// label, whose number fills the slot.
+    async fn order_choices(&self, turn: &Turn, language: &str) -> Vec<Choice> {
+        let Some(shop) = turn.shop.as_ref().filter(|_| turn.verified) else {
+            return Vec::new();
+        };
+        match shop.orders(&turn.conversation_id, language).await {
+            Ok(orders) => orders
+                .into_iter()
+                .take(MAX_ORDER_CHOICES)
+                .map(|order| Choice {
+                    id: format!("order:{}", order.number),
+                    label: format!("{} ({})", order.number, order.total),
+                })
+                .collect(),
+            // A guest, or the shop unreachable: the number is asked for in words.
+            Err(_) => Vec::new(),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! What a customer's first message already says is taken, not asked for again, by the builtin
 //! assistant: a reason after the request, an address in it, in English and Spanish; and a
 //! request the shop would refuse (an order already shipped, a refund already open) is told at
-//! once, before the customer is asked for details.
+//! once, before the customer is asked for details; an order number still to come is offered
+//! from the customer's own orders.
 
 use serde_json::Value;
 use switchboard::workflow::Scope;
@@ -99,6 +100,39 @@ async fn the_opening_message_is_read_for_details_and_refusals_come_first() {
         "la lámpara llegó rota"
     );
 
+    // No order number: the customer's own orders are offered to pick from.
+    visitor
+        .send_and_ack("c-8", "I want to cancel an order")
+        .await;
+    let asked = bot_frame(&mut visitor, "order number").await;
+    let offered: Vec<&str> = asked["choices"]
+        .as_array()
+        .expect("choices")
+        .iter()
+        .map(|choice| choice["label"].as_str().unwrap())
+        .collect();
+    assert!(
+        offered.iter().any(|label| label.starts_with("1044 (")),
+        "{offered:?}"
+    );
+    assert!(
+        !offered.iter().any(|label| label.starts_with("2001")),
+        "{offered:?}"
+    );
+    let pick = offered
+        .iter()
+        .find(|label| label.starts_with("1044 ("))
+        .unwrap()
+        .to_string();
+    visitor.send_and_ack("c-9", &pick).await;
+    system_frame(&mut visitor, "1044").await;
+    assert!(
+        tasks(&shop)
+            .await
+            .iter()
+            .any(|task| task["type"] == "cancellation" && task["order_id"] == "1044")
+    );
+
     // Asked for nothing else along the way.
     let history = shop
         .app
@@ -116,5 +150,5 @@ async fn the_opening_message_is_read_for_details_and_refusals_come_first() {
         .filter(|message| message.author == AuthorKind::Bot)
         .map(|message| message.text)
         .collect();
-    assert_eq!(bot.len(), 3, "{bot:#?}");
+    assert_eq!(bot.len(), 4, "{bot:#?}");
 }
