@@ -18,25 +18,18 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 
 use super::percentile_ms;
-use super::shop_chat::ShopChat;
+use super::shop_chat::{ModelServer, ShopChat};
 use crate::config::Settings;
 use crate::llm::proxy::RecordingProxy;
 use crate::llm::{ChatMessage, ChatRequest, LlmProvider, OpenAiClient, TextSink};
 
 #[derive(Debug, clap::Args)]
 pub struct LlmBench {
-    /// The model server's OpenAI-compatible base URL (default: `[llm] base_url`).
-    #[arg(long)]
-    pub url: Option<String>,
-    /// The model name (default: `[llm] model`).
-    #[arg(long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub server: ModelServer,
     /// Messages sent each way (the built-in list, repeated as needed).
     #[arg(long, default_value_t = 24)]
     pub messages: usize,
-    /// Longest wait for one answer, in seconds.
-    #[arg(long, default_value_t = 120)]
-    pub turn_timeout_secs: u64,
 }
 
 /// How many answers each way measured, and the builtin assistant's turns instead.
@@ -106,15 +99,8 @@ pub async fn run(options: LlmBench, settings: Settings) -> anyhow::Result<()> {
 
 /// Run the benchmark, print its figures, and return what it counted.
 pub async fn measure(options: LlmBench, mut settings: Settings) -> anyhow::Result<LlmBenchCounts> {
-    let upstream = options.url.clone().unwrap_or(settings.llm.base_url.clone());
-    anyhow::ensure!(
-        !upstream.is_empty(),
-        "no model server: pass --url or set [llm] base_url"
-    );
-    if let Some(model) = &options.model {
-        settings.llm.model = model.clone();
-    }
-    let wait = Duration::from_secs(options.turn_timeout_secs);
+    let upstream = options.server.choose(&mut settings)?;
+    let wait = options.server.turn_timeout();
     let messages: Vec<&str> = MESSAGES
         .iter()
         .copied()
@@ -161,7 +147,7 @@ pub async fn measure(options: LlmBench, mut settings: Settings) -> anyhow::Resul
     let (mut refused, mut undrafted) = (0u64, 0u64);
     let measured = async {
         for message in &messages {
-            let asked_before = proxy.arrivals().len();
+            let asked_before = proxy.count();
             let mut customer = shop.customer("ana@example.com").await?;
             let frames = customer.say(message, wait).await?;
             shop.end_conversation(&customer).await?;
@@ -185,7 +171,7 @@ pub async fn measure(options: LlmBench, mut settings: Settings) -> anyhow::Resul
     // The shop is shut down before its scratch directory goes, whatever happened.
     shop.shutdown().await;
     measured?;
-    let requests = proxy.received().len();
+    let requests = proxy.count();
     let fallbacks = refused + undrafted;
 
     direct.print("model server");

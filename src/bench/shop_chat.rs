@@ -15,6 +15,40 @@ use crate::config::{ChannelTables, Settings};
 use crate::conversation::Move;
 use crate::store::Transfer;
 
+/// The model server a run drives, and how long it waits for one answer (`eval llm` and
+/// `bench llm` alike).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelServer {
+    /// The model server's OpenAI-compatible base URL (default: `[llm] base_url`).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The model name (default: `[llm] model`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Longest wait for the reply to one message, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub turn_timeout_secs: u64,
+}
+
+impl ModelServer {
+    /// The server's base URL (`--url` or `[llm] base_url`), with `--model` set in `settings`.
+    pub fn choose(&self, settings: &mut Settings) -> anyhow::Result<String> {
+        let url = self.url.clone().unwrap_or(settings.llm.base_url.clone());
+        anyhow::ensure!(
+            !url.is_empty(),
+            "no model server: pass --url or set [llm] base_url"
+        );
+        if let Some(model) = &self.model {
+            settings.llm.model = model.clone();
+        }
+        Ok(url)
+    }
+
+    pub fn turn_timeout(&self) -> Duration {
+        Duration::from_secs(self.turn_timeout_secs)
+    }
+}
+
 /// A turn is over once a reply came and nothing else followed for this long (a task's notice
 /// follows the assistant's turn through the outbox).
 const QUIET: Duration = Duration::from_millis(1500);
@@ -118,8 +152,9 @@ impl ShopChat {
         }
     }
 
-    /// Resolve the conversation `customer` is in, so their next message starts a new one.
-    pub async fn end_conversation(&self, customer: &Customer) -> anyhow::Result<()> {
+    /// Resolve the conversation `customer` is in, so their next message starts a new one;
+    /// its id.
+    pub async fn end_conversation(&self, customer: &Customer) -> anyhow::Result<String> {
         let id = self.conversation_id(customer).await?;
         let resolve = Transfer {
             to: Move::Resolve,
@@ -128,7 +163,7 @@ impl ShopChat {
             data: json!({}),
         };
         self.app.router.transfer(&id, &resolve, None).await?;
-        Ok(())
+        Ok(id)
     }
 
     /// The open conversation `customer` is in.

@@ -65,6 +65,11 @@ impl RecordingProxy {
         self.arrivals().into_iter().map(|(_, body)| body).collect()
     }
 
+    /// How many requests were received so far.
+    pub fn count(&self) -> usize {
+        self.received.lock().map(|r| r.len()).unwrap_or_default()
+    }
+
     /// Every request body received so far, with when it arrived.
     pub fn arrivals(&self) -> Vec<(Instant, Value)> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::assistant::redact::Vault;
-use crate::bench::shop_chat::ShopChat;
+use crate::bench::shop_chat::{ModelServer, ShopChat};
 use crate::config::Settings;
 use crate::llm::proxy::RecordingProxy;
 
@@ -30,18 +30,11 @@ pub struct LlmEval {
     /// The conversations (TOML, as tests/data/llm_conversations.toml).
     #[arg(long, default_value = "tests/data/llm_conversations.toml")]
     pub conversations: PathBuf,
-    /// The model server's OpenAI-compatible base URL (default: `[llm] base_url`).
-    #[arg(long)]
-    pub url: Option<String>,
-    /// The model name (default: `[llm] model`).
-    #[arg(long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub server: ModelServer,
     /// Only the first N conversations.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Longest wait for the reply to one message, in seconds.
-    #[arg(long, default_value_t = 120)]
-    pub turn_timeout_secs: u64,
 }
 
 /// The headline figures of a run (shares are `None` when nothing was there to count).
@@ -147,14 +140,7 @@ pub async fn evaluate(options: LlmEval, mut settings: Settings) -> anyhow::Resul
             case.name
         );
     }
-    let upstream = options.url.clone().unwrap_or(settings.llm.base_url.clone());
-    anyhow::ensure!(
-        !upstream.is_empty(),
-        "no model server: pass --url or set [llm] base_url"
-    );
-    if let Some(model) = &options.model {
-        settings.llm.model = model.clone();
-    }
+    let upstream = options.server.choose(&mut settings)?;
     let model = settings.llm.model.clone();
     let proxy = RecordingProxy::start(&upstream).await?;
     let shop = ShopChat::start(settings, proxy.base_url()).await?;
@@ -172,7 +158,7 @@ async fn run_cases(
     upstream: &str,
     model: &str,
 ) -> anyhow::Result<LlmFigures> {
-    let wait = Duration::from_secs(options.turn_timeout_secs);
+    let wait = options.server.turn_timeout();
     let cases: Vec<&Case> = set
         .conversation
         .iter()
@@ -273,7 +259,7 @@ async fn converse(
     case: &Case,
     wait: Duration,
 ) -> anyhow::Result<Outcome> {
-    let first_request = proxy.received().len();
+    let first_request = proxy.count();
     let mut customer = shop.customer(&case.customer).await?;
     let mut outcome = Outcome::default();
     let mut vault = Vault::default();
@@ -295,8 +281,7 @@ async fn converse(
             outcome.cited += usize::from(cited);
         }
     }
-    let conversation_id = shop.conversation_id(&customer).await?;
-    shop.end_conversation(&customer).await?;
+    let conversation_id = shop.end_conversation(&customer).await?;
     let app = shop.app();
     let events = app.store.conversation_events(&conversation_id).await?;
     outcome.handed_off = events

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use switchboard::assistant::eval::llm::{LlmEval, evaluate};
 use switchboard::bench::llm::{LlmBench, measure};
+use switchboard::bench::shop_chat::ModelServer;
 use switchboard::config::Settings;
 
 use super::fake::{Answer, FakeLlm};
@@ -68,10 +69,12 @@ order = "2001"
     let figures = evaluate(
         LlmEval {
             conversations,
-            url: Some(fake.base_url()),
-            model: None,
+            server: ModelServer {
+                url: Some(fake.base_url()),
+                model: None,
+                turn_timeout_secs: 60,
+            },
             limit: None,
-            turn_timeout_secs: 60,
         },
         demo_settings(),
     )
@@ -101,10 +104,12 @@ async fn bench_llm_times_both_ways_with_the_same_messages() {
         Duration::from_secs(120),
         measure(
             LlmBench {
-                url: Some(fake.base_url()),
-                model: None,
+                server: ModelServer {
+                    url: Some(fake.base_url()),
+                    model: None,
+                    turn_timeout_secs: 60,
+                },
                 messages: 2,
-                turn_timeout_secs: 60,
             },
             demo_settings(),
         ),
