@@ -108,7 +108,7 @@ impl WebchatSettings {
     }
 }
 
-type Outbox = mpsc::Sender<ServerFrame>;
+type Outbox = mpsc::Sender<Box<ServerFrame>>;
 
 struct Tab {
     id: u64,
@@ -245,7 +245,7 @@ impl WebchatConnector {
             if Some(tab.id) == skip_tab {
                 return true;
             }
-            match tab.frames.try_send(frame.clone()) {
+            match tab.frames.try_send(Box::new(frame.clone())) {
                 Ok(()) => {
                     delivered += 1;
                     true

@@ -48,8 +48,9 @@ pub(crate) async fn upgrade(
         address: client.map(|axum::Extension(ClientAddress(address))| address),
     };
     let limit = settings.max_frame_bytes;
-    // Small buffers: most sessions sit idle, and 10,000 of them must fit in little memory.
-    ws.read_buffer_size(4 * 1024)
+    // Small buffers: most sessions sit idle, and 100,000 of them must fit in 1 GB. A chat
+    // frame fits in 1 KiB; a longer one is read in several pieces.
+    ws.read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(256 * 1024)
         // Frames up to 1 MiB are read so that an oversized one gets a proper 1009 close and a
@@ -295,7 +296,7 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
         token,
         resumed,
         email,
-    }) = handshake(&state, &mut socket, &peer).await
+    }) = Box::pin(handshake(&state, &mut socket, &peer)).await
     else {
         return;
     };
@@ -304,15 +305,13 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
     // Register before reading the history so that no reply can fall between history and live:
     // a reply sent meanwhile waits in the channel until after the welcome (the client drops it
     // by id if the history has it too).
-    let (frames_tx, mut frames_rx) = mpsc::channel::<ServerFrame>(64);
+    // Boxed: the channel allocates its first block of slots at once, and a slot holds a
+    // pointer instead of a whole frame.
+    let (frames_tx, mut frames_rx) = mpsc::channel::<Box<ServerFrame>>(64);
     let tab_id = connector.register(&visitor_id, frames_tx);
     // Messages this visitor sends from other tabs reach this one through the live events.
     let mut events = state.host.watch(&visitor_id);
-    let history = match state
-        .host
-        .history(&visitor_id, settings.history_limit)
-        .await
-    {
+    let history = match Box::pin(state.host.history(&visitor_id, settings.history_limit)).await {
         Ok(history) => history,
         Err(error) => {
             connector.unregister(&visitor_id, tab_id);
@@ -368,8 +367,16 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
                         address: peer.address,
                         sent_here: &mut sent_here,
                     };
-                    let keep_open =
-                        handle_incoming(&state, &mut socket, &mut visitor, &mut flood, message).await;
+                    // Boxed, like the other rare steps below: an idle session's task keeps
+                    // only what its loop needs between frames, not room for the ingest.
+                    let keep_open = Box::pin(handle_incoming(
+                        &state,
+                        &mut socket,
+                        &mut visitor,
+                        &mut flood,
+                        message,
+                    ))
+                    .await;
                     if !keep_open {
                         break;
                     }
