@@ -139,7 +139,7 @@ pub async fn run(options: ConsoleBench, settings: Settings) -> anyhow::Result<()
     let (app, _dir) = start(&settings, &options.database).await?;
     let ws_url = format!("ws://{}/channels/webchat/web/ws", app.addr);
     println!("run 1: no console open");
-    let without: LoadFigures = load(&ws_url, options.visitors, options.seconds, 0).await?;
+    let without: LoadFigures = load(&ws_url, options.visitors, options.seconds, 0, None).await?;
     app.shutdown().await;
 
     let (app, _dir) = start(&settings, &options.database).await?;
@@ -175,7 +175,7 @@ pub async fn run(options: ConsoleBench, settings: Settings) -> anyhow::Result<()
     // Let every agent sign in and open the feed before the load starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!("run 2: {} agents following the live feed", options.agents);
-    let with: LoadFigures = load(&ws_url, options.visitors, options.seconds, 0).await?;
+    let with: LoadFigures = load(&ws_url, options.visitors, options.seconds, 0, None).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.cancel();
     let mut failed = 0;

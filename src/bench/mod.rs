@@ -6,6 +6,7 @@
 pub mod assistant;
 pub mod baseline;
 pub mod console;
+pub mod customers;
 #[cfg(feature = "channel-email")]
 pub mod email;
 pub mod llm;
@@ -61,6 +62,18 @@ pub fn percentile_ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) ->
 
 /// Raise the open-files limit to its hard maximum: thousands of sockets need it.
 pub fn raise_fd_limit() -> u64 {
+    raise_fd_limit_to(0)
+}
+
+/// [`raise_fd_limit`], first lifting the hard limit to `wanted` when it is lower and the
+/// process may (root may, up to the kernel's `fs.nr_open`).
+pub fn raise_fd_limit_to(wanted: u64) -> u64 {
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get()
+        && hard < wanted
+        && let Err(error) = rlimit::Resource::NOFILE.set(wanted, wanted)
+    {
+        eprintln!("could not raise the open files hard limit to {wanted}: {error}");
+    }
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(error) => {

@@ -27,6 +27,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::customers::{self, Script};
 use crate::app::{App, AppOptions};
 use crate::assistant::EchoAssistant;
 use crate::config::Settings;
@@ -56,6 +57,21 @@ pub struct RouterBench {
     /// no router) and print the router's figure as a share of it.
     #[arg(long)]
     baseline: bool,
+    /// The assistant of the in-process server: `echo` answers every message at once (the
+    /// router's own cost); `builtin` is the assistant `serve` runs (the configured intents,
+    /// knowledge and shop), and needs `--messages`.
+    #[arg(long, value_enum, default_value_t = BenchAssistant::Echo)]
+    assistant: BenchAssistant,
+    /// Customer messages to send instead of generated ones: a CSV file with a header and a
+    /// `text` column (`eval/intents-dev.csv` is one). Closed loop, in-process server only.
+    #[arg(long)]
+    messages: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchAssistant {
+    Echo,
+    Builtin,
 }
 
 pub(crate) type Socket =
@@ -160,11 +176,18 @@ pub(super) fn bench_settings(
 
 async fn start_in_process(options: &RouterBench, settings: Settings) -> anyhow::Result<Server> {
     let data_dir = tempdir::TempDir::new("router")?;
-    let settings = bench_settings(settings, &data_dir.0, &options.database);
+    let mut settings = bench_settings(settings, &data_dir.0, &options.database);
+    let assistant: Option<Arc<dyn crate::assistant::Assistant>> = match options.assistant {
+        BenchAssistant::Echo => Some(Arc::new(EchoAssistant)),
+        BenchAssistant::Builtin => {
+            settings.assistant.kind = "builtin".into();
+            None
+        }
+    };
     let app = App::start(
         settings,
         AppOptions {
-            assistant: Some(Arc::new(EchoAssistant)),
+            assistant,
             ..AppOptions::default()
         },
     )
@@ -232,14 +255,60 @@ pub(crate) async fn wait_ready(base: &str) -> anyhow::Result<()> {
 
 /// Connect and complete the hello/welcome handshake.
 pub(crate) async fn connect(url: &str) -> anyhow::Result<Socket> {
-    let (mut socket, _) =
+    Ok(connect_session(url).await?.0)
+}
+
+/// Connect as a new visitor: the socket after its welcome, and the visitor's id.
+pub(crate) async fn connect_session(url: &str) -> anyhow::Result<(Socket, String)> {
+    let (socket, _) =
         tokio_tungstenite::connect_async_with_config(same_origin_request(url)?, None, true).await?;
+    welcome(socket).await
+}
+
+/// [`connect`] from the loopback address `source`. One source address reaches one server
+/// port from at most as many sockets as there are ephemeral ports (about 28,000 by default),
+/// so many sessions are spread over several: all of 127.0.0.0/8 is the loopback.
+async fn connect_from(url: &str, source: std::net::Ipv4Addr) -> anyhow::Result<Socket> {
+    let request = same_origin_request(url)?;
+    let authority = request
+        .uri()
+        .authority()
+        .context("the URL names a host")?
+        .as_str()
+        .to_string();
+    let server = tokio::net::lookup_host(&authority)
+        .await?
+        .find(std::net::SocketAddr::is_ipv4)
+        .with_context(|| format!("{authority} has no IPv4 address"))?;
+    let tcp = tokio::net::TcpSocket::new_v4()?;
+    tcp.bind(std::net::SocketAddr::new(source.into(), 0))
+        .with_context(|| format!("binding a client socket to {source}"))?;
+    let stream = tcp.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let (socket, _) = tokio_tungstenite::client_async_with_config(
+        request,
+        tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        None,
+    )
+    .await?;
+    Ok(welcome(socket).await?.0)
+}
+
+/// Say hello as a new visitor and wait for the welcome: the socket and the visitor's id.
+async fn welcome(mut socket: Socket) -> anyhow::Result<(Socket, String)> {
     socket
         .send(Message::text(r#"{"type":"hello","token":null}"#))
         .await?;
     loop {
         match socket.next().await {
-            Some(Ok(Message::Text(text))) if text.contains("\"welcome\"") => return Ok(socket),
+            Some(Ok(Message::Text(text))) if text.contains("\"welcome\"") => {
+                let welcome: serde_json::Value = serde_json::from_str(&text)?;
+                let visitor_id = welcome["visitor_id"]
+                    .as_str()
+                    .context("a welcome without visitor_id")?
+                    .to_string();
+                return Ok((socket, visitor_id));
+            }
             Some(Ok(_)) => continue,
             Some(Err(error)) => return Err(error.into()),
             None => bail!("closed before welcome"),
@@ -288,9 +357,22 @@ struct Totals {
 }
 
 pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()> {
-    let fd_limit = super::raise_fd_limit();
+    // Each side of an idle session holds a descriptor: the server process and this one
+    // raise their limits alike (the server inherits this process's).
+    let fd_limit = super::raise_fd_limit_to(options.idle.map_or(0, |idle| idle as u64 + 1_000));
     if let Some(idle) = options.idle {
         return run_idle(&options, idle, fd_limit).await;
+    }
+    if options.messages.is_some() && (options.url.is_some() || options.rate != 0) {
+        bail!(
+            "--messages drives the in-process server in a closed loop: leave out --url and --rate"
+        );
+    }
+    if options.assistant == BenchAssistant::Builtin && options.messages.is_none() {
+        bail!(
+            "--assistant builtin needs --messages FILE: generated texts are not customer \
+             messages, and the assistant hands such visitors over after two unsure turns"
+        );
     }
     let mut server = match &options.url {
         Some(url) => Server {
@@ -310,8 +392,26 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
     } else {
         format!("open loop at {} msg/s", options.rate)
     };
+    let script = match (&options.messages, &server.app) {
+        (Some(path), Some(app)) => Some(Arc::new(Script::load(path, app.router.clone())?)),
+        _ => None,
+    };
+    let assistant = match options.assistant {
+        BenchAssistant::Echo => "echo assistant",
+        BenchAssistant::Builtin => "builtin assistant",
+    };
+    let texts = match (&script, &options.messages) {
+        (Some(script), Some(path)) => {
+            format!(
+                "{} customer messages from {}",
+                script.messages(),
+                path.display()
+            )
+        }
+        _ => "generated messages".to_string(),
+    };
     println!(
-        "bench router: {} visitors, {} s, {mode}, against {target}",
+        "bench router: {} visitors, {} s, {mode}, {assistant}, {texts}, against {target}",
         options.visitors, options.seconds
     );
 
@@ -323,6 +423,7 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
             options.visitors,
             options.seconds,
             options.rate,
+            None,
         )
         .await?;
         println!("router: the load against Switchboard");
@@ -335,6 +436,7 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
         options.visitors,
         options.seconds,
         options.rate,
+        script.clone(),
     )
     .await?;
     let (msgs_per_s, p50, p90, p99, max) = (
@@ -359,8 +461,15 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
         ),
         None => String::new(),
     };
+    let left_bot = match &script {
+        Some(script) => format!(
+            " conversations_left_bot={}",
+            script.left_bot.load(Ordering::Relaxed)
+        ),
+        None => String::new(),
+    };
     println!(
-        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}{versus}",
+        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}{left_bot}{versus}",
         options.visitors, figures.errors
     );
     Ok(())
@@ -378,12 +487,14 @@ pub struct LoadFigures {
 }
 
 /// Drive `visitors` web chat visitors against `ws_url` for `seconds` (after a second of
-/// warm-up): closed loop, or open loop at `rate` messages/s in all. Prints what it saw.
+/// warm-up): closed loop, or open loop at `rate` messages/s in all; generated texts, or the
+/// customer messages of `script` (closed loop). Prints what it saw.
 pub async fn load(
     ws_url: &str,
     visitors: usize,
     seconds: u64,
     rate: u64,
+    script: Option<Arc<Script>>,
 ) -> anyhow::Result<LoadFigures> {
     let options = RouterBench {
         url: None,
@@ -393,6 +504,8 @@ pub async fn load(
         rate,
         idle: None,
         baseline: false,
+        assistant: BenchAssistant::Echo,
+        messages: None,
     };
     let totals = Arc::new(Totals {
         sent: AtomicU64::new(0),
@@ -402,7 +515,7 @@ pub async fn load(
     });
     let mut sockets = Vec::with_capacity(options.visitors);
     for _ in 0..options.visitors {
-        sockets.push(connect(ws_url).await?);
+        sockets.push(connect_session(ws_url).await?);
     }
     let warmup = Duration::from_secs(1);
     let started = Instant::now();
@@ -416,13 +529,29 @@ pub async fn load(
         ))
     };
     let mut tasks = Vec::with_capacity(options.visitors);
-    for (visitor, socket) in sockets.into_iter().enumerate() {
+    for (visitor, session) in sockets.into_iter().enumerate() {
         let totals = totals.clone();
+        let script = script.clone();
+        let ws_url = ws_url.to_string();
         tasks.push(tokio::spawn(async move {
-            let result = match per_visitor_interval {
-                None => closed_loop(visitor, socket, &totals, measure_from, stop_at).await,
-                Some(interval) => {
-                    open_loop(visitor, socket, &totals, interval, measure_from, stop_at).await
+            let result = match (per_visitor_interval, script) {
+                (None, Some(script)) => {
+                    scripted(
+                        visitor,
+                        session,
+                        &ws_url,
+                        &script,
+                        &totals,
+                        measure_from,
+                        stop_at,
+                    )
+                    .await
+                }
+                (None, None) => {
+                    closed_loop(visitor, session.0, &totals, measure_from, stop_at).await
+                }
+                (Some(interval), _) => {
+                    open_loop(visitor, session.0, &totals, interval, measure_from, stop_at).await
                 }
             };
             if let Err(error) = result {
@@ -494,6 +623,33 @@ async fn closed_loop(
     totals.replies.fetch_add(answered, Ordering::Relaxed);
     totals.latency.lock().await.add(&local)?;
     let _ = socket.close(None).await;
+    Ok(())
+}
+
+/// [`customers::closed_loop`] with its figures added to `totals`.
+async fn scripted(
+    visitor: usize,
+    session: (Socket, String),
+    ws_url: &str,
+    script: &Script,
+    totals: &Totals,
+    measure_from: Instant,
+    stop_at: Instant,
+) -> anyhow::Result<()> {
+    let mut local = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (sent, answered) = customers::closed_loop(
+        visitor,
+        session,
+        ws_url,
+        script,
+        &mut local,
+        measure_from,
+        stop_at,
+    )
+    .await?;
+    totals.sent.fetch_add(sent, Ordering::Relaxed);
+    totals.replies.fetch_add(answered, Ordering::Relaxed);
+    totals.latency.lock().await.add(&local)?;
     Ok(())
 }
 
@@ -610,6 +766,9 @@ async fn run_idle(options: &RouterBench, idle: usize, fd_limit: u64) -> anyhow::
     if options.url.is_some() {
         bail!("--idle measures a server it starts itself; it cannot read another host's memory");
     }
+    if idle > 250 * 20_000 {
+        bail!("--idle goes up to 5,000,000 sessions (250 loopback addresses of 20,000)");
+    }
     if fd_limit > 0 && (fd_limit as usize) < idle + 100 {
         bail!("open files limit {fd_limit} is too low for {idle} sessions; raise ulimit -n");
     }
@@ -627,8 +786,10 @@ async fn run_idle(options: &RouterBench, idle: usize, fd_limit: u64) -> anyhow::
     let mut sockets = Vec::with_capacity(idle);
     let started = Instant::now();
     let mut batch = Vec::new();
-    for _ in 0..idle {
-        batch.push(connect(&server.ws_url));
+    for index in 0..idle {
+        // 20,000 sessions per source address: 127.0.0.1, then 127.0.0.2, ...
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (index / 20_000) as u8);
+        batch.push(connect_from(&server.ws_url, source));
         if batch.len() == 100 {
             for socket in futures::future::join_all(batch.drain(..)).await {
                 sockets.push(socket?);

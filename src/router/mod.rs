@@ -222,6 +222,12 @@ impl Router {
         }
     }
 
+    /// Who has the conversation now, as this router last committed it (read from the store
+    /// once if it is not cached).
+    pub async fn status(&self, conversation_id: &str) -> Result<Status, StoreError> {
+        Ok(self.conversation(conversation_id).await?.state.status)
+    }
+
     async fn conversation(&self, id: &str) -> Result<Conversation, StoreError> {
         if let Some(conversation) = self.conversations.get(id) {
             return Ok(conversation);

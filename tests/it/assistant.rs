@@ -534,6 +534,50 @@ fn eval_retrieval_runs_on_small_data() {
 
 /// A server speaking the OpenAI embeddings wire format: vectors derived from the input, the
 /// bearer token checked, `data` returned out of order with `index` as real servers may.
+/// `bench router --assistant builtin --messages FILE`: customer messages through the demo
+/// shop's assistant. A visitor who asks for a person is handed over and must start a new
+/// conversation; one that waited for the bot instead would never be answered, and the run
+/// would report the visitor's error.
+#[test]
+fn bench_router_sends_customer_messages_through_the_builtin_assistant() {
+    let dir = tempfile::tempdir().unwrap();
+    let messages = dir.path().join("messages.csv");
+    std::fs::write(
+        &messages,
+        "text,intent\n\
+         How long does delivery take to Girona?,question\n\
+         I want to talk to a person please,talk_to_person\n\
+         hola buenos días,greeting\n\
+         thanks a lot!,thanks\n",
+    )
+    .unwrap();
+    let output = switchboard()
+        .args([
+            "--config",
+            "config/switchboard.toml",
+            "bench",
+            "router",
+            "--assistant",
+            "builtin",
+            "--visitors",
+            "3",
+            "--seconds",
+            "3",
+            "--messages",
+        ])
+        .arg(&messages)
+        .env("TMPDIR", dir.path())
+        .output()
+        .expect("runs");
+    let figures = last_line_figures(output);
+    assert_eq!(figures["errors"], 0.0, "{figures:?}");
+    assert!(figures["msgs_per_s"] > 0.0, "{figures:?}");
+    assert!(
+        figures["conversations_left_bot"] >= 1.0,
+        "asking for a person hands the conversation over: {figures:?}"
+    );
+}
+
 async fn fake_embeddings_server() -> String {
     use axum::{Json, Router, http::HeaderMap, http::StatusCode, routing::post};
     async fn embeddings(headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
