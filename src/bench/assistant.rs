@@ -19,7 +19,7 @@ use crate::assistant::builtin::BuiltinAssistant;
 use crate::assistant::{Assistant, Turn};
 use crate::config::Settings;
 use crate::knowledge::document::{Article, Chunk, fingerprint};
-use crate::knowledge::embed::{Embedder, LocalEmbedder};
+use crate::knowledge::embed::{Embedder, LocalEmbedder, MAX_BATCH};
 
 #[derive(Debug, clap::Args)]
 pub struct AssistantBench {
@@ -263,9 +263,6 @@ pub async fn run(options: AssistantBench, mut settings: Settings) -> anyhow::Res
     );
     Ok(())
 }
-
-/// Most texts the embedder takes in one forward pass, as the knowledge base sends them.
-const MAX_BATCH: usize = 32;
 
 /// Sentences per second through the embedder alone: `sentences` of the bench's messages in
 /// full batches, as many batches in flight as the embedder has threads and one more each, so

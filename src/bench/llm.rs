@@ -155,7 +155,7 @@ pub async fn measure(options: LlmBench, mut settings: Settings) -> anyhow::Resul
                 .first_reply
                 .with_context(|| format!("no answer to {message:?}"))?;
             through.record(frames.first_draft.unwrap_or(total), total)?;
-            if let Some((arrived, _)) = proxy.arrivals().get(asked_before) {
+            if let Some(arrived) = proxy.arrived_at(asked_before) {
                 let ours = arrived.saturating_duration_since(frames.sent_at);
                 before_model.record(ours.as_micros().max(1) as u64)?;
             }

@@ -356,6 +356,21 @@ struct Totals {
     latency: Mutex<hdrhistogram::Histogram<u64>>,
 }
 
+impl Totals {
+    /// One visitor's figures: messages sent, replies in the window and their latencies.
+    async fn add(
+        &self,
+        sent: u64,
+        answered: u64,
+        latency: &hdrhistogram::Histogram<u64>,
+    ) -> anyhow::Result<()> {
+        self.sent.fetch_add(sent, Ordering::Relaxed);
+        self.replies.fetch_add(answered, Ordering::Relaxed);
+        self.latency.lock().await.add(latency)?;
+        Ok(())
+    }
+}
+
 pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()> {
     // Each side of an idle session holds a descriptor: the server process and this one
     // raise their limits alike (the server inherits this process's).
@@ -619,9 +634,7 @@ async fn closed_loop(
             answered += 1;
         }
     }
-    totals.sent.fetch_add(n, Ordering::Relaxed);
-    totals.replies.fetch_add(answered, Ordering::Relaxed);
-    totals.latency.lock().await.add(&local)?;
+    totals.add(n, answered, &local).await?;
     let _ = socket.close(None).await;
     Ok(())
 }
@@ -647,10 +660,7 @@ async fn scripted(
         stop_at,
     )
     .await?;
-    totals.sent.fetch_add(sent, Ordering::Relaxed);
-    totals.replies.fetch_add(answered, Ordering::Relaxed);
-    totals.latency.lock().await.add(&local)?;
-    Ok(())
+    totals.add(sent, answered, &local).await
 }
 
 async fn wait_reply(socket: &mut Socket) -> anyhow::Result<()> {
@@ -742,10 +752,7 @@ async fn open_loop(
     let (sent, received) = tokio::join!(sender, receiver);
     let sent = sent?;
     let (local, answered) = received?;
-    totals.sent.fetch_add(sent, Ordering::Relaxed);
-    totals.replies.fetch_add(answered, Ordering::Relaxed);
-    totals.latency.lock().await.add(&local)?;
-    Ok(())
+    totals.add(sent, answered, &local).await
 }
 
 pub(crate) fn resident_kib(pid: u32) -> anyhow::Result<u64> {

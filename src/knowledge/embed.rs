@@ -20,7 +20,7 @@ use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use serde::Deserialize;
 
 /// Most texts in one forward pass; longer requests are split.
-const MAX_BATCH: usize = 32;
+pub const MAX_BATCH: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {

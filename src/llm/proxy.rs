@@ -60,9 +60,12 @@ impl RecordingProxy {
         &self.base_url
     }
 
-    /// Every request body received so far (JSON; anything else as a string).
-    pub fn received(&self) -> Vec<Value> {
-        self.arrivals().into_iter().map(|(_, body)| body).collect()
+    /// The request bodies received from the `first`-th on (JSON; anything else as a string).
+    pub fn received_since(&self, first: usize) -> Vec<Value> {
+        self.received
+            .lock()
+            .map(|r| r.iter().skip(first).map(|(_, body)| body.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// How many requests were received so far.
@@ -70,9 +73,12 @@ impl RecordingProxy {
         self.received.lock().map(|r| r.len()).unwrap_or_default()
     }
 
-    /// Every request body received so far, with when it arrived.
-    pub fn arrivals(&self) -> Vec<(Instant, Value)> {
-        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    /// When the `index`-th request arrived, if it has.
+    pub fn arrived_at(&self, index: usize) -> Option<Instant> {
+        self.received
+            .lock()
+            .ok()
+            .and_then(|r| r.get(index).map(|(arrived, _)| *arrived))
     }
 }
 

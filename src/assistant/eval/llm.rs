@@ -287,7 +287,7 @@ async fn converse(
     outcome.handed_off = events
         .iter()
         .any(|event| event.kind.as_str() == "owner.changed" && event.data["change"] == "handoff");
-    let requests = proxy.received()[first_request..].to_vec();
+    let requests = proxy.received_since(first_request);
     for value in vault.values() {
         if requests
             .iter()
