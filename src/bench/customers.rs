@@ -24,36 +24,41 @@ pub struct Script {
     pub left_bot: AtomicU64,
 }
 
+/// The `text` column of the CSV file at `path` (with a header row), blank rows left out.
+pub fn read_texts(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut reader = csv::Reader::from_path(path)
+        .with_context(|| format!("reading the messages file {}", path.display()))?;
+    let column = reader
+        .headers()?
+        .iter()
+        .position(|name| name.trim() == "text")
+        .with_context(|| format!("{} has no `text` column in its header", path.display()))?;
+    let mut texts = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("reading {}", path.display()))?;
+        if let Some(text) = record.get(column).map(str::trim)
+            && !text.is_empty()
+        {
+            texts.push(text.to_string());
+        }
+    }
+    if texts.is_empty() {
+        bail!("{} holds no messages", path.display());
+    }
+    Ok(texts)
+}
+
 impl Script {
-    /// The `text` column of the CSV file at `path` (with a header row), blank rows left out.
-    pub fn load(path: &std::path::Path, router: Arc<Router>) -> anyhow::Result<Script> {
-        let mut reader = csv::Reader::from_path(path)
-            .with_context(|| format!("reading the messages file {}", path.display()))?;
-        let column = reader
-            .headers()?
-            .iter()
-            .position(|name| name.trim() == "text")
-            .with_context(|| format!("{} has no `text` column in its header", path.display()))?;
-        let mut texts = Vec::new();
-        for record in reader.records() {
-            let record = record.with_context(|| format!("reading {}", path.display()))?;
-            if let Some(text) = record.get(column).map(str::trim)
-                && !text.is_empty()
-            {
-                texts.push(text.to_string());
-            }
-        }
-        if texts.is_empty() {
-            bail!("{} holds no messages", path.display());
-        }
-        Ok(Script {
+    /// `texts` (from [`read_texts`], never empty) sent to the server `router` runs in.
+    pub fn new(texts: Vec<String>, router: Arc<Router>) -> Script {
+        Script {
             texts,
             router,
             left_bot: AtomicU64::new(0),
-        })
+        }
     }
 
-    /// How many messages the file holds (never none: loading refuses an empty file).
+    /// How many messages the file holds (never none: reading refuses an empty file).
     pub fn messages(&self) -> usize {
         self.texts.len()
     }

@@ -389,6 +389,12 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
              messages, and the assistant hands such visitors over after two unsure turns"
         );
     }
+    // Read before the server starts: a bad file is refused without a server to tear down.
+    let texts = options
+        .messages
+        .as_deref()
+        .map(customers::read_texts)
+        .transpose()?;
     let mut server = match &options.url {
         Some(url) => Server {
             ws_url: ws_url(url)?,
@@ -407,8 +413,8 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
     } else {
         format!("open loop at {} msg/s", options.rate)
     };
-    let script = match (&options.messages, &server.app) {
-        (Some(path), Some(app)) => Some(Arc::new(Script::load(path, app.router.clone())?)),
+    let script = match (texts, &server.app) {
+        (Some(texts), Some(app)) => Some(Arc::new(Script::new(texts, app.router.clone()))),
         _ => None,
     };
     let assistant = match options.assistant {
