@@ -115,7 +115,7 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// SQLite's page cache per connection, in KiB (SQLite's own default is 2,000). A
     /// connection's cache fills as the database grows, so the pool holds at most
-    /// `(max_connections + 1) * sqlite_cache_kib` of it.
+    /// `(max_connections + 2) * sqlite_cache_kib` of it (the readers and two writers).
     pub sqlite_cache_kib: u32,
 }
 

@@ -5,14 +5,16 @@
 //! are `$n`, which both backends accept. Where the dialects differ (row locking for the outbox)
 //! the [`Backend`] picks the text.
 //!
-//! SQLite allows one writer at a time, so it gets a dedicated single-connection write pool
-//! (writers queue in-process instead of failing with SQLITE_BUSY) beside a read pool; both run
+//! SQLite allows one writer at a time, so writes queue in-process instead of failing with
+//! SQLITE_BUSY: scripts go to the group-commit writer ([`group`]), the few other writes to a
+//! single-connection write pool, and the two take turns; reads use a pool of their own. All run
 //! in WAL mode. PostgreSQL uses one pool for both.
 
 pub mod console;
 mod conversations;
 mod cursors;
 mod events;
+mod group;
 mod outbox;
 mod reachability;
 mod script;
@@ -89,7 +91,7 @@ pub struct Store {
     read: AnyPool,
     backend: Backend,
     /// SQLite only: the group-commit writer that runs scripts.
-    group: Option<script::GroupWriter>,
+    group: Option<group::GroupWriter>,
 }
 
 pub fn now_ms() -> i64 {
@@ -171,44 +173,48 @@ impl Store {
         let options = AnyConnectOptions::from_str(url)?;
         let store = match backend {
             Backend::Sqlite => {
-                if let Some(path) = sqlite_path(url)
-                    && let Some(parent) = std::path::Path::new(&path).parent()
-                {
+                // The group writer opens the same file beside the pools (an in-memory database
+                // would be a different one for each connection).
+                let Some(path) = sqlite_path(url) else {
+                    return Err(StoreError::Database(sqlx::Error::Configuration(
+                        "SQLite needs a database file: the store's connections share it".into(),
+                    )));
+                };
+                if let Some(parent) = std::path::Path::new(&path).parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|error| StoreError::Database(sqlx::Error::Io(error)))?;
                 }
-                // Each connection keeps its own page cache, which fills up to this size as the
-                // database grows, so the pool's caches level off at (connections + 1) x this
-                // (see docs/performance.md).
-                let cache_size =
-                    format!("PRAGMA cache_size = -{}", settings.sqlite_cache_kib.max(64));
                 let pragmas = |pool: AnyPoolOptions| {
-                    let cache_size = cache_size.clone();
+                    let pragmas = sqlite_pragmas(settings.sqlite_cache_kib);
                     pool.after_connect(move |connection, _meta| {
-                        let cache_size = cache_size.clone();
+                        // Only a number from the settings is spliced in.
+                        let pragmas = AssertSqlSafe(pragmas.clone());
                         Box::pin(async move {
-                            connection.execute("PRAGMA journal_mode = WAL").await?;
-                            connection.execute("PRAGMA synchronous = NORMAL").await?;
-                            connection.execute("PRAGMA busy_timeout = 10000").await?;
-                            connection.execute("PRAGMA foreign_keys = ON").await?;
-                            // Only a number from the settings is spliced in.
-                            connection.execute(AssertSqlSafe(cache_size)).await?;
+                            connection.execute(pragmas).await?;
                             Ok(())
                         })
                     })
                 };
+                // No ping before each acquire: an in-process connection has no network to lose,
+                // and a ping is one more hand-off to its thread.
                 let write = pragmas(AnyPoolOptions::new().max_connections(1).min_connections(1))
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(options.clone())
                     .await?;
                 // Migrate before the readers open, so they see the schema.
                 sqlx::migrate!("migrations/sqlite").run(&write).await?;
                 let read = pragmas(AnyPoolOptions::new().max_connections(max_connections.max(1)))
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(options)
                     .await?;
+                let writer = group::WriterSettings {
+                    path: path.into(),
+                    cache_kib: settings.sqlite_cache_kib,
+                };
                 Store {
-                    group: Some(script::GroupWriter::start(write.clone())),
+                    group: Some(group::GroupWriter::start(writer, write.clone())?),
                     write,
                     read,
                     backend,
@@ -248,6 +254,17 @@ impl Store {
     }
 }
 
+/// The settings every SQLite connection of the store starts with. Each connection keeps its own
+/// page cache, which fills up to `cache_kib` as the database grows, so the caches level off at
+/// (connections + 2) x this (see docs/performance.md).
+pub(super) fn sqlite_pragmas(cache_kib: u32) -> String {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; \
+         PRAGMA foreign_keys = ON; PRAGMA cache_size = -{};",
+        cache_kib.max(64)
+    )
+}
+
 /// The file path of a `sqlite://PATH?options` URL, if it names a file.
 fn sqlite_path(url: &str) -> Option<String> {
     let rest = url
@@ -263,6 +280,7 @@ fn sqlite_path(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::Store;
+    use super::script::Statement;
     use crate::config::DatabaseSettings;
 
     #[tokio::test]
@@ -281,6 +299,10 @@ mod tests {
                 .unwrap();
             assert_eq!(size, -300, "negative: a size in KiB");
         }
+        let group = Statement::new("SELECT cache_size FROM pragma_cache_size()", Vec::new())
+            .returning("cache_size");
+        let size = store.run_script(vec![group]).await.unwrap();
+        assert_eq!(size, vec![Some(-300)], "the group writer's connection");
         store.close().await;
     }
 }

@@ -1,25 +1,17 @@
 //! Scripts: several statements committed together, in as few round trips as the backend allows.
 //!
-//! SQLite runs in-process behind one writer thread, where every call costs a thread hand-off
-//! and every commit rewrites the touched pages into the WAL. So scripts go to a group-commit
-//! writer: it takes every script waiting (up to [`GROUP_LIMIT`]), joins them into one
-//! multi-statement call inside one BEGIN/COMMIT (sqlx binds `$n` across the statements of a
-//! call), and splits the returned rows at a marker row after each script. If the group fails,
-//! it is rolled back and each script runs alone, so one bad script fails only itself.
+//! On SQLite, scripts go to the group-commit writer ([`super::group`]), which commits every
+//! script waiting in one transaction on a thread of its own.
 //!
-//! PostgreSQL takes one statement per call and commits concurrently from many connections, so
-//! a script runs statement by statement inside its own transaction. Both commit all or nothing.
+//! PostgreSQL commits concurrently from many connections, so a script is sent as one statement
+//! (a chain of data-modifying CTEs) in its own implicit transaction. Both commit all or nothing.
 
 use std::borrow::Cow;
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, StoreError, StoreResult};
-
-/// Most scripts committed in one SQLite transaction.
-pub const GROUP_LIMIT: usize = 128;
 
 #[derive(Debug, Clone)]
 pub enum Bind {
@@ -196,120 +188,6 @@ fn renumber(sql: &str, offset: usize, out: &mut String) {
     }
 }
 
-type Job = (Vec<Statement>, oneshot::Sender<StoreResult<Vec<AnyRow>>>);
-
-/// The SQLite group-commit writer's mailbox.
-#[derive(Clone, Debug)]
-pub struct GroupWriter {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl GroupWriter {
-    /// Start the writer task on `pool` (the single-connection SQLite write pool).
-    pub fn start(pool: AnyPool) -> GroupWriter {
-        let (jobs, receiver) = mpsc::channel(GROUP_LIMIT * 8);
-        tokio::spawn(group_loop(pool, receiver));
-        GroupWriter { jobs }
-    }
-
-    pub async fn run(&self, statements: Vec<Statement>) -> StoreResult<Vec<AnyRow>> {
-        let (done, result) = oneshot::channel();
-        self.jobs
-            .send((statements, done))
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
-        result
-            .await
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?
-    }
-}
-
-async fn group_loop(pool: AnyPool, mut receiver: mpsc::Receiver<Job>) {
-    let mut group: Vec<Job> = Vec::with_capacity(GROUP_LIMIT);
-    while let Some(first) = receiver.recv().await {
-        group.push(first);
-        while group.len() < GROUP_LIMIT {
-            match receiver.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let scripts: Vec<&[Statement]> = group.iter().map(|(s, _)| s.as_slice()).collect();
-        match run_sqlite(&pool, &scripts).await {
-            Ok(results) => {
-                for ((_, done), rows) in group.drain(..).zip(results) {
-                    let _ = done.send(Ok(rows));
-                }
-            }
-            Err(_) if group.len() > 1 => {
-                // Somebody's script failed and took the group down: run each alone.
-                for (statements, done) in group.drain(..) {
-                    let result = run_sqlite(&pool, &[statements.as_slice()]).await;
-                    let _ = done.send(result.map(|mut results| results.pop().unwrap_or_default()));
-                }
-            }
-            Err(error) => {
-                let (_, done) = group.pop().expect("one job");
-                let _ = done.send(Err(error));
-            }
-        }
-    }
-}
-
-/// One transaction for all `scripts`, each script one multi-statement call. A script's SQL
-/// text depends only on its shape (which statements, not which values), so SQLite reuses its
-/// prepared form from sqlx's statement cache. Returns the RETURNING rows of each script.
-async fn run_sqlite(pool: &AnyPool, scripts: &[&[Statement]]) -> StoreResult<Vec<Vec<AnyRow>>> {
-    let mut connection = pool.acquire().await?;
-    if let Err(error) = connection.execute("BEGIN").await {
-        // A connection that cannot begin may be stuck in a transaction a failed rollback left
-        // open: never hand it out again, the pool opens a fresh one for the next group.
-        connection.close_on_drop();
-        return Err(error.into());
-    }
-    let mut results = Vec::with_capacity(scripts.len());
-    for statements in scripts {
-        let mut sql = String::new();
-        let mut binds: Vec<Bind> = Vec::new();
-        for statement in *statements {
-            renumber(&statement.sql, binds.len(), &mut sql);
-            sql.push_str(";\n");
-            binds.extend(statement.binds.iter().cloned());
-        }
-        let query = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds);
-        match query.fetch_all(&mut *connection).await {
-            Ok(rows) => results.push(rows),
-            Err(error) => {
-                // Undo the group before the connection goes back to the pool.
-                roll_back(&mut connection).await;
-                return Err(error.into());
-            }
-        }
-    }
-    if let Err(error) = connection.execute("COMMIT").await {
-        roll_back(&mut connection).await;
-        return Err(error.into());
-    }
-    Ok(results)
-}
-
-/// Roll back a failed group. SQLite may already have rolled back on its own (a full disk, an
-/// I/O error), and then ROLLBACK fails with "no transaction is active", which is fine; but if
-/// the rollback fails while a transaction is still open (the disk still full), the connection
-/// would start every later group inside it ("cannot start a transaction within a
-/// transaction") and no write would ever succeed again. So the connection is closed instead
-/// of going back to the pool.
-async fn roll_back(connection: &mut sqlx::pool::PoolConnection<sqlx::Any>) {
-    match connection.execute("ROLLBACK").await {
-        Ok(_) => {}
-        Err(error) if error.to_string().contains("no transaction is active") => {}
-        Err(error) => {
-            tracing::warn!(error = %error, "rollback failed: the write connection is replaced");
-            connection.close_on_drop();
-        }
-    }
-}
-
 /// A script as one PostgreSQL statement: every statement but the last becomes a
 /// data-modifying CTE (all run exactly once, on one snapshot), and a final SELECT collects the
 /// RETURNING values.
@@ -359,9 +237,6 @@ impl Store {
         match &self.group {
             Some(group) => {
                 let rows = group.run(statements).await?;
-                if rows.is_empty() {
-                    return Ok(vec![None; shapes.len()]);
-                }
                 if rows.len() != shapes.len() {
                     return Err(StoreError::Corrupt(format!(
                         "script returned {} rows, expected {}",
@@ -369,10 +244,14 @@ impl Store {
                         shapes.len()
                     )));
                 }
-                rows.iter()
-                    .zip(&shapes)
-                    .map(|(row, shape)| returned(row, shape, |index| index))
-                    .collect()
+                let yielded = rows.iter().filter(|row| row.is_some()).count();
+                if yielded != 0 && yielded != rows.len() {
+                    return Err(StoreError::Corrupt(format!(
+                        "{yielded} of the script's {} returning statements yielded a row",
+                        rows.len()
+                    )));
+                }
+                Ok(rows)
             }
             None => {
                 let (sql, binds) = postgres_cte(&statements);
@@ -404,9 +283,8 @@ impl Store {
     }
 }
 
-/// The values of `shape` in `row`, the i-th at column `column(i)`: a SQLite RETURNING row
-/// holds exactly the named columns in order; PostgreSQL's one collecting row holds every
-/// statement's columns side by side.
+/// The values of `shape` in `row`, the i-th at column `column(i)`: PostgreSQL's one collecting
+/// row holds every statement's columns side by side.
 fn returned(
     row: &AnyRow,
     shape: &[Returns],
@@ -417,6 +295,12 @@ fn returned(
         .enumerate()
         .map(|(index, kind)| value_of(row, column(index), *kind))
         .collect::<StoreResult<Vec<Option<Value>>>>()?;
+    assemble(values)
+}
+
+/// One statement's returned columns: `None` where its RETURNING gave no row (every column
+/// NULL), refused as corrupt where only some columns are NULL.
+pub(super) fn assemble(values: Vec<Option<Value>>) -> StoreResult<Option<Returned>> {
     if values.iter().all(Option::is_none) {
         return Ok(None);
     }
