@@ -42,8 +42,13 @@ pub async fn start() -> anyhow::Result<Baseline> {
     })
 }
 
+/// The web chat's socket buffers (connectors/webchat/src/socket.rs), so that both servers
+/// read and write the same way.
 async fn upgrade(upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(visitor)
+    upgrade
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .on_upgrade(visitor)
 }
 
 /// A frame to the browser, fields in the order the web chat writes them (the load generator
