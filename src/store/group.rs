@@ -180,7 +180,7 @@ impl Writer {
 
     /// One transaction for all `scripts`. Returns the rows of each script.
     fn run_group(&mut self, scripts: &[&[Statement]]) -> StoreResult<Vec<ScriptRows>> {
-        if let Err(error) = self.connection.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(error) = self.execute("BEGIN IMMEDIATE") {
             // A connection that cannot begin may be stuck in a transaction a failed rollback
             // left open.
             self.replace_if_stuck();
@@ -193,17 +193,26 @@ impl Writer {
                 Err(error) => return Err(self.roll_back(error)),
             }
         }
-        if let Err(error) = self.connection.execute_batch("COMMIT") {
+        if let Err(error) = self.execute("COMMIT") {
             return Err(self.roll_back(store_error(error)));
         }
         Ok(results)
+    }
+
+    /// Run a statement without parameters or rows (BEGIN, COMMIT, ROLLBACK) from the statement
+    /// cache, so that it is not parsed again for every group.
+    fn execute(&self, sql: &str) -> rusqlite::Result<()> {
+        self.connection
+            .prepare_cached(sql)?
+            .raw_execute()
+            .map(|_| ())
     }
 
     /// Roll back a failed group. SQLite may already have rolled back on its own (a full disk,
     /// an I/O error).
     fn roll_back(&mut self, error: StoreError) -> StoreError {
         if !self.connection.is_autocommit()
-            && let Err(rollback) = self.connection.execute_batch("ROLLBACK")
+            && let Err(rollback) = self.execute("ROLLBACK")
         {
             tracing::warn!(error = %rollback, "rollback failed");
         }
@@ -250,7 +259,16 @@ impl Writer {
                 }
             };
             for (index, position) in positions.iter().enumerate() {
-                let bound = match &statement.binds[*position] {
+                // The positions were worked out for the first statement with this text; one
+                // with fewer binds is refused, not a panic of the writer thread.
+                let Some(bind) = statement.binds.get(*position) else {
+                    return Err(StoreError::Corrupt(format!(
+                        "script parameter ${} has no bind: {}",
+                        position + 1,
+                        statement.sql
+                    )));
+                };
+                let bound = match bind {
                     Bind::Text(value) => prepared.raw_bind_parameter(index + 1, value.as_str()),
                     Bind::OptText(value) => {
                         prepared.raw_bind_parameter(index + 1, value.as_deref())
@@ -440,6 +458,27 @@ mod tests {
         let rows = store.run_script_rows(vec![statement]).await.unwrap();
         let row = rows[0].as_ref().expect("a row");
         assert_eq!(row.0, vec![Value::Text("x".into()), Value::Int(7)]);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_statement_short_of_binds_fails_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let sql = "SELECT $1 AS a, $2 AS b";
+        let full = Statement::new(sql, vec![1i64.into(), 2i64.into()])
+            .returning("a")
+            .returning("b");
+        assert!(store.run_script_rows(vec![full]).await.is_ok());
+        let short = Statement::new(sql, vec![1i64.into()])
+            .returning("a")
+            .returning("b");
+        let error = store.run_script_rows(vec![short]).await.unwrap_err();
+        assert!(error.to_string().contains("$2 has no bind"), "{error}");
+        store
+            .run_script(vec![insert_cursor("after")])
+            .await
+            .unwrap();
         store.close().await;
     }
 
