@@ -269,10 +269,10 @@ pub(crate) async fn connect_session(url: &str) -> anyhow::Result<(Socket, String
     welcome(socket).await
 }
 
-/// The load generator's sockets read with a buffer sized for chat frames. Tungstenite's
+/// The benches' visitor sockets read with a buffer sized for chat frames. Tungstenite's
 /// default (128 KiB, zeroed before every read) made the visitors' reads cost more of the two
 /// cores than the server's.
-fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+pub(crate) fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
 }
 

@@ -135,9 +135,12 @@ impl ShopChat {
         let origin = format!("http://{}", self.app.addr);
         let token = switchboard_webchat::session::IdentityVerifier::new(self.secret.as_bytes())
             .issue_token(email, &origin, chrono::Utc::now().timestamp() + 3600);
-        let (mut socket, _) =
-            tokio_tungstenite::connect_async_with_config(same_origin_request(&url)?, None, true)
-                .await?;
+        let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
+            same_origin_request(&url)?,
+            Some(super::router::client_config()),
+            true,
+        )
+        .await?;
         let hello = json!({"type": "hello", "token": null, "identity_token": token});
         socket.send(Message::text(hello.to_string())).await?;
         loop {

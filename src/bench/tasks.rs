@@ -65,8 +65,12 @@ async fn open_conversation(base: &str, n: usize) -> anyhow::Result<String> {
         base.replacen("http://", "ws://", 1)
             .replacen("https://", "wss://", 1)
     );
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(super::router::same_origin_request(&ws)?).await?;
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
+        super::router::same_origin_request(&ws)?,
+        Some(super::router::client_config()),
+        false,
+    )
+    .await?;
     socket
         .send(Message::text(r#"{"type":"hello","token":null}"#))
         .await?;
@@ -97,8 +101,12 @@ async fn open_conversation(base: &str, n: usize) -> anyhow::Result<String> {
     }
     let _ = socket.close(None).await;
     // Resuming the session tells us the conversation it is in.
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(super::router::same_origin_request(&ws)?).await?;
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(
+        super::router::same_origin_request(&ws)?,
+        Some(super::router::client_config()),
+        false,
+    )
+    .await?;
     socket
         .send(Message::text(
             serde_json::json!({"type": "hello", "token": token}).to_string(),
