@@ -342,33 +342,57 @@ impl Store {
         ))
     }
 
+    /// Read back the delivery events a batch wrote (their numbers were given out by the
+    /// database). Each lane's events are the newest of their kind for their messages, so one
+    /// backward scan of the conversation's `(conversation_id, seq)` index per lane finds them;
+    /// the lanes go in one query, a `LIMIT` branch each.
     async fn delivery_events_written(
         &self,
         events: &[(String, String, NewEvent)],
         now: i64,
     ) -> StoreResult<Vec<LiveEvent>> {
-        let mut written = Vec::with_capacity(events.len());
+        let mut lanes: Vec<(&str, Vec<&str>)> = Vec::new();
+        let mut lane_of: HashMap<&str, usize> = HashMap::new();
+        for (conversation_id, message_id, _) in events {
+            let index = *lane_of.entry(conversation_id.as_str()).or_insert_with(|| {
+                lanes.push((conversation_id.as_str(), Vec::new()));
+                lanes.len() - 1
+            });
+            lanes[index].1.push(message_id.as_str());
+        }
         let mut wanted: std::collections::HashSet<(String, EventKind)> = events
             .iter()
             .map(|(_, message_id, event)| (message_id.clone(), event.kind))
             .collect();
-        for chunk in events.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            // Only numbered placeholders are spliced in; the ids are bound.
-            let sql = format!(
-                "SELECT e.conversation_id, c.channel, c.thread, e.seq, e.kind, e.actor, e.data, \
-                 e.created_at, e.message_id, m.seq AS message_seq, m.author_kind, m.text, \
-                 m.platform_message_id \
-                 FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id \
-                 LEFT JOIN messages m ON m.id = e.message_id \
-                 WHERE e.message_id IS NOT NULL AND e.message_id IN ({}) AND e.created_at = $1 \
-                 ORDER BY e.conversation_id, e.seq",
-                placeholders.join(", ")
-            );
+        let mut written = Vec::with_capacity(events.len());
+        for chunk in lanes.chunks(100) {
+            let mut binds: Vec<&str> = Vec::new();
+            let mut branches = Vec::with_capacity(chunk.len());
+            for (index, (conversation_id, message_ids)) in chunk.iter().enumerate() {
+                binds.push(conversation_id);
+                let conversation = binds.len() + 1;
+                let mut placeholders = Vec::with_capacity(message_ids.len());
+                for message_id in message_ids {
+                    binds.push(message_id);
+                    placeholders.push(format!("${}", binds.len() + 1));
+                }
+                branches.push(format!(
+                    "SELECT * FROM (SELECT e.conversation_id, c.channel, c.thread, e.seq, \
+                     e.kind, e.actor, e.data, e.created_at, e.message_id, \
+                     m.seq AS message_seq, m.author_kind, m.text, m.platform_message_id \
+                     FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id \
+                     LEFT JOIN messages m ON m.id = e.message_id \
+                     WHERE e.conversation_id = ${conversation} AND e.created_at = $1 \
+                     AND e.message_id IN ({}) ORDER BY e.seq DESC LIMIT {}) AS lane{index}",
+                    placeholders.join(", "),
+                    message_ids.len()
+                ));
+            }
+            // Only numbered placeholders and counts are spliced in; the ids are bound.
+            let sql = branches.join(" UNION ALL ");
             let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
-            for (_, message_id, _) in chunk {
-                query = query.bind(message_id.clone());
+            for bind in binds {
+                query = query.bind(bind);
             }
             // The read pool: on SQLite the write connection belongs to the group writer.
             for row in query.fetch_all(&self.read).await? {
@@ -382,6 +406,9 @@ impl Store {
                 }
             }
         }
+        written.sort_by(|a, b| {
+            (a.conversation_id.as_str(), a.seq).cmp(&(b.conversation_id.as_str(), b.seq))
+        });
         Ok(written)
     }
 
