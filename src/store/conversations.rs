@@ -171,19 +171,28 @@ impl Store {
             message_id: Some(message_id.clone()),
         };
         // The common case in one script: the thread has an open conversation. The event
-        // reads the message the first statement wrote: on SQLite the statements run in turn,
-        // on PostgreSQL it reads the first statement's RETURNING rows (`s0`).
-        let event_source = match self.backend {
-            Backend::Sqlite => "FROM messages m WHERE m.id = $1",
-            Backend::Postgres => "FROM s0 m",
+        // reads the message the first statement wrote: on SQLite the statements run in turn
+        // (a message not written, a redelivery or no open conversation, fails the event's
+        // guard: see `Statement::guarded`), on PostgreSQL it reads the first statement's
+        // RETURNING rows (`s0`).
+        let event_sql = match self.backend {
+            Backend::Sqlite => {
+                "INSERT INTO conversation_events \
+                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
+                 VALUES ((SELECT conversation_id FROM messages WHERE id = $1), \
+                 COALESCE((SELECT e.seq FROM conversation_events e WHERE e.conversation_id = \
+                 (SELECT conversation_id FROM messages WHERE id = $1) \
+                 ORDER BY e.seq DESC LIMIT 1), 0) + 1, \
+                 'message.stored', 'customer', $2, $1, $3) RETURNING seq"
+            }
+            Backend::Postgres => {
+                "INSERT INTO conversation_events \
+                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
+                 SELECT m.conversation_id, COALESCE((SELECT e.seq FROM conversation_events e \
+                 WHERE e.conversation_id = m.conversation_id ORDER BY e.seq DESC LIMIT 1), 0) \
+                 + 1, 'message.stored', 'customer', $2, $1, $3 FROM s0 m RETURNING seq"
+            }
         };
-        let event_sql = format!(
-            "INSERT INTO conversation_events \
-             (conversation_id, seq, kind, actor, data, message_id, created_at) \
-             SELECT m.conversation_id, COALESCE((SELECT e.seq FROM conversation_events e \
-             WHERE e.conversation_id = m.conversation_id ORDER BY e.seq DESC LIMIT 1), 0) + 1, \
-             'message.stored', 'customer', $2, $1, $3 {event_source} RETURNING seq"
-        );
         let script = vec![
             Statement::new(
                 "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
@@ -212,8 +221,7 @@ impl Store {
             )
             .returning_as("conversation_id", Returns::Text)
             .returning_as("seq", Returns::Int),
-            // Only the backend's fixed source clause is spliced in.
-            Statement::dynamic(
+            Statement::new(
                 event_sql,
                 vec![
                     (&message_id).into(),
@@ -221,7 +229,8 @@ impl Store {
                     now.into(),
                 ],
             )
-            .returning("seq"),
+            .returning("seq")
+            .guarded(),
         ];
         let returned = self.run_script_rows(script).await?;
         if let [Some(message), Some(event_row)] = returned.as_slice() {

@@ -110,26 +110,31 @@ impl Store {
             event.message_id.clone().into(),
             now.into(),
         ];
-        let sql = match version {
-            None => {
+        match version {
+            None => Statement::new(
                 "INSERT INTO conversation_events \
                  (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 SELECT $1, COALESCE((SELECT e.seq FROM conversation_events e \
+                 VALUES ($1, COALESCE((SELECT e.seq FROM conversation_events e \
                  WHERE e.conversation_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + $2, \
-                 $3, $4, $5, $6, $7 RETURNING seq"
-            }
+                 $3, $4, $5, $6, $7) RETURNING seq",
+                binds,
+            )
+            .returning("seq"),
             Some(version) => {
                 binds.push(version.into());
-                "INSERT INTO conversation_events \
-                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 SELECT $1, COALESCE((SELECT e.seq FROM conversation_events e \
-                 WHERE e.conversation_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + $2, \
-                 $3, $4, $5, $6, $7 \
-                 WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $1 AND version = $8) \
-                 RETURNING seq"
+                Statement::new(
+                    "INSERT INTO conversation_events \
+                     (conversation_id, seq, kind, actor, data, message_id, created_at) \
+                     VALUES ((SELECT id FROM conversations WHERE id = $1 AND version = $8), \
+                     COALESCE((SELECT e.seq FROM conversation_events e \
+                     WHERE e.conversation_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + $2, \
+                     $3, $4, $5, $6, $7) RETURNING seq",
+                    binds,
+                )
+                .returning("seq")
+                .guarded()
             }
-        };
-        Statement::new(sql, binds).returning("seq")
+        }
     }
 
     /// The events of a conversation after number `after`, oldest first, at most `limit`.

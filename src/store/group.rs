@@ -189,12 +189,25 @@ impl Writer {
         let mut results = Vec::with_capacity(scripts.len());
         for statements in scripts {
             match self.run_script(statements) {
-                Ok(rows) => results.push(rows),
-                Err(error) => return Err(self.roll_back(error)),
+                Ok(Ran::Rows(rows)) => results.push(rows),
+                Ok(Ran::GuardFailed { wrote: false }) => results.push(no_rows(statements)),
+                Ok(Ran::GuardFailed { wrote: true }) if scripts.len() == 1 => {
+                    // Alone in its transaction: rolling it back undoes exactly this script.
+                    self.roll_back();
+                    return Ok(vec![no_rows(statements)]);
+                }
+                Ok(Ran::GuardFailed { wrote: true }) => {
+                    // What the script wrote before its guard failed cannot be undone alone:
+                    // the group is rolled back and each script runs alone.
+                    return Err(self.fail(StoreError::Corrupt(
+                        "a script's guard failed after it wrote".into(),
+                    )));
+                }
+                Err(error) => return Err(self.fail(error)),
             }
         }
         if let Err(error) = self.execute("COMMIT") {
-            return Err(self.roll_back(store_error(error)));
+            return Err(self.fail(store_error(error)));
         }
         Ok(results)
     }
@@ -208,16 +221,21 @@ impl Writer {
             .map(|_| ())
     }
 
-    /// Roll back a failed group. SQLite may already have rolled back on its own (a full disk,
-    /// an I/O error).
-    fn roll_back(&mut self, error: StoreError) -> StoreError {
+    /// Roll back a failed group, and pass on why it failed.
+    fn fail(&mut self, error: StoreError) -> StoreError {
+        self.roll_back();
+        error
+    }
+
+    /// Roll back the open transaction. SQLite may already have rolled back on its own (a full
+    /// disk, an I/O error).
+    fn roll_back(&mut self) {
         if !self.connection.is_autocommit()
             && let Err(rollback) = self.execute("ROLLBACK")
         {
             tracing::warn!(error = %rollback, "rollback failed");
         }
         self.replace_if_stuck();
-        error
     }
 
     /// A transaction still open after a rollback would make every later group fail to
@@ -241,8 +259,10 @@ impl Writer {
         }
     }
 
-    /// Run one script's statements in order; returns the rows of its returning statements.
-    fn run_script(&mut self, statements: &[Statement]) -> StoreResult<ScriptRows> {
+    /// Run one script's statements in order; returns the rows of its returning statements,
+    /// or stops at the first guarded statement whose guard fails.
+    fn run_script(&mut self, statements: &[Statement]) -> StoreResult<Ran> {
+        let changes = self.connection.total_changes();
         let mut rows = Vec::new();
         for statement in statements {
             let mut prepared = self
@@ -279,7 +299,16 @@ impl Writer {
                 bound.map_err(store_error)?;
             }
             let mut cursor = prepared.raw_query();
-            let first = cursor.next().map_err(store_error)?;
+            let first = match cursor.next() {
+                Ok(first) => first,
+                Err(error) if statement.guarded && is_not_null(&error) => {
+                    drop(cursor);
+                    drop(prepared);
+                    let wrote = self.connection.total_changes() != changes;
+                    return Ok(Ran::GuardFailed { wrote });
+                }
+                Err(error) => return Err(store_error(error)),
+            };
             match (first, statement.returning.is_empty()) {
                 (None, true) => {}
                 (None, false) => rows.push(None),
@@ -306,8 +335,36 @@ impl Writer {
                 }
             }
         }
-        Ok(rows)
+        Ok(Ran::Rows(rows))
     }
+}
+
+/// How a script ran on the writer's connection.
+enum Ran {
+    Rows(ScriptRows),
+    /// A guarded statement's guard failed ([`Statement::guarded`]); `wrote` says whether the
+    /// statements before it changed any row.
+    GuardFailed {
+        wrote: bool,
+    },
+}
+
+/// A script's rows when its guard failed: none for each returning statement.
+fn no_rows(statements: &[Statement]) -> ScriptRows {
+    let returning = statements
+        .iter()
+        .filter(|statement| !statement.returning.is_empty())
+        .count();
+    vec![None; returning]
+}
+
+/// A NULL in a NOT NULL column: how a guarded statement's guard fails.
+fn is_not_null(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL
+    )
 }
 
 fn open(settings: &WriterSettings) -> StoreResult<Connection> {
@@ -515,6 +572,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 60, "59 new keys and the one taken before");
+        store.close().await;
+    }
+
+    /// A cursor row inserted only while the cursor `gate` is at `version`: its NOT NULL
+    /// `channel` comes from the guard's subquery.
+    fn guarded_cursor(key: &str, version: i64) -> Statement {
+        Statement::new(
+            "INSERT INTO channel_cursors (channel, key, value, version, updated_at) \
+             VALUES ((SELECT channel FROM channel_cursors WHERE key = 'gate' AND version = $2), \
+             $1, '0', 1, 0) RETURNING version",
+            vec![key.into(), version.into()],
+        )
+        .returning("version")
+        .guarded()
+    }
+
+    async fn keys(store: &Store) -> Vec<String> {
+        sqlx::query_scalar("SELECT key FROM channel_cursors ORDER BY key")
+            .fetch_all(&store.read)
+            .await
+            .unwrap()
+    }
+
+    /// A failed guard is not an error: its script writes nothing (not even what came before
+    /// the guard), the statements after it do not run, and the rest of its group commits.
+    #[tokio::test]
+    async fn a_failed_guard_writes_nothing_and_its_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        store.run_script(vec![insert_cursor("gate")]).await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..60 {
+            let store = store.clone();
+            // 20: the guard fails first; 40: it fails after the script wrote a row.
+            let version = if index == 20 || index == 40 { 2 } else { 1 };
+            let script = if index == 20 {
+                vec![
+                    guarded_cursor(&format!("g{index}"), version),
+                    insert_cursor(&format!("k{index}")),
+                ]
+            } else {
+                vec![
+                    insert_cursor(&format!("k{index}")),
+                    guarded_cursor(&format!("g{index}"), version),
+                ]
+            };
+            tasks.spawn(async move { (index, store.run_script(script).await) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (index, result) = joined.unwrap();
+            let values = result.unwrap_or_else(|error| panic!("script {index}: {error}"));
+            if index == 20 || index == 40 {
+                assert_eq!(values, vec![None, None], "script {index}");
+            } else {
+                assert_eq!(values, vec![Some(1), Some(1)], "script {index}");
+            }
+        }
+        let keys = keys(&store).await;
+        assert_eq!(keys.len(), 1 + 58 * 2, "{keys:?}");
+        for absent in ["g20", "k20", "g40", "k40"] {
+            assert!(
+                !keys.iter().any(|key| key == absent),
+                "{absent} was written"
+            );
+        }
         store.close().await;
     }
 

@@ -177,6 +177,38 @@ impl Store {
         Ok((references, last_inbound))
     }
 
+    /// The outbox row of an outbound message, reserved for `instance` until `lease_until`,
+    /// written only while the conversation is at `version` ([`Statement::guarded`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn message_outbox_statement(
+        channel: &str,
+        message_id: &str,
+        conversation_id: &str,
+        now: i64,
+        lease_until: i64,
+        instance: &str,
+        version: i64,
+    ) -> Statement {
+        Statement::new(
+            "INSERT INTO outbox (kind, channel, message_id, lane, payload, next_attempt_at, \
+             locked_until, locked_by, created_at) \
+             VALUES ('message', $1, $2, \
+             (SELECT id FROM conversations WHERE id = $3 AND version = $7), \
+             '{}', $4, $5, $6, $4) RETURNING id",
+            vec![
+                channel.into(),
+                message_id.into(),
+                conversation_id.into(),
+                now.into(),
+                lease_until.into(),
+                instance.into(),
+                version.into(),
+            ],
+        )
+        .returning("id")
+        .guarded()
+    }
+
     /// Record delivery outcomes, many rows in one script, with the conversation events
     /// they make (a message delivered, or failed for good). Returns those events.
     pub async fn finish_outbox(&self, finished: &[Finished]) -> StoreResult<Vec<LiveEvent>> {

@@ -64,6 +64,9 @@ pub enum Returns {
     Text,
 }
 
+/// PostgreSQL's SQLSTATE for a NULL in a NOT NULL column (`not_null_violation`).
+const POSTGRES_NOT_NULL: &str = "23502";
+
 /// A value a statement's RETURNING clause yielded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -104,6 +107,8 @@ pub struct Statement {
     /// The columns of the one row this statement's RETURNING clause yields (none: it returns
     /// nothing).
     pub returning: Vec<(&'static str, Returns)>,
+    /// See [`Statement::guarded`].
+    pub guarded: bool,
 }
 
 impl Statement {
@@ -112,6 +117,7 @@ impl Statement {
             sql: Cow::Borrowed(sql),
             binds,
             returning: Vec::new(),
+            guarded: false,
         }
     }
 
@@ -122,6 +128,7 @@ impl Statement {
             sql: Cow::Owned(sql),
             binds,
             returning: Vec::new(),
+            guarded: false,
         }
     }
 
@@ -132,6 +139,23 @@ impl Statement {
 
     pub fn returning_as(mut self, column: &'static str, kind: Returns) -> Statement {
         self.returning.push((column, kind));
+        self
+    }
+
+    /// The statement is a single-row `INSERT ... VALUES` whose guard feeds a NOT NULL column
+    /// from a subquery, such as `(SELECT id FROM conversations WHERE id = $1 AND version = $2)`:
+    /// when the guard fails (the conversation moved on), the subquery finds nothing and the
+    /// insert fails on that column. Both executors read a NOT NULL failure of a guarded
+    /// statement as the guard failing: the script writes nothing, the statements after it do
+    /// not run, and every returning statement of the script yields no row, as when a guarded
+    /// `INSERT ... SELECT ... WHERE EXISTS` selects nothing.
+    ///
+    /// Why not that form: SQLite runs an `INSERT ... SELECT` whose SELECT reads the table it
+    /// inserts into (the conversation's last number) through a temporary table and a
+    /// coroutine, which a single-row `VALUES` insert does without: fewer instructions per
+    /// statement, measured in docs/performance.md.
+    pub fn guarded(mut self) -> Statement {
+        self.guarded = true;
         self
     }
 }
@@ -254,10 +278,21 @@ impl Store {
                 Ok(rows)
             }
             None => {
+                let guarded = statements.iter().any(|statement| statement.guarded);
                 let (sql, binds) = postgres_cte(&statements);
-                let row = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
+                let row = match bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
                     .fetch_one(&self.write)
-                    .await?;
+                    .await
+                {
+                    Ok(row) => row,
+                    // The script is one statement: it wrote nothing.
+                    Err(sqlx::Error::Database(error))
+                        if guarded && error.code().as_deref() == Some(POSTGRES_NOT_NULL) =>
+                    {
+                        return Ok(vec![None; shapes.len()]);
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 let mut offset = 0;
                 let mut values = Vec::with_capacity(shapes.len());
                 for shape in &shapes {

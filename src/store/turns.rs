@@ -85,11 +85,11 @@ impl Store {
                 Statement::new(
                     "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
                      author_id, text, attachments, channel, in_reply_to, created_at, choices) \
-                     SELECT $1, $2, COALESCE((SELECT seq FROM messages \
+                     VALUES ($1, (SELECT id FROM conversations WHERE id = $2 AND version = $10), \
+                     COALESCE((SELECT seq FROM messages \
                      WHERE conversation_id = $2 AND (in_reply_to IS NULL OR in_reply_to <> $7) \
                      ORDER BY seq DESC LIMIT 1), 0) + $9, \
-                     'out', $3, $4, $5, '[]', $6, $7, $8, $11 \
-                     WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $2 AND version = $10) \
+                     'out', $3, $4, $5, '[]', $6, $7, $8, $11) \
                      RETURNING seq",
                     vec![
                         (&message.id).into(),
@@ -105,27 +105,18 @@ impl Store {
                         choices.into(),
                     ],
                 )
-                .returning("seq"),
+                .returning("seq")
+                .guarded(),
             );
-            statements.push(
-                Statement::new(
-                    "INSERT INTO outbox (kind, channel, message_id, lane, payload, \
-                     next_attempt_at, locked_until, locked_by, created_at) \
-                     SELECT 'message', $1, $2, $3, '{}', $4, $5, $6, $4 \
-                     WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $3 AND version = $7) \
-                     RETURNING id",
-                    vec![
-                        (&message.channel).into(),
-                        (&message.id).into(),
-                        (&message.conversation_id).into(),
-                        now.into(),
-                        lease_until.into(),
-                        instance.into(),
-                        version.into(),
-                    ],
-                )
-                .returning("id"),
-            );
+            statements.push(Store::message_outbox_statement(
+                &message.channel,
+                &message.id,
+                &message.conversation_id,
+                now,
+                lease_until,
+                instance,
+                version,
+            ));
             let stored = NewEvent {
                 kind: EventKind::MessageStored,
                 actor: reply.author.as_str().into(),
@@ -198,8 +189,7 @@ impl Store {
         }
         let values = self.run_script(statements).await?;
         if values.iter().all(Option::is_none) {
-            // Nothing was written: the guard failed (an empty result on SQLite, NULLs on
-            // PostgreSQL).
+            // Nothing was written: the guard failed.
             return Err(StoreError::OwnerChanged(conversation.id.clone()));
         }
         let expected = messages.len() * 3 + usize::from(turn.transfer.is_some()) + 1;

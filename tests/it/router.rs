@@ -409,6 +409,109 @@ async fn takeover_mid_turn_silences_the_bot(backend: Backend) {
 }
 both_backends!(takeover_during_a_turn, takeover_mid_turn_silences_the_bot);
 
+/// A turn committed on a version the conversation has left (an agent took it meanwhile)
+/// writes nothing at all, alone or among other turns: no reply, no outbox row, no event, and
+/// the inbound message stays for its new owner.
+async fn stale_turn_writes_nothing(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let store = Store::connect(&database.url, 2).await.unwrap();
+    let options = IngestOptions {
+        reopen_resolved: true,
+        record_only: false,
+    };
+    let mut stale = Vec::new();
+    for visitor in 0..4 {
+        let event = InboundEvent::text(
+            "web",
+            format!("m-{visitor}"),
+            PlatformIdentity::new(format!("visitor-{visitor}"), false),
+            format!("visitor-{visitor}"),
+            "hello",
+        );
+        let stored = store.ingest(&event, options).await.unwrap();
+        let before = store.conversation(&stored.conversation_id).await.unwrap();
+        stale.push((before, stored.message_id));
+    }
+    // An agent takes the first conversation: its version moves on.
+    let (taken, _) = &stale[0];
+    store
+        .transfer_conversation(
+            &taken.id,
+            &switchboard::store::Transfer {
+                to: switchboard::conversation::Move::To(Owner::Agent("ana".into())),
+                change: "takeover".into(),
+                actor: "agent:ana".into(),
+                data: serde_json::json!({}),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let events_before = store.conversation_events(&taken.id).await.unwrap().len();
+    // The four turns commit together (on SQLite, in one group).
+    let turns = stale.iter().map(|(conversation, inbound)| {
+        let store = store.clone();
+        async move {
+            let turn = switchboard::store::TurnCommit {
+                conversation_id: conversation.id.clone(),
+                inbound_message_id: inbound.clone(),
+                inbound_platform_id: None,
+                replies: vec![switchboard::store::NewReply::bot("bot: hello")],
+                assistant_state: Some(serde_json::json!({"turns": 1})),
+                language: None,
+                transfer: None,
+            };
+            store
+                .commit_turn(conversation, &turn, "test", Duration::from_secs(30))
+                .await
+        }
+    });
+    let results = futures::future::join_all(turns).await;
+    assert!(
+        matches!(&results[0], Err(switchboard::store::StoreError::OwnerChanged(id)) if *id == taken.id),
+        "{:?}",
+        results[0].as_ref().err()
+    );
+    for result in &results[1..] {
+        let committed = result.as_ref().expect("the other turns commit");
+        assert_eq!(committed.outbox.len(), 1);
+    }
+    let texts: Vec<String> = store
+        .conversation_messages(&taken.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|message| message.text)
+        .collect();
+    assert_eq!(texts, ["hello"], "no reply was written");
+    assert_eq!(
+        store.conversation_events(&taken.id).await.unwrap().len(),
+        events_before,
+        "no event was written"
+    );
+    assert_eq!(
+        store.outbox_depth().await.unwrap(),
+        3,
+        "only the other turns' replies wait to go out"
+    );
+    let unhandled: Vec<String> = store
+        .unhandled_inbound()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|pending| pending.conversation_id)
+        .collect();
+    assert_eq!(
+        unhandled,
+        std::slice::from_ref(&taken.id),
+        "the message waits for the agent"
+    );
+    let after = store.conversation(&taken.id).await.unwrap();
+    assert_eq!(after.state.owner, Owner::Agent("ana".into()));
+    store.close().await;
+}
+both_backends!(a_stale_turn_writes_nothing, stale_turn_writes_nothing);
+
 /// A channel's command (Telegram's `/human`) that was stored but had not had its turn when the
 /// process died is still that command after the restart: the bot says the command's reply and
 /// hands over; the assistant (here the echo) never reads it as text.

@@ -222,9 +222,9 @@ impl Store {
             Statement::new(
                 "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
                  author_id, text, attachments, channel, created_at, choices) \
-                 SELECT $1, $2, COALESCE((SELECT seq FROM messages WHERE conversation_id = $2 \
-                 ORDER BY seq DESC LIMIT 1), 0) + 1, 'out', $3, $4, $5, '[]', $6, $7, $8 \
-                 WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $2 AND version = $9) \
+                 VALUES ($1, (SELECT id FROM conversations WHERE id = $2 AND version = $9), \
+                 COALESCE((SELECT seq FROM messages WHERE conversation_id = $2 \
+                 ORDER BY seq DESC LIMIT 1), 0) + 1, 'out', $3, $4, $5, '[]', $6, $7, $8) \
                  RETURNING seq",
                 vec![
                     (&message_id).into(),
@@ -238,24 +238,17 @@ impl Store {
                     version.into(),
                 ],
             )
-            .returning("seq"),
-            Statement::new(
-                "INSERT INTO outbox (kind, channel, message_id, lane, payload, next_attempt_at, \
-                 locked_until, locked_by, created_at) \
-                 SELECT 'message', $1, $2, $3, '{}', $4, $5, $6, $4 \
-                 WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $3 AND version = $7) \
-                 RETURNING id",
-                vec![
-                    (&conversation.channel).into(),
-                    (&message_id).into(),
-                    (&conversation.id).into(),
-                    now.into(),
-                    (now + lease.as_millis() as i64).into(),
-                    instance.into(),
-                    version.into(),
-                ],
-            )
-            .returning("id"),
+            .returning("seq")
+            .guarded(),
+            Store::message_outbox_statement(
+                &conversation.channel,
+                &message_id,
+                &conversation.id,
+                now,
+                now + lease.as_millis() as i64,
+                instance,
+                version,
+            ),
             self.event_statement(&conversation.id, 1, &event, now, Some(version)),
         ];
         let values = self.run_script(statements).await?;
