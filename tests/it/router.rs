@@ -339,6 +339,16 @@ impl Assistant for Hesitant {
     }
 }
 
+/// Agent ana takes a conversation over.
+fn takeover_by_ana() -> switchboard::store::Transfer {
+    switchboard::store::Transfer {
+        to: switchboard::conversation::Move::To(Owner::Agent("ana".into())),
+        change: "takeover".into(),
+        actor: "agent:ana".into(),
+        data: serde_json::json!({}),
+    }
+}
+
 async fn takeover_mid_turn_silences_the_bot(backend: Backend) {
     let hesitant = Arc::new(Hesitant {
         started: tokio::sync::Notify::new(),
@@ -359,18 +369,7 @@ async fn takeover_mid_turn_silences_the_bot(backend: Backend) {
     let conversation_id = ack_conversation(&app, &visitor).await;
     app.app
         .router
-        .transfer(
-            &conversation_id,
-            &switchboard::store::Transfer {
-                to: switchboard::conversation::Move::To(switchboard::conversation::Owner::Agent(
-                    "ana".into(),
-                )),
-                change: "takeover".into(),
-                actor: "agent:ana".into(),
-                data: serde_json::json!({}),
-            },
-            None,
-        )
+        .transfer(&conversation_id, &takeover_by_ana(), None)
         .await
         .unwrap();
     hesitant.release.notify_one();
@@ -435,16 +434,7 @@ async fn stale_turn_writes_nothing(backend: Backend) {
     // An agent takes the first conversation: its version moves on.
     let (taken, _) = &stale[0];
     store
-        .transfer_conversation(
-            &taken.id,
-            &switchboard::store::Transfer {
-                to: switchboard::conversation::Move::To(Owner::Agent("ana".into())),
-                change: "takeover".into(),
-                actor: "agent:ana".into(),
-                data: serde_json::json!({}),
-            },
-            None,
-        )
+        .transfer_conversation(&taken.id, &takeover_by_ana(), None)
         .await
         .unwrap();
     let events_before = store.conversation_events(&taken.id).await.unwrap().len();
