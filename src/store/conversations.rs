@@ -193,8 +193,26 @@ impl Store {
                  + 1, 'message.stored', 'customer', $2, $1, $3 FROM s0 m RETURNING seq"
             }
         };
-        let script = vec![
-            Statement::new(
+        // On SQLite a single-row INSERT ... VALUES, the open conversation feeding its NOT NULL
+        // `conversation_id` (no open conversation fails the guard): an INSERT ... SELECT runs
+        // with a statement journal. PostgreSQL runs the script as one statement whose event
+        // reads this one's RETURNING rows, so a failed guard there would fail the whole
+        // script instead of just finding no conversation.
+        let message_sql = match self.backend {
+            Backend::Sqlite => {
+                "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
+                 author_id, text, attachments, channel, platform_message_id, platform_sent_at, \
+                 created_at, extensions, handled_at) \
+                 VALUES ($1, (SELECT id FROM conversations \
+                 WHERE channel = $5 AND thread = $9 AND status <> 'resolved'), \
+                 (SELECT COALESCE(MAX(m.seq), 0) + 1 FROM messages m WHERE m.conversation_id = \
+                 (SELECT id FROM conversations \
+                 WHERE channel = $5 AND thread = $9 AND status <> 'resolved')), \
+                 'in', 'customer', $2, $3, $4, $5, $6, $7, $8, $10, $11) \
+                 ON CONFLICT (channel, platform_message_id) DO NOTHING \
+                 RETURNING conversation_id, seq"
+            }
+            Backend::Postgres => {
                 "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
                  author_id, text, attachments, channel, platform_message_id, platform_sent_at, \
                  created_at, extensions, handled_at) \
@@ -204,23 +222,32 @@ impl Store {
                  FROM conversations c \
                  WHERE c.channel = $5 AND c.thread = $9 AND c.status <> 'resolved' \
                  ON CONFLICT (channel, platform_message_id) DO NOTHING \
-                 RETURNING conversation_id, seq",
-                vec![
-                    (&message_id).into(),
-                    (&event.sender.platform_user_id).into(),
-                    (&event.text).into(),
-                    (&attachments).into(),
-                    (&event.channel).into(),
-                    (&event.platform_message_id).into(),
-                    event.sent_at_ms.into(),
-                    now.into(),
-                    (&event.thread).into(),
-                    (&extensions).into(),
-                    handled_at.into(),
-                ],
-            )
-            .returning_as("conversation_id", Returns::Text)
-            .returning_as("seq", Returns::Int),
+                 RETURNING conversation_id, seq"
+            }
+        };
+        let mut message = Statement::new(
+            message_sql,
+            vec![
+                (&message_id).into(),
+                (&event.sender.platform_user_id).into(),
+                (&event.text).into(),
+                (&attachments).into(),
+                (&event.channel).into(),
+                (&event.platform_message_id).into(),
+                event.sent_at_ms.into(),
+                now.into(),
+                (&event.thread).into(),
+                (&extensions).into(),
+                handled_at.into(),
+            ],
+        )
+        .returning_as("conversation_id", Returns::Text)
+        .returning_as("seq", Returns::Int);
+        if self.backend == Backend::Sqlite {
+            message = message.guarded();
+        }
+        let script = vec![
+            message,
             Statement::new(
                 event_sql,
                 vec![

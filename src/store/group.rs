@@ -22,14 +22,17 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc as blocking;
 
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use sqlx::AnyPool;
 use sqlx::error::{DatabaseError, ErrorKind};
 use tokio::sync::{mpsc, oneshot};
 
-use super::script::{Bind, Returned, Returns, Statement, Value, assemble};
+use plan::{Plan, value_at};
+
+use super::script::{Bind, Returned, Statement, Value, assemble};
 use super::{StoreError, StoreResult};
+
+mod plan;
 
 /// Most scripts committed in one SQLite transaction.
 pub const GROUP_LIMIT: usize = 128;
@@ -159,14 +162,11 @@ fn writer_thread(mut writer: Writer, groups: blocking::Receiver<Group>) {
     }
 }
 
-/// The writer thread's connection, and where each statement's parameters go.
+/// The writer thread's connection, and how it runs each statement text.
 struct Writer {
     connection: Connection,
     settings: WriterSettings,
-    /// For each statement's SQL text, the bind (0-based) of each of its parameters in
-    /// SQLite's order: SQLite numbers `$n` parameters in the order they first appear, so a
-    /// statement that names `$2` before `$1` binds them the other way round.
-    positions: HashMap<Cow<'static, str>, Box<[usize]>>,
+    plans: HashMap<Cow<'static, str>, Plan>,
 }
 
 impl Writer {
@@ -174,7 +174,7 @@ impl Writer {
         Ok(Writer {
             connection: open(&settings)?,
             settings,
-            positions: HashMap::new(),
+            plans: HashMap::new(),
         })
     }
 
@@ -265,20 +265,16 @@ impl Writer {
         let changes = self.connection.total_changes();
         let mut rows = Vec::new();
         for statement in statements {
+            if !self.plans.contains_key(&statement.sql) {
+                let plan = Plan::new(&self.connection, statement)?;
+                self.plans.insert(statement.sql.clone(), plan);
+            }
+            let plan = &self.plans[&statement.sql];
             let mut prepared = self
                 .connection
-                .prepare_cached(&statement.sql)
+                .prepare_cached(&plan.sql)
                 .map_err(store_error)?;
-            let positions = match self.positions.get(&statement.sql) {
-                Some(positions) => positions,
-                None => {
-                    let positions = positions_of(&prepared, statement.binds.len())?;
-                    self.positions
-                        .entry(statement.sql.clone())
-                        .or_insert(positions)
-                }
-            };
-            for (index, position) in positions.iter().enumerate() {
+            for (index, position) in plan.positions.iter().enumerate() {
                 // The positions were worked out for the first statement with this text; one
                 // with fewer binds is refused, not a panic of the writer thread.
                 let Some(bind) = statement.binds.get(*position) else {
@@ -297,6 +293,19 @@ impl Writer {
                     Bind::OptInt(value) => prepared.raw_bind_parameter(index + 1, value),
                 };
                 bound.map_err(store_error)?;
+            }
+            if let Some(returning) = &plan.returning {
+                match prepared.raw_execute() {
+                    Ok(changed) => {
+                        rows.push(returning.row(&self.connection, changed, statement)?)
+                    }
+                    Err(error) if statement.guarded && is_not_null(&error) => {
+                        let wrote = self.connection.total_changes() != changes;
+                        return Ok(Ran::GuardFailed { wrote });
+                    }
+                    Err(error) => return Err(store_error(error)),
+                }
+                continue;
             }
             let mut cursor = prepared.raw_query();
             let first = match cursor.next() {
@@ -376,44 +385,6 @@ fn open(settings: &WriterSettings) -> StoreResult<Connection> {
     // Every statement a script may use stays prepared.
     connection.set_prepared_statement_cache_capacity(512);
     Ok(connection)
-}
-
-/// Where each parameter of a statement written with `$1..$n` takes its bind from (see
-/// [`Writer::positions`]).
-fn positions_of(prepared: &rusqlite::Statement<'_>, binds: usize) -> StoreResult<Box<[usize]>> {
-    (1..=prepared.parameter_count())
-        .map(|index| {
-            prepared
-                .parameter_name(index)
-                .and_then(|name| name.strip_prefix('$'))
-                .and_then(|number| number.parse::<usize>().ok())
-                .filter(|number| (1..=binds).contains(number))
-                .map(|number| number - 1)
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "script parameter {index} is not one of $1..${binds}"
-                    ))
-                })
-        })
-        .collect()
-}
-
-fn value_at(row: &rusqlite::Row<'_>, index: usize, kind: Returns) -> StoreResult<Option<Value>> {
-    let value = row.get_ref(index).map_err(store_error)?;
-    Ok(match (value, kind) {
-        (ValueRef::Null, _) => None,
-        (ValueRef::Integer(value), Returns::Int) => Some(Value::Int(value)),
-        (ValueRef::Text(text), Returns::Text) => Some(Value::Text(
-            String::from_utf8(text.to_vec())
-                .map_err(|_| StoreError::Corrupt(format!("script column {index} is not UTF-8")))?,
-        )),
-        (other, _) => {
-            return Err(StoreError::Corrupt(format!(
-                "script column {index} is {:?}, expected {kind:?}",
-                other.data_type()
-            )));
-        }
-    })
 }
 
 /// A SQLite error as the rest of the store sees errors: an sqlx database error, so that
@@ -572,6 +543,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 60, "59 new keys and the one taken before");
+        store.close().await;
+    }
+
+    /// A statement that writes nothing yields no row, even an INSERT right after one that did
+    /// (their RETURNING clauses do not run on SQLite: see `plan`).
+    #[tokio::test]
+    async fn a_statement_that_writes_nothing_returns_no_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let again = Statement::new(
+            "INSERT INTO channel_cursors (channel, key, value, version, updated_at) \
+             VALUES ('test', $1, '0', 5, 0) ON CONFLICT (channel, key) DO NOTHING \
+             RETURNING version",
+            vec!["once".into()],
+        )
+        .returning("version");
+        // One script each: a script's returning statements yield all their rows or none. The
+        // writer's connection still remembers the rowid the first one inserted.
+        let run = |statement: Statement| {
+            let store = store.clone();
+            async move {
+                let rows = store.run_script_rows(vec![statement]).await.unwrap();
+                rows[0].as_ref().map(|row| row.int(0).unwrap())
+            }
+        };
+        assert_eq!(run(insert_cursor("once")).await, Some(1));
+        assert_eq!(run(again).await, None);
+        // The same for an UPDATE whose returned column is what it sets.
+        let set = |key: &str| {
+            Statement::new(
+                "UPDATE channel_cursors SET version = $1 WHERE key = $2 RETURNING version",
+                vec![7i64.into(), key.into()],
+            )
+            .returning("version")
+        };
+        assert_eq!(run(set("absent")).await, None);
+        assert_eq!(run(set("once")).await, Some(7));
         store.close().await;
     }
 
