@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Row};
 use switchboard_connector::{EventKind, LiveEvent, OutboundMessage};
 
 use super::script::{Bind, Statement};
-use super::{Backend, NewEvent, Store, StoreResult, now_ms};
+use super::{Backend, NewEvent, Store, StoreError, StoreResult, now_ms};
 
 /// A row to deliver.
 #[derive(Debug, Clone)]
@@ -229,7 +229,14 @@ impl Store {
             })
             .map(|row| row.outbox_id)
             .collect();
-        for chunk in sent.chunks(200) {
+        // On SQLite a statement of its own for each row: the group writer runs it prepared
+        // once, while a statement of N placeholders is parsed anew for every N (in time
+        // quadratic in N). PostgreSQL runs the script as one statement either way.
+        let chunk_size = match self.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 200,
+        };
+        for chunk in sent.chunks(chunk_size) {
             let placeholders: Vec<String> =
                 (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let mut binds: Vec<Bind> = vec![now.into()];
@@ -291,16 +298,75 @@ impl Store {
             }
         }
         let events = self.delivery_events(finished);
-        if let Some(statement) = self.delivery_events_statement(&events, now) {
-            statements.push(statement);
+        match self.backend {
+            Backend::Sqlite => {
+                statements.extend(events.iter().map(|(conversation_id, _, event)| {
+                    self.event_statement(conversation_id, 1, event, now, None)
+                }))
+            }
+            Backend::Postgres => statements.extend(self.delivery_events_statement(&events, now)),
         }
-        self.run_script(statements).await?;
+        let numbers = self.run_script(statements).await?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
         // The numbers were given out by the database: read the events back (one query for
         // the batch).
-        self.delivery_events_written(&events, now).await
+        match self.backend {
+            Backend::Sqlite => self.events_numbered(&events, &numbers).await,
+            Backend::Postgres => self.delivery_events_written(&events, now).await,
+        }
+    }
+
+    /// The events of `events`, numbered `numbers` by the script that wrote them (SQLite: an
+    /// INSERT each), read back with the message each is about. One statement text for any
+    /// number of events, so that it is prepared once: the list goes as one JSON parameter.
+    async fn events_numbered(
+        &self,
+        events: &[(String, String, NewEvent)],
+        numbers: &[Option<i64>],
+    ) -> StoreResult<Vec<LiveEvent>> {
+        if numbers.len() != events.len() || numbers.iter().any(Option::is_none) {
+            return Err(StoreError::Corrupt(format!(
+                "{} delivery events written, {} numbers returned",
+                events.len(),
+                numbers.len()
+            )));
+        }
+        let keys: Vec<(&str, i64)> = events
+            .iter()
+            .zip(numbers)
+            .map(|((conversation_id, _, _), seq)| (conversation_id.as_str(), seq.unwrap_or(0)))
+            .collect();
+        let keys =
+            serde_json::to_string(&keys).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        // The read pool: on SQLite the write connection belongs to the group writer.
+        let rows = sqlx::query(
+            "SELECT e.conversation_id, c.channel, c.thread, e.seq, e.kind, e.actor, e.data, \
+             e.created_at, e.message_id, m.seq AS message_seq, m.author_kind, m.text, \
+             m.platform_message_id \
+             FROM json_each($1) AS k \
+             JOIN conversation_events e ON e.conversation_id = json_extract(k.value, '$[0]') \
+             AND e.seq = json_extract(k.value, '$[1]') \
+             JOIN conversations c ON c.id = e.conversation_id \
+             LEFT JOIN messages m ON m.id = e.message_id \
+             ORDER BY e.conversation_id, e.seq",
+        )
+        .bind(keys)
+        .fetch_all(&self.read)
+        .await?;
+        let written = rows
+            .iter()
+            .map(super::events::event_of)
+            .collect::<StoreResult<Vec<LiveEvent>>>()?;
+        if written.len() != events.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} delivery events written, {} read back",
+                events.len(),
+                written.len()
+            )));
+        }
+        Ok(written)
     }
 
     /// The events a batch of outcomes makes: for message rows, delivered or failed for good.
