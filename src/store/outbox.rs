@@ -311,11 +311,17 @@ impl Store {
             return Ok(Vec::new());
         }
         // The numbers were given out by the database: read the events back (one query for
-        // the batch).
-        match self.backend {
+        // the batch). The outcomes are committed by now, so a failed read-back is not an
+        // error for the caller to retry (that would record them twice): the events are in
+        // the log, and a live follower fills the gap from it at the next event.
+        let written = match self.backend {
             Backend::Sqlite => self.events_numbered(&events, &numbers).await,
             Backend::Postgres => self.delivery_events_written(&events, now).await,
-        }
+        };
+        Ok(written.unwrap_or_else(|error| {
+            tracing::warn!(error = %error, events = events.len(), "delivery events stored but not read back for publishing");
+            Vec::new()
+        }))
     }
 
     /// The events of `events`, numbered `numbers` by the script that wrote them (SQLite: an
@@ -326,11 +332,11 @@ impl Store {
         events: &[(String, String, NewEvent)],
         numbers: &[Option<i64>],
     ) -> StoreResult<Vec<LiveEvent>> {
-        if numbers.len() != events.len() || numbers.iter().any(Option::is_none) {
+        let returned = numbers.iter().flatten().count();
+        if numbers.len() != events.len() || returned != events.len() {
             return Err(StoreError::Corrupt(format!(
-                "{} delivery events written, {} numbers returned",
-                events.len(),
-                numbers.len()
+                "{} delivery events written, {returned} numbers returned",
+                events.len()
             )));
         }
         let keys: Vec<(&str, i64)> = events

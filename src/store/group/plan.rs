@@ -149,7 +149,15 @@ fn without_returning(sql: &str, returning: &[(&str, Returns)]) -> Option<(String
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .next()
             .filter(|table| !table.is_empty())?;
-        if sql.contains("DO UPDATE") {
+        // An upsert that updates changes a row but inserts none: no rowid to read back.
+        let words: Vec<String> = sql
+            .split_whitespace()
+            .map(str::to_ascii_uppercase)
+            .collect();
+        if words
+            .windows(2)
+            .any(|pair| pair[0] == "DO" && pair[1] == "UPDATE")
+        {
             return None;
         }
         let query = format!("SELECT {columns} FROM {table} WHERE rowid = ?1");
@@ -159,6 +167,10 @@ fn without_returning(sql: &str, returning: &[(&str, Returns)]) -> Option<(String
         let set = top_level(&statement, " SET ")?;
         let set = &statement[set + " SET ".len()..];
         let set = &set[..top_level(set, " WHERE ").unwrap_or(set.len())];
+        // The scanners below do not know quotes: a literal could hide a comma or a paren.
+        if set.contains(['\'', '"']) {
+            return None;
+        }
         let assignments = split_top_level(set);
         let binds = named
             .iter()
@@ -302,10 +314,14 @@ mod tests {
             // An upsert that may update leaves no rowid to read.
             "INSERT INTO messages (id, seq) VALUES ($1, 1) \
              ON CONFLICT (id) DO UPDATE SET seq = 2 RETURNING seq",
+            "INSERT INTO messages (id, seq) VALUES ($1, 1) \
+             ON CONFLICT (id) do  update SET seq = 2 RETURNING seq",
             // An update that sets the column to an expression, or not at all.
             "UPDATE messages SET seq = seq + 1 WHERE id = $1 RETURNING seq",
             "UPDATE messages SET other = $2 WHERE id = $1 RETURNING seq",
             "UPDATE messages SET other = (SELECT 1 WHERE seq = $2) WHERE id = $1 RETURNING seq",
+            // A literal the scanners would misread.
+            "UPDATE messages SET note = 'x, seq = $2, y' WHERE id = $1 RETURNING seq",
             // An expression, or columns other than those the statement declares.
             "INSERT INTO messages (id, seq) VALUES ($1, 1) RETURNING seq + 1",
             "INSERT INTO messages (id, seq) VALUES ($1, 1) RETURNING id",
