@@ -14,6 +14,20 @@ use switchboard_connector::{EventKind, LiveEvent};
 use super::script::{Bind, Statement};
 use super::{Backend, Store, StoreError, StoreResult, author_of};
 
+/// The columns [`event_of`] reads, for a query of `conversation_events e`, its conversation
+/// `c` and the message `m` it is about (`LEFT JOIN`), then `$from` (the FROM clause onwards).
+macro_rules! concat_event_query {
+    ($from:literal) => {
+        concat!(
+            "SELECT e.conversation_id, c.channel, c.thread, e.seq, e.kind, e.actor, e.data, \
+             e.created_at, e.message_id, m.seq AS message_seq, m.author_kind, m.text, \
+             m.platform_message_id ",
+            $from
+        )
+    };
+}
+pub(super) use concat_event_query;
+
 /// An event to write.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -144,14 +158,11 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<LiveEvent>> {
-        let rows = sqlx::query(
-            "SELECT e.conversation_id, c.channel, c.thread, e.seq, e.kind, e.actor, e.data, \
-             e.created_at, e.message_id, m.seq AS message_seq, m.author_kind, m.text, \
-             m.platform_message_id \
-             FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id \
+        let rows = sqlx::query(concat_event_query!(
+            "FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id \
              LEFT JOIN messages m ON m.id = e.message_id \
-             WHERE e.conversation_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3",
-        )
+             WHERE e.conversation_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3"
+        ))
         .bind(conversation_id)
         .bind(after)
         .bind(limit)

@@ -27,9 +27,9 @@ use sqlx::AnyPool;
 use sqlx::error::{DatabaseError, ErrorKind};
 use tokio::sync::{mpsc, oneshot};
 
-use plan::{Plan, value_at};
+use plan::Plan;
 
-use super::script::{Bind, Returned, Statement, Value, assemble};
+use super::script::{Bind, Returned, Statement};
 use super::{StoreError, StoreResult};
 
 mod plan;
@@ -300,8 +300,7 @@ impl Writer {
                         rows.push(returning.row(&self.connection, changed, statement)?)
                     }
                     Err(error) if statement.guarded && is_not_null(&error) => {
-                        let wrote = self.connection.total_changes() != changes;
-                        return Ok(Ran::GuardFailed { wrote });
+                        return Ok(self.guard_failed(changes));
                     }
                     Err(error) => return Err(store_error(error)),
                 }
@@ -313,8 +312,7 @@ impl Writer {
                 Err(error) if statement.guarded && is_not_null(&error) => {
                     drop(cursor);
                     drop(prepared);
-                    let wrote = self.connection.total_changes() != changes;
-                    return Ok(Ran::GuardFailed { wrote });
+                    return Ok(self.guard_failed(changes));
                 }
                 Err(error) => return Err(store_error(error)),
             };
@@ -322,13 +320,7 @@ impl Writer {
                 (None, true) => {}
                 (None, false) => rows.push(None),
                 (Some(row), false) => {
-                    let values = statement
-                        .returning
-                        .iter()
-                        .enumerate()
-                        .map(|(index, (_, kind))| value_at(row, index, *kind))
-                        .collect::<StoreResult<Vec<Option<Value>>>>()?;
-                    rows.push(assemble(values)?);
+                    rows.push(plan::returned_row(row, statement)?);
                     if cursor.next().map_err(store_error)?.is_some() {
                         return Err(StoreError::Corrupt(format!(
                             "a script statement returned more than one row: {}",
@@ -345,6 +337,13 @@ impl Writer {
             }
         }
         Ok(Ran::Rows(rows))
+    }
+
+    /// A guarded statement's guard failed in a script that began at `total_changes`.
+    fn guard_failed(&self, total_changes: u64) -> Ran {
+        Ran::GuardFailed {
+            wrote: self.connection.total_changes() != total_changes,
+        }
     }
 }
 

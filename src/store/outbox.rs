@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use sqlx::{AssertSqlSafe, Row};
 use switchboard_connector::{EventKind, LiveEvent, OutboundMessage};
 
+use super::events::concat_event_query;
 use super::script::{Bind, Statement};
 use super::{Backend, NewEvent, Store, StoreError, StoreResult, now_ms};
 
@@ -347,17 +348,14 @@ impl Store {
         let keys =
             serde_json::to_string(&keys).map_err(|error| StoreError::Corrupt(error.to_string()))?;
         // The read pool: on SQLite the write connection belongs to the group writer.
-        let rows = sqlx::query(
-            "SELECT e.conversation_id, c.channel, c.thread, e.seq, e.kind, e.actor, e.data, \
-             e.created_at, e.message_id, m.seq AS message_seq, m.author_kind, m.text, \
-             m.platform_message_id \
-             FROM json_each($1) AS k \
+        let rows = sqlx::query(concat_event_query!(
+            "FROM json_each($1) AS k \
              JOIN conversation_events e ON e.conversation_id = json_extract(k.value, '$[0]') \
              AND e.seq = json_extract(k.value, '$[1]') \
              JOIN conversations c ON c.id = e.conversation_id \
              LEFT JOIN messages m ON m.id = e.message_id \
-             ORDER BY e.conversation_id, e.seq",
-        )
+             ORDER BY e.conversation_id, e.seq"
+        ))
         .bind(keys)
         .fetch_all(&self.read)
         .await?;
@@ -481,15 +479,21 @@ impl Store {
                     placeholders.push(format!("${}", binds.len() + 1));
                 }
                 branches.push(format!(
-                    "SELECT * FROM (SELECT e.conversation_id, c.channel, c.thread, e.seq, \
-                     e.kind, e.actor, e.data, e.created_at, e.message_id, \
-                     m.seq AS message_seq, m.author_kind, m.text, m.platform_message_id \
-                     FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id \
-                     LEFT JOIN messages m ON m.id = e.message_id \
-                     WHERE e.conversation_id = ${conversation} AND e.created_at = $1 \
-                     AND e.message_id IN ({}) ORDER BY e.seq DESC LIMIT {}) AS lane{index}",
-                    placeholders.join(", "),
-                    message_ids.len()
+                    concat!(
+                        "SELECT * FROM (",
+                        concat_event_query!(
+                            "FROM conversation_events e \
+                             JOIN conversations c ON c.id = e.conversation_id \
+                             LEFT JOIN messages m ON m.id = e.message_id \
+                             WHERE e.conversation_id = ${conversation} AND e.created_at = $1 \
+                             AND e.message_id IN ({placeholders}) \
+                             ORDER BY e.seq DESC LIMIT {limit}) AS lane{index}"
+                        )
+                    ),
+                    conversation = conversation,
+                    placeholders = placeholders.join(", "),
+                    limit = message_ids.len(),
+                    index = index,
                 ));
             }
             // Only numbered placeholders and counts are spliced in; the ids are bound.

@@ -85,12 +85,7 @@ impl Returning {
                         statement.sql
                     )));
                 };
-                statement
-                    .returning
-                    .iter()
-                    .enumerate()
-                    .map(|(index, (_, kind))| value_at(row, index, *kind))
-                    .collect::<StoreResult<Vec<Option<Value>>>>()?
+                return returned_row(row, statement);
             }
             Returning::Set(binds) => binds
                 .iter()
@@ -100,6 +95,20 @@ impl Returning {
         };
         assemble(values)
     }
+}
+
+/// The returning columns of `statement` in `row`, in the order it names them.
+pub(super) fn returned_row(
+    row: &rusqlite::Row<'_>,
+    statement: &Statement,
+) -> StoreResult<Option<Returned>> {
+    let values = statement
+        .returning
+        .iter()
+        .enumerate()
+        .map(|(index, (_, kind))| value_at(row, index, *kind))
+        .collect::<StoreResult<Vec<Option<Value>>>>()?;
+    assemble(values)
 }
 
 /// The value a bind gave a column the statement returns.
@@ -244,11 +253,7 @@ pub(super) fn positions_of(
         .collect()
 }
 
-pub(super) fn value_at(
-    row: &rusqlite::Row<'_>,
-    index: usize,
-    kind: Returns,
-) -> StoreResult<Option<Value>> {
+fn value_at(row: &rusqlite::Row<'_>, index: usize, kind: Returns) -> StoreResult<Option<Value>> {
     let value = row.get_ref(index).map_err(store_error)?;
     Ok(match (value, kind) {
         (ValueRef::Null, _) => None,
