@@ -503,8 +503,8 @@ async fn read_sse(
     events
 }
 
-async fn subscriber_catches_up(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+/// An API key that may follow conversations, as the console's.
+async fn console_key(app: &TestApp) -> String {
     let (_, key) = app
         .app
         .workflow
@@ -516,6 +516,78 @@ async fn subscriber_catches_up(backend: Backend) {
         )
         .await
         .unwrap();
+    key
+}
+
+/// How many of the conversation's stored events are deliveries.
+async fn deliveries(app: &TestApp, conversation_id: &str) -> usize {
+    let events = app
+        .store()
+        .conversation_events(conversation_id)
+        .await
+        .unwrap();
+    events
+        .iter()
+        .filter(|e| e.kind.as_str() == "message.delivered")
+        .count()
+}
+
+/// A reply's delivery reaches a live subscriber when it is recorded. A follower fills a gap
+/// from the log when the next event comes, so only a delivery with nothing after it shows
+/// one that was stored but never published.
+async fn delivery_published_live(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = console_key(&app).await;
+    let mut visitor = app.visitor().await;
+    visitor.send_and_ack("0", "hello").await;
+    visitor.bot_reply().await;
+    let stored = app
+        .store()
+        .history("web", &visitor.visitor_id, 1)
+        .await
+        .unwrap();
+    let conversation_id = stored[0].conversation_id.clone();
+    eventually(10, "the first delivery to be recorded", || {
+        let (app, id) = (&app, conversation_id.clone());
+        async move { deliveries(app, &id).await == 1 }
+    })
+    .await;
+    let seen = app
+        .store()
+        .conversation_events(&conversation_id)
+        .await
+        .unwrap()
+        .len() as i64;
+    let stream = reqwest::Client::new()
+        .get(app.http_url(&format!("/api/v1/conversations/{conversation_id}/stream")))
+        .bearer_auth(&key)
+        .header("Last-Event-ID", seen.to_string())
+        .send()
+        .await
+        .unwrap();
+    visitor.send_and_ack("1", "hello again").await;
+    visitor.bot_reply().await;
+    let delivered = |events: &[(i64, String, Value)]| {
+        events
+            .iter()
+            .any(|(_, kind, _)| kind == "message.delivered")
+    };
+    let events = tokio::time::timeout(Duration::from_secs(20), read_sse(stream, delivered))
+        .await
+        .unwrap_or_default();
+    assert!(delivered(&events), "no live delivery event: {events:?}");
+    let ids: Vec<i64> = events.iter().map(|(id, _, _)| *id).collect();
+    let expected: Vec<i64> = (seen + 1..=seen + ids.len() as i64).collect();
+    assert_eq!(
+        ids, expected,
+        "the turn's events, in order, then its delivery"
+    );
+}
+both_backends!(a_delivery_is_published_live, delivery_published_live);
+
+async fn subscriber_catches_up(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = console_key(&app).await;
     let mut visitor = app.visitor().await;
     let ack = visitor.send_and_ack("0", "hello").await;
     let conversation_id = ack["conversation_id"]
@@ -557,18 +629,9 @@ async fn subscriber_catches_up(backend: Backend) {
     visitor.send_and_ack("end", "the end").await;
     visitor.bot_reply().await;
     // Reconnect where it left off, as an EventSource does with Last-Event-ID.
-    let store = app.store().clone();
-    let id = conversation_id.clone();
     eventually(10, "the last delivery to be recorded", || {
-        let (store, id) = (store.clone(), id.clone());
-        async move {
-            let events = store.conversation_events(&id).await.unwrap();
-            events
-                .iter()
-                .filter(|e| e.kind.as_str() == "message.delivered")
-                .count()
-                == 32
-        }
+        let (app, id) = (&app, conversation_id.clone());
+        async move { deliveries(app, &id).await == 32 }
     })
     .await;
     let stored = app
