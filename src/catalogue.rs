@@ -50,6 +50,10 @@ pub struct ProductIndex {
     knowledge: KnowledgeBase,
     /// The products of the last synchronisation, by SKU.
     products: RwLock<HashMap<String, Product>>,
+    /// Tells a query's language, with the catalogue's own names and descriptions as the
+    /// deployment's text ("blue lamp" is English because the catalogue says "Blue table lamp";
+    /// lingua alone leans to Spanish on two words). Retrained at each synchronisation.
+    detector: RwLock<Arc<LanguageDetector>>,
 }
 
 const SOURCE_PREFIX: &str = "product/";
@@ -71,6 +75,7 @@ impl ProductIndex {
         Ok(ProductIndex {
             knowledge,
             products: RwLock::new(HashMap::new()),
+            detector: RwLock::new(Arc::new(LanguageDetector::default())),
         })
     }
 
@@ -111,6 +116,13 @@ impl ProductIndex {
         if report.indexed > 0 || report.removed > 0 {
             self.knowledge.optimize().await?;
         }
+        let samples: Vec<(String, String)> = products
+            .iter()
+            .flat_map(|product| product.names.iter().chain(&product.descriptions))
+            .map(|(language, text)| (language.clone(), text.clone()))
+            .collect();
+        *self.detector.write().expect("detector lock") =
+            Arc::new(LanguageDetector::train(&samples));
         *self.products.write().expect("product snapshot lock") = products
             .into_iter()
             .map(|product| (product.sku.clone(), product))
@@ -129,10 +141,22 @@ impl ProductIndex {
         if query.trim().is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
+        let detected = match language {
+            Some(_) => None,
+            None => {
+                let detector = self.detector.read().expect("detector lock").clone();
+                detector.detect(query).map(|detection| detection.language)
+            }
+        };
         // Each product has a passage per language: enough candidates for `limit` products.
         let passages = self
             .knowledge
-            .search(query, language, SearchMode::Hybrid, limit * 3 + 3)
+            .search(
+                query,
+                language.or(detected),
+                SearchMode::Hybrid,
+                limit * 3 + 3,
+            )
             .await?;
         let products = self.products.read().expect("product snapshot lock");
         let mut found: Vec<Found> = Vec::new();

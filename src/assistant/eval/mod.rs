@@ -377,7 +377,55 @@ async fn intents(options: IntentsEval, settings: Settings) -> anyhow::Result<()>
         println!("accuracy[{language}] {accuracy:.4} ({correct}/{total})");
         headline.push_str(&format!(" accuracy_{language}={accuracy:.4}"));
     }
+    // The language of each test message, detected as the assistant does: lingua with the
+    // training examples as the deployment's own text.
+    let samples: Vec<(String, String)> = train_rows
+        .iter()
+        .filter_map(|row| Some((row.language.clone()?, row.text.clone())))
+        .collect();
+    let detector = LanguageDetector::train(&samples);
+    let mut detected: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut language_misses = Vec::new();
+    for row in &test_rows {
+        let Some(language) = row.language.as_deref() else {
+            continue;
+        };
+        let detection = detector.detect(&row.text);
+        let entry = detected.entry(language).or_default();
+        entry.1 += 1;
+        match detection {
+            Some(detection) if detection.language == language => entry.0 += 1,
+            _ => language_misses.push(report::LanguageMiss {
+                text: row.text.clone(),
+                language: language.to_string(),
+                detected: detection
+                    .as_ref()
+                    .map(|detection| detection.language.to_string())
+                    .unwrap_or_default(),
+                confidence: detection.map_or(0.0, |detection| detection.confidence),
+            }),
+        }
+    }
+    if !detected.is_empty() {
+        let (correct, total) = detected.values().fold((0, 0), |sum, (correct, total)| {
+            (sum.0 + correct, sum.1 + total)
+        });
+        let accuracy = correct as f64 / total.max(1) as f64;
+        let per_language: Vec<String> = detected
+            .iter()
+            .map(|(language, (correct, total))| format!("{language} {correct}/{total}"))
+            .collect();
+        println!(
+            "language detection {accuracy:.4} ({correct}/{total}; {})",
+            per_language.join(", ")
+        );
+        headline.push_str(&format!(" language_accuracy={accuracy:.4}"));
+    }
     if let Some(dir) = &options.report {
+        if !detected.is_empty() {
+            let path = report::write_languages(dir, &language_misses)?;
+            println!("wrote {}", path.display());
+        }
         let outcomes: Vec<report::IntentOutcome> = test_rows
             .iter()
             .zip(&predictions)

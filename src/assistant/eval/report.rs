@@ -3,7 +3,8 @@
 //! For intents: `mistakes.csv` (every wrong prediction with its confidence, the most confident
 //! first: those are the examples to look at), `intents.csv` (precision, recall and F1 per
 //! intent) and `confusion.html` (the confusion matrix, the per-intent table and the mistakes
-//! on one self-contained page). For retrieval: `queries.csv` (every query's rank of the entry
+//! on one self-contained page), and `languages.csv` (every message whose language was detected
+//! wrongly, with the detector's confidence). For retrieval: `queries.csv` (every query's rank of the entry
 //! it should find and the entry ranked first instead).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -255,6 +256,40 @@ pub struct QueryOutcome {
     pub rank: Option<usize>,
     /// The entry ranked first, and its text (a FAQ's question).
     pub top: Option<(String, String)>,
+}
+
+/// A test example whose language the detector got wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LanguageMiss {
+    pub text: String,
+    pub language: String,
+    /// Empty when the text has no letters.
+    pub detected: String,
+    pub confidence: f64,
+}
+
+/// Write `languages.csv` into `dir`, the most confident misses first.
+pub fn write_languages(dir: &Path, misses: &[LanguageMiss]) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let mut ordered: Vec<&LanguageMiss> = misses.iter().collect();
+    ordered.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    let path = dir.join("languages.csv");
+    let mut writer = csv::Writer::from_path(&path).map_err(csv_error)?;
+    writer
+        .write_record(["text", "language", "detected", "confidence"])
+        .map_err(csv_error)?;
+    for miss in ordered {
+        writer
+            .write_record([
+                miss.text.as_str(),
+                &miss.language,
+                &miss.detected,
+                &format!("{:.4}", miss.confidence),
+            ])
+            .map_err(csv_error)?;
+    }
+    writer.flush()?;
+    Ok(path)
 }
 
 /// Write `queries.csv` into `dir`, the misses (not first) before the hits.
