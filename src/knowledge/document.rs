@@ -31,13 +31,18 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// The article's title, and the section's heading under it.
+    pub fn heading(&self) -> String {
+        if self.section.is_empty() || self.section == self.title {
+            self.title.clone()
+        } else {
+            format!("{} - {}", self.title, self.section)
+        }
+    }
+
     /// What is embedded and indexed: headings carry much of a passage's meaning.
     pub fn indexed_text(&self) -> String {
-        if self.section.is_empty() || self.section == self.title {
-            format!("{}\n{}", self.title, self.text)
-        } else {
-            format!("{} - {}\n{}", self.title, self.section, self.text)
-        }
+        format!("{}\n{}", self.heading(), self.text)
     }
 }
 

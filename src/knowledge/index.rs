@@ -1,8 +1,9 @@
 //! Where chunks live and how they are found: the [`KnowledgeIndex`] trait and its embedded
 //! implementation on a Qdrant Edge shard.
 //!
-//! The shard holds, per chunk, one dense vector (`dense`) and one BM25 sparse vector in the
-//! chunk's language (`bm25_en`, `bm25_es`, `bm25_ca`, each with IDF applied by the engine and
+//! The shard holds, per chunk, two dense vectors, one of its indexed text (`dense`) and one of
+//! its heading alone (`heading`: the article's title and the section's), and one BM25 sparse
+//! vector in the chunk's language (`bm25_en`, `bm25_es`, `bm25_ca`, each with IDF applied by the engine and
 //! that language's stop words and stemmer), plus the chunk as payload. A Qdrant server
 //! (scale-out) takes the same collection layout and the same queries, so it can implement this
 //! trait through qdrant-client without changing the knowledge base above it.
@@ -35,6 +36,13 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// The dense vectors of one chunk: of its indexed text, and of its heading alone.
+#[derive(Debug, Clone)]
+pub struct ChunkVectors {
+    pub text: Vec<f32>,
+    pub heading: Vec<f32>,
+}
+
 pub trait KnowledgeIndex: Send + Sync {
     /// Replace every chunk of `source` with `chunks` (whose vectors are `vectors`).
     fn replace_article(
@@ -42,13 +50,16 @@ pub trait KnowledgeIndex: Send + Sync {
         source: &str,
         fingerprint: &str,
         chunks: &[Chunk],
-        vectors: &[Vec<f32>],
+        vectors: &[ChunkVectors],
     ) -> Result<(), KnowledgeError>;
     /// Remove an article; how many chunks went.
     fn remove_article(&self, source: &str) -> Result<usize, KnowledgeError>;
     /// The fingerprint stored with an article, if it is indexed.
     fn fingerprint(&self, source: &str) -> Result<Option<String>, KnowledgeError>;
-    /// Nearest chunks by cosine similarity, optionally in one language only.
+    /// Nearest chunks by cosine similarity, optionally in one language only. A chunk's
+    /// similarity is the better of its text's and its heading's, so that an article is found by
+    /// its title as well as by its passages (a question worded like an FAQ's question finds it
+    /// however long its answer); chunks equal on that are ordered by their text's.
     fn dense(
         &self,
         vector: &[f32],
@@ -126,6 +137,33 @@ fn field_filter(key: &str, value: &str) -> Filter {
     )))
 }
 
+/// One hit per chunk from the searches of both dense vectors: the better score, ties broken
+/// by the text's score (unknown, so last, for a chunk only its heading found).
+fn best_of_text_and_heading(by_text: Vec<Hit>, by_heading: Vec<Hit>, limit: usize) -> Vec<Hit> {
+    let mut merged: HashMap<(String, usize), (Hit, f32)> = HashMap::new();
+    for hit in by_text {
+        let text_score = hit.score;
+        merged.insert(
+            (hit.chunk.source.clone(), hit.chunk.position),
+            (hit, text_score),
+        );
+    }
+    for hit in by_heading {
+        match merged.entry((hit.chunk.source.clone(), hit.chunk.position)) {
+            std::collections::hash_map::Entry::Occupied(mut entry) => {
+                let (best, _) = entry.get_mut();
+                best.score = best.score.max(hit.score);
+            }
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert((hit, f32::NEG_INFINITY));
+            }
+        }
+    }
+    let mut hits: Vec<(Hit, f32)> = merged.into_values().collect();
+    hits.sort_by(|a, b| b.0.score.total_cmp(&a.0.score).then(b.1.total_cmp(&a.1)));
+    hits.into_iter().take(limit).map(|(hit, _)| hit).collect()
+}
+
 fn sparse_name(language: &str) -> String {
     format!("bm25_{language}")
 }
@@ -137,23 +175,32 @@ pub struct EdgeIndex {
     path: PathBuf,
 }
 
-/// Written beside the shard: vectors from another model (or size) mean a rebuild.
+/// Written beside the shard: vectors from another model (or size), or another layout of the
+/// shard, mean a rebuild.
 const MODEL_MARKER: &str = "embedder.txt";
+
+/// The shard's layout, in the marker: a shard of an earlier layout is rebuilt.
+const LAYOUT: &str = "text+heading";
+
+/// The named dense vectors of a chunk.
+const TEXT_VECTOR: &str = "dense";
+const HEADING_VECTOR: &str = "heading";
 
 impl EdgeIndex {
     /// Open (or create) the shard in `dir` for vectors of `dimension` from `embedder_name`.
-    /// A shard built with another embedder is emptied: its vectors would be meaningless.
+    /// A shard built with another embedder (or layout) is emptied: its vectors would be
+    /// meaningless.
     pub fn open(
         dir: &Path,
         dimension: usize,
         embedder_name: &str,
         average_length: f64,
     ) -> Result<EdgeIndex, KnowledgeError> {
-        let marker = format!("{embedder_name} {dimension}");
+        let marker = format!("{embedder_name} {dimension} {LAYOUT}");
         let marker_path = dir.join(MODEL_MARKER);
         let existing = std::fs::read_to_string(&marker_path).ok();
         if dir.exists() && existing.as_deref().map(str::trim) != Some(marker.as_str()) {
-            tracing::info!(dir = %dir.display(), embedder = %marker, "knowledge index built with another embedder: rebuilding");
+            tracing::info!(dir = %dir.display(), embedder = %marker, "knowledge index built with another embedder or layout: rebuilding");
             std::fs::remove_dir_all(dir).map_err(|error| KnowledgeError::Io {
                 path: dir.to_path_buf(),
                 message: error.to_string(),
@@ -177,20 +224,21 @@ impl EdgeIndex {
                 )
             })
             .collect();
+        let dense = EdgeVectorParams {
+            size: dimension,
+            distance: Distance::Cosine,
+            quantization_config: None,
+            multivector_config: None,
+            datatype: None,
+            on_disk: None,
+            hnsw_config: None,
+        };
         let config = EdgeConfig {
             on_disk_payload: false,
-            vectors: HashMap::from([(
-                "dense".to_string(),
-                EdgeVectorParams {
-                    size: dimension,
-                    distance: Distance::Cosine,
-                    quantization_config: None,
-                    multivector_config: None,
-                    datatype: None,
-                    on_disk: None,
-                    hnsw_config: None,
-                },
-            )]),
+            vectors: HashMap::from([
+                (TEXT_VECTOR.to_string(), dense.clone()),
+                (HEADING_VECTOR.to_string(), dense),
+            ]),
             sparse_vectors,
             hnsw_config: Default::default(),
             quantization_config: None,
@@ -280,7 +328,7 @@ impl KnowledgeIndex for EdgeIndex {
         source: &str,
         fingerprint: &str,
         chunks: &[Chunk],
-        vectors: &[Vec<f32>],
+        vectors: &[ChunkVectors],
     ) -> Result<(), KnowledgeError> {
         if chunks.len() != vectors.len() {
             return Err(KnowledgeError::Index(format!(
@@ -298,7 +346,11 @@ impl KnowledgeIndex for EdgeIndex {
                     .analysers
                     .embed_document(&chunk.language, &chunk.indexed_text());
                 let named: HashMap<String, Vector> = HashMap::from([
-                    ("dense".to_string(), Vector::from(vector.clone())),
+                    (TEXT_VECTOR.to_string(), Vector::from(vector.text.clone())),
+                    (
+                        HEADING_VECTOR.to_string(),
+                        Vector::from(vector.heading.clone()),
+                    ),
                     (sparse_name(&chunk.language), Vector::from(sparse)),
                 ]);
                 let mut payload = serde_json::to_value(chunk).unwrap_or_else(|_| json!({}));
@@ -364,12 +416,19 @@ impl KnowledgeIndex for EdgeIndex {
         limit: usize,
     ) -> Result<Vec<Hit>, KnowledgeError> {
         let filter = language.map(|language| field_filter("language", language));
-        self.search(
+        let by_text = self.search(
             VectorInternal::from(vector.to_vec()),
-            "dense".into(),
+            TEXT_VECTOR.into(),
+            filter.clone(),
+            limit,
+        )?;
+        let by_heading = self.search(
+            VectorInternal::from(vector.to_vec()),
+            HEADING_VECTOR.into(),
             filter,
             limit,
-        )
+        )?;
+        Ok(best_of_text_and_heading(by_text, by_heading, limit))
     }
 
     fn lexical(
@@ -416,5 +475,38 @@ impl KnowledgeIndex for EdgeIndex {
                 exact: true,
             })
             .map_err(index_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(source: &str, position: usize, score: f32) -> Hit {
+        Hit {
+            chunk: Chunk {
+                source: source.into(),
+                title: source.into(),
+                section: String::new(),
+                language: "en".into(),
+                text: String::new(),
+                position,
+            },
+            score,
+        }
+    }
+
+    #[test]
+    fn a_chunk_scores_the_better_of_its_text_and_heading_and_its_text_breaks_ties() {
+        let by_text = vec![hit("a", 0, 0.5), hit("a", 1, 0.6), hit("b", 0, 0.7)];
+        // Both chunks of "a" share its heading, which is closer than anything's text; a chunk
+        // of "c" only its heading found.
+        let by_heading = vec![hit("a", 0, 0.9), hit("a", 1, 0.9), hit("c", 0, 0.9)];
+        let merged = best_of_text_and_heading(by_text, by_heading, 3);
+        let order: Vec<(&str, usize, f32)> = merged
+            .iter()
+            .map(|hit| (hit.chunk.source.as_str(), hit.chunk.position, hit.score))
+            .collect();
+        assert_eq!(order, vec![("a", 1, 0.9), ("a", 0, 0.9), ("c", 0, 0.9)]);
     }
 }

@@ -16,6 +16,7 @@ pub mod fusion;
 pub mod index;
 pub mod language;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 pub use document::{Article, Chunk};
 pub use embed::{EmbedError, Embedder};
-pub use index::{EdgeIndex, Hit, KnowledgeIndex};
+pub use index::{ChunkVectors, EdgeIndex, Hit, KnowledgeIndex};
 use language::LanguageDetector;
 
 #[derive(Debug, thiserror::Error)]
@@ -214,8 +215,29 @@ impl KnowledgeBase {
                 return Ok(false);
             }
         }
-        let texts = article.chunks.iter().map(Chunk::indexed_text).collect();
-        let vectors = self.embedder.embed(texts).await?;
+        // Each chunk's text, then each distinct heading once (an article's sections share it).
+        let mut texts: Vec<String> = article.chunks.iter().map(Chunk::indexed_text).collect();
+        let mut heading_at: HashMap<String, usize> = HashMap::new();
+        let headings: Vec<usize> = article
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let heading = chunk.heading();
+                *heading_at.entry(heading.clone()).or_insert_with(|| {
+                    texts.push(heading);
+                    texts.len() - 1
+                })
+            })
+            .collect();
+        let embedded = self.embedder.embed(texts).await?;
+        let vectors: Vec<ChunkVectors> = embedded
+            .iter()
+            .zip(&headings)
+            .map(|(text, heading)| ChunkVectors {
+                text: text.clone(),
+                heading: embedded[*heading].clone(),
+            })
+            .collect();
         let index = self.index.clone();
         blocking(move || {
             index.replace_article(
@@ -379,7 +401,7 @@ fn search_blocking(
     } else {
         index.lexical(query, language, candidates)?
     };
-    let mut chunks: std::collections::HashMap<(String, usize), (Chunk, f32)> = Default::default();
+    let mut chunks: HashMap<(String, usize), (Chunk, f32)> = Default::default();
     for hit in &dense {
         chunks.insert(chunk_key(&hit.chunk), (hit.chunk.clone(), hit.score));
     }
@@ -500,4 +522,89 @@ pub fn knowledge_dirs(root: &Path) -> Vec<PathBuf> {
     }
     found.sort();
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+
+    /// Counts a few words: texts about the same words point the same way.
+    struct WordCounts;
+
+    const WORDS: [&str; 5] = ["delete", "account", "email", "invoice", "refund"];
+
+    #[async_trait]
+    impl Embedder for WordCounts {
+        fn dimension(&self) -> usize {
+            WORDS.len() + 1
+        }
+
+        fn name(&self) -> &str {
+            "word-counts"
+        }
+
+        async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Ok(texts
+                .iter()
+                .map(|text| {
+                    let lower = text.to_lowercase();
+                    let mut vector: Vec<f32> = WORDS
+                        .iter()
+                        .map(|word| lower.matches(word).count() as f32)
+                        .collect();
+                    vector.push(0.01);
+                    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    vector.iter().map(|v| v / norm).collect()
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_article_is_found_by_its_title_when_its_text_is_about_other_things() {
+        let dir = tempfile::tempdir().unwrap();
+        let embedder: Arc<dyn Embedder> = Arc::new(WordCounts);
+        let index = EdgeIndex::open(dir.path(), embedder.dimension(), embedder.name(), 60.0)
+            .expect("index opens");
+        let detector = Arc::new(LanguageDetector::default());
+        let knowledge = KnowledgeBase::new(
+            Arc::new(index),
+            embedder,
+            detector.clone(),
+            KnowledgeSettings::default(),
+        );
+        // Its text is about invoices and refunds; the other article's text is closer to the
+        // question than this one's, its title is not.
+        let articles = [
+            (
+                "delete.md",
+                "# Delete account\n\nInvoices are kept, and an invoice is never changed. A refund \
+                 still open is paid first; a refund takes ten days. Invoice copies go by post.\n",
+            ),
+            (
+                "email.md",
+                "# Your email address\n\nThe account page changes the account's email.\n",
+            ),
+        ];
+        for (source, markdown) in articles {
+            let article = document::parse(
+                source,
+                markdown,
+                document::Format::Markdown,
+                Some("en"),
+                &detector,
+                document::DEFAULT_CHUNK_CHARS,
+            )
+            .unwrap();
+            knowledge.ingest_article(article, true).await.unwrap();
+        }
+        let passages = knowledge
+            .search("delete account", Some("en"), SearchMode::Dense, 2)
+            .await
+            .unwrap();
+        assert_eq!(passages[0].source, "delete.md", "{passages:?}");
+        assert!(passages[0].similarity > 0.99, "{passages:?}");
+    }
 }
