@@ -3,10 +3,10 @@
 //!
 //! The shard holds, per chunk, two dense vectors, one of its indexed text (`dense`) and one of
 //! its heading alone (`heading`: the article's title and the section's), and one BM25 sparse
-//! vector in the chunk's language (`bm25_en`, `bm25_es`, `bm25_ca`, each with IDF applied by the engine and
-//! that language's stop words and stemmer), plus the chunk as payload. A Qdrant server
-//! (scale-out) takes the same collection layout and the same queries, so it can implement this
-//! trait through qdrant-client without changing the knowledge base above it.
+//! vector in the chunk's language (`bm25_en`, `bm25_es`, `bm25_ca`, each with IDF applied by
+//! the engine and that language's stop words and stemmer), plus the chunk as payload. A Qdrant
+//! server (scale-out) takes the same collection layout and the same queries, so it can
+//! implement this trait through qdrant-client without changing the knowledge base above it.
 //!
 //! Calls are blocking (disk and CPU); the knowledge base runs them on `spawn_blocking`.
 
