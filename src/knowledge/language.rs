@@ -13,14 +13,23 @@
 //! language when it is low.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::LazyLock;
 
 use lingua::{Language, LanguageDetectorBuilder};
 
 /// The languages the assistant speaks, in a stable order.
 pub const LANGUAGES: [&str; 3] = ["en", "es", "ca"];
 
+/// [`LANGUAGES`] as lingua names them, in the same order.
 const LINGUA_LANGUAGES: [Language; 3] = [Language::English, Language::Spanish, Language::Catalan];
+
+/// One lingua detector for the process: it holds nothing of a deployment, and every
+/// [`LanguageDetector`] (the assistant's, the catalogue's at each synchronisation) shares it.
+static LINGUA: LazyLock<lingua::LanguageDetector> = LazyLock::new(|| {
+    LanguageDetectorBuilder::from_languages(&LINGUA_LANGUAGES)
+        .with_preloaded_language_models()
+        .build()
+});
 
 /// Whole words weigh more than single n-grams: they are the strongest cue in short messages.
 const WORD_WEIGHT: f64 = 3.0;
@@ -53,7 +62,6 @@ impl Profile {
 /// A trained detector; cheap to clone and to query, built once at start.
 #[derive(Clone)]
 pub struct LanguageDetector {
-    lingua: Arc<lingua::LanguageDetector>,
     /// The deployment's text per language, in [`LANGUAGES`] order.
     profiles: Vec<Profile>,
     vocabulary: f64,
@@ -84,16 +92,6 @@ fn features(text: &str) -> Vec<(String, f64)> {
     out
 }
 
-fn code(language: Language) -> Option<&'static str> {
-    match language {
-        Language::English => Some("en"),
-        Language::Spanish => Some("es"),
-        Language::Catalan => Some("ca"),
-        #[allow(unreachable_patterns)]
-        _ => None,
-    }
-}
-
 impl Default for LanguageDetector {
     fn default() -> Self {
         LanguageDetector::train(&[])
@@ -117,11 +115,9 @@ impl LanguageDetector {
             vocabulary.extend(profile.counts.keys());
         }
         let vocabulary = vocabulary.len() as f64;
-        let lingua = LanguageDetectorBuilder::from_languages(&LINGUA_LANGUAGES)
-            .with_preloaded_language_models()
-            .build();
+        // lingua's models load here, at start, not on a customer's first message.
+        LazyLock::force(&LINGUA);
         LanguageDetector {
-            lingua: Arc::new(lingua),
             profiles,
             vocabulary,
         }
@@ -161,9 +157,8 @@ impl LanguageDetector {
             return None;
         }
         let mut lingua = [0.0f64; 3];
-        for (language, value) in self.lingua.compute_language_confidence_values(text) {
-            let index = code(language).and_then(|code| LANGUAGES.iter().position(|l| *l == code));
-            if let Some(index) = index {
+        for (language, value) in LINGUA.compute_language_confidence_values(text) {
+            if let Some(index) = LINGUA_LANGUAGES.iter().position(|known| *known == language) {
                 lingua[index] = value;
             }
         }
