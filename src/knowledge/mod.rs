@@ -215,27 +215,30 @@ impl KnowledgeBase {
                 return Ok(false);
             }
         }
-        // Each chunk's text, then each distinct heading once (an article's sections share it).
-        let mut texts: Vec<String> = article.chunks.iter().map(Chunk::indexed_text).collect();
+        let texts = article.chunks.iter().map(Chunk::indexed_text).collect();
+        let text_vectors = self.embedder.embed(texts).await?;
+        // Each distinct heading once (an article's sections share its title), in a request of
+        // its own: a batch is padded to its longest text, and headings are short.
+        let mut headings: Vec<String> = Vec::new();
         let mut heading_at: HashMap<String, usize> = HashMap::new();
-        let headings: Vec<usize> = article
+        let heading_of: Vec<usize> = article
             .chunks
             .iter()
             .map(|chunk| {
                 let heading = chunk.heading();
                 *heading_at.entry(heading.clone()).or_insert_with(|| {
-                    texts.push(heading);
-                    texts.len() - 1
+                    headings.push(heading);
+                    headings.len() - 1
                 })
             })
             .collect();
-        let embedded = self.embedder.embed(texts).await?;
-        let vectors: Vec<ChunkVectors> = embedded
-            .iter()
-            .zip(&headings)
+        let heading_vectors = self.embedder.embed(headings).await?;
+        let vectors: Vec<ChunkVectors> = text_vectors
+            .into_iter()
+            .zip(heading_of)
             .map(|(text, heading)| ChunkVectors {
-                text: text.clone(),
-                heading: embedded[*heading].clone(),
+                text,
+                heading: heading_vectors[heading].clone(),
             })
             .collect();
         let index = self.index.clone();
