@@ -18,8 +18,8 @@ use switchboard::config::Settings;
 use switchboard::store::CursorWrite;
 use switchboard::workflow::{Actor, Scope};
 use switchboard_connector::{
-    ChannelFactory, Connector, ConnectorError, ConnectorHost, InstanceConfig, OutboundMessage,
-    SendReceipt,
+    ChannelFactory, Connector, ConnectorError, ConnectorHost, InstanceConfig, LiveEvent,
+    OutboundMessage, SendReceipt,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -532,6 +532,22 @@ async fn deliveries(app: &TestApp, conversation_id: &str) -> usize {
         .count()
 }
 
+/// The conversation's stored events, once `count` deliveries are among them.
+async fn events_once_delivered(
+    app: &TestApp,
+    conversation_id: &str,
+    count: usize,
+) -> Vec<LiveEvent> {
+    eventually(10, "the deliveries to be recorded", || async move {
+        deliveries(app, conversation_id).await == count
+    })
+    .await;
+    app.store()
+        .conversation_events(conversation_id)
+        .await
+        .unwrap()
+}
+
 /// A reply's delivery reaches a live subscriber when it is recorded. A follower fills a gap
 /// from the log when the next event comes, so only a delivery with nothing after it shows
 /// one that was stored but never published.
@@ -547,17 +563,7 @@ async fn delivery_published_live(backend: Backend) {
         .await
         .unwrap();
     let conversation_id = stored[0].conversation_id.clone();
-    eventually(10, "the first delivery to be recorded", || {
-        let (app, id) = (&app, conversation_id.clone());
-        async move { deliveries(app, &id).await == 1 }
-    })
-    .await;
-    let seen = app
-        .store()
-        .conversation_events(&conversation_id)
-        .await
-        .unwrap()
-        .len() as i64;
+    let seen = events_once_delivered(&app, &conversation_id, 1).await.len() as i64;
     let stream = reqwest::Client::new()
         .get(app.http_url(&format!("/api/v1/conversations/{conversation_id}/stream")))
         .bearer_auth(&key)
@@ -629,16 +635,7 @@ async fn subscriber_catches_up(backend: Backend) {
     visitor.send_and_ack("end", "the end").await;
     visitor.bot_reply().await;
     // Reconnect where it left off, as an EventSource does with Last-Event-ID.
-    eventually(10, "the last delivery to be recorded", || {
-        let (app, id) = (&app, conversation_id.clone());
-        async move { deliveries(app, &id).await == 32 }
-    })
-    .await;
-    let stored = app
-        .store()
-        .conversation_events(&conversation_id)
-        .await
-        .unwrap();
+    let stored = events_once_delivered(&app, &conversation_id, 32).await;
     let total = stored.len() as i64;
     let second = client
         .get(&stream_url)
