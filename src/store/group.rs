@@ -166,7 +166,7 @@ fn writer_thread(mut writer: Writer, groups: blocking::Receiver<Group>) {
 struct Writer {
     connection: Connection,
     settings: WriterSettings,
-    plans: HashMap<Cow<'static, str>, Plan>,
+    plans: HashMap<&'static str, Plan>,
 }
 
 impl Writer {
@@ -265,11 +265,11 @@ impl Writer {
         let changes = self.connection.total_changes();
         let mut rows = Vec::new();
         for statement in statements {
-            if !self.plans.contains_key(&statement.sql) {
+            if !self.plans.contains_key(statement.sql) {
                 let plan = Plan::new(&self.connection, statement)?;
-                self.plans.insert(statement.sql.clone(), plan);
+                self.plans.insert(statement.sql, plan);
             }
-            let plan = &self.plans[&statement.sql];
+            let plan = &self.plans[statement.sql];
             let mut prepared = self
                 .connection
                 .prepare_cached(&plan.sql)

@@ -12,7 +12,7 @@ use sqlx::{AssertSqlSafe, Row};
 use switchboard_connector::{EventKind, LiveEvent, OutboundMessage};
 
 use super::events::concat_event_query;
-use super::script::{Bind, Statement};
+use super::script::{Bind, Returns, Statement};
 use super::{Backend, NewEvent, Store, StoreError, StoreResult, now_ms};
 
 /// A row to deliver.
@@ -230,27 +230,25 @@ impl Store {
             })
             .map(|row| row.outbox_id)
             .collect();
-        // On SQLite a statement of its own for each row: the group writer runs it prepared
-        // once, while a statement of N placeholders is parsed anew for every N (in time
-        // quadratic in N). PostgreSQL runs the script as one statement either way.
-        let chunk_size = match self.backend {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 200,
-        };
-        for chunk in sent.chunks(chunk_size) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let mut binds: Vec<Bind> = vec![now.into()];
-            binds.extend(chunk.iter().map(|id| Bind::Int(*id)));
-            // Only numbered placeholders are spliced in; the ids are bound.
-            statements.push(Statement::dynamic(
-                format!(
+        // One statement text whatever the batch, so that it is prepared once: on SQLite a
+        // statement for each row (the group writer runs each without a hand-off; SQLite
+        // resolves `$n` by a linear search, so a statement of N placeholders would be parsed
+        // in time quadratic in N), on PostgreSQL one statement with the ids as a JSON list.
+        match self.backend {
+            Backend::Sqlite => statements.extend(sent.iter().map(|id| {
+                Statement::new(
                     "UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = $1, \
-                     locked_until = NULL, locked_by = NULL WHERE id IN ({})",
-                    placeholders.join(", ")
-                ),
-                binds,
-            ));
+                     locked_until = NULL, locked_by = NULL WHERE id = $2",
+                    vec![now.into(), Bind::Int(*id)],
+                )
+            })),
+            Backend::Postgres if !sent.is_empty() => statements.push(Statement::new(
+                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = $1, \
+                 locked_until = NULL, locked_by = NULL \
+                 WHERE id IN (SELECT value::bigint FROM json_array_elements_text($2::json))",
+                vec![now.into(), json_text(&sent)?.into()],
+            )),
+            Backend::Postgres => {}
         }
         for row in finished {
             let id = row.outbox_id;
@@ -299,25 +297,34 @@ impl Store {
             }
         }
         let events = self.delivery_events(finished);
-        match self.backend {
+        // Each event's (conversation, number), given out by the database, as a JSON list.
+        let keys = match self.backend {
             Backend::Sqlite => {
                 statements.extend(events.iter().map(|(conversation_id, _, event)| {
                     self.event_statement(conversation_id, 1, event, now, None)
-                }))
+                }));
+                let numbers = self.run_script(statements).await?;
+                numbered_keys(&events, &numbers)
             }
-            Backend::Postgres => statements.extend(self.delivery_events_statement(&events, now)),
-        }
-        let numbers = self.run_script(statements).await?;
+            Backend::Postgres => {
+                statements.extend(delivery_events_statement(&events, now)?);
+                let rows = self.run_script_rows(statements).await?;
+                match rows.last() {
+                    Some(Some(row)) if !events.is_empty() => row.text(0),
+                    _ => Ok("[]".to_string()),
+                }
+            }
+        };
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // The numbers were given out by the database: read the events back (one query for
-        // the batch). The outcomes are committed by now, so a failed read-back is not an
-        // error for the caller to retry (that would record them twice): the events are in
-        // the log, and a live follower fills the gap from it at the next event.
-        let written = match self.backend {
-            Backend::Sqlite => self.events_numbered(&events, &numbers).await,
-            Backend::Postgres => self.delivery_events_written(&events, now).await,
+        // Read the events back (one query for the batch). The outcomes are committed by now,
+        // so a failed read-back is not an error for the caller to retry (that would record
+        // them twice): the events are in the log, and a live follower fills the gap from it
+        // at the next event.
+        let written = match keys {
+            Ok(keys) => self.events_numbered(&keys, events.len()).await,
+            Err(error) => Err(error),
         };
         Ok(written.unwrap_or_else(|error| {
             tracing::warn!(error = %error, events = events.len(), "delivery events stored but not read back for publishing");
@@ -325,48 +332,37 @@ impl Store {
         }))
     }
 
-    /// The events of `events`, numbered `numbers` by the script that wrote them (SQLite: an
-    /// INSERT each), read back with the message each is about. One statement text for any
-    /// number of events, so that it is prepared once: the list goes as one JSON parameter.
-    async fn events_numbered(
-        &self,
-        events: &[(String, String, NewEvent)],
-        numbers: &[Option<i64>],
-    ) -> StoreResult<Vec<LiveEvent>> {
-        let returned = numbers.iter().flatten().count();
-        if numbers.len() != events.len() || returned != events.len() {
-            return Err(StoreError::Corrupt(format!(
-                "{} delivery events written, {returned} numbers returned",
-                events.len()
-            )));
-        }
-        let keys: Vec<(&str, i64)> = events
-            .iter()
-            .zip(numbers)
-            .map(|((conversation_id, _, _), seq)| (conversation_id.as_str(), seq.unwrap_or(0)))
-            .collect();
-        let keys =
-            serde_json::to_string(&keys).map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    /// The `count` events at `keys` (a JSON list of `[conversation id, number]`), read back
+    /// with the message each is about. One statement text for any number of events, so that
+    /// it is prepared once.
+    async fn events_numbered(&self, keys: &str, count: usize) -> StoreResult<Vec<LiveEvent>> {
+        let sql = match self.backend {
+            Backend::Sqlite => concat_event_query!(
+                "FROM json_each($1) AS k \
+                 JOIN conversation_events e ON e.conversation_id = json_extract(k.value, '$[0]') \
+                 AND e.seq = json_extract(k.value, '$[1]') \
+                 JOIN conversations c ON c.id = e.conversation_id \
+                 LEFT JOIN messages m ON m.id = e.message_id \
+                 ORDER BY e.conversation_id, e.seq"
+            ),
+            Backend::Postgres => concat_event_query!(
+                "FROM json_array_elements($1::json) AS k \
+                 JOIN conversation_events e ON e.conversation_id = k.value->>0 \
+                 AND e.seq = (k.value->>1)::bigint \
+                 JOIN conversations c ON c.id = e.conversation_id \
+                 LEFT JOIN messages m ON m.id = e.message_id \
+                 ORDER BY e.conversation_id, e.seq"
+            ),
+        };
         // The read pool: on SQLite the write connection belongs to the group writer.
-        let rows = sqlx::query(concat_event_query!(
-            "FROM json_each($1) AS k \
-             JOIN conversation_events e ON e.conversation_id = json_extract(k.value, '$[0]') \
-             AND e.seq = json_extract(k.value, '$[1]') \
-             JOIN conversations c ON c.id = e.conversation_id \
-             LEFT JOIN messages m ON m.id = e.message_id \
-             ORDER BY e.conversation_id, e.seq"
-        ))
-        .bind(keys)
-        .fetch_all(&self.read)
-        .await?;
+        let rows = sqlx::query(sql).bind(keys).fetch_all(&self.read).await?;
         let written = rows
             .iter()
             .map(super::events::event_of)
             .collect::<StoreResult<Vec<LiveEvent>>>()?;
-        if written.len() != events.len() {
+        if written.len() != count {
             return Err(StoreError::Corrupt(format!(
-                "{} delivery events written, {} read back",
-                events.len(),
+                "{count} delivery events written, {} read back",
                 written.len()
             )));
         }
@@ -396,128 +392,6 @@ impl Store {
                 Some((row.lane.clone(), message_id, event))
             })
             .collect()
-    }
-
-    /// One INSERT for every event of the batch. Each row adds its place among the batch's
-    /// events of the same conversation: both backends evaluate the SELECT before inserting.
-    fn delivery_events_statement(
-        &self,
-        events: &[(String, String, NewEvent)],
-        now: i64,
-    ) -> Option<Statement> {
-        if events.is_empty() {
-            return None;
-        }
-        let mut places: HashMap<&str, i64> = HashMap::new();
-        let mut binds: Vec<Bind> = vec![now.into()];
-        let mut rows = Vec::with_capacity(events.len());
-        for (conversation_id, message_id, event) in events {
-            let place = places.entry(conversation_id.as_str()).or_default();
-            *place += 1;
-            let base = binds.len() + 1;
-            rows.push(format!(
-                "(${}, ${}, ${}, ${}, ${})",
-                base,
-                base + 1,
-                base + 2,
-                base + 3,
-                base + 4
-            ));
-            binds.push(conversation_id.into());
-            binds.push((*place).into());
-            binds.push(event.kind.as_str().into());
-            binds.push(event.data.to_string().into());
-            binds.push(message_id.into());
-        }
-        // Only numbered placeholders are spliced in; every value is bound.
-        Some(Statement::dynamic(
-            format!(
-                "INSERT INTO conversation_events \
-                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 SELECT v.column1, COALESCE((SELECT e.seq FROM conversation_events e \
-                 WHERE e.conversation_id = v.column1 ORDER BY e.seq DESC LIMIT 1), 0) \
-                 + v.column2, v.column3, 'outbox', v.column4, v.column5, $1 \
-                 FROM (VALUES {}) AS v",
-                rows.join(", ")
-            ),
-            binds,
-        ))
-    }
-
-    /// Read back the delivery events a batch wrote (their numbers were given out by the
-    /// database). Each lane's events are the newest of their kind for their messages, so one
-    /// backward scan of the conversation's `(conversation_id, seq)` index per lane finds them;
-    /// the lanes go in one query, a `LIMIT` branch each.
-    async fn delivery_events_written(
-        &self,
-        events: &[(String, String, NewEvent)],
-        now: i64,
-    ) -> StoreResult<Vec<LiveEvent>> {
-        let mut lanes: Vec<(&str, Vec<&str>)> = Vec::new();
-        let mut lane_of: HashMap<&str, usize> = HashMap::new();
-        for (conversation_id, message_id, _) in events {
-            let index = *lane_of.entry(conversation_id.as_str()).or_insert_with(|| {
-                lanes.push((conversation_id.as_str(), Vec::new()));
-                lanes.len() - 1
-            });
-            lanes[index].1.push(message_id.as_str());
-        }
-        let mut wanted: std::collections::HashSet<(String, EventKind)> = events
-            .iter()
-            .map(|(_, message_id, event)| (message_id.clone(), event.kind))
-            .collect();
-        let mut written = Vec::with_capacity(events.len());
-        for chunk in lanes.chunks(100) {
-            let mut binds: Vec<&str> = Vec::new();
-            let mut branches = Vec::with_capacity(chunk.len());
-            for (index, (conversation_id, message_ids)) in chunk.iter().enumerate() {
-                binds.push(conversation_id);
-                let conversation = binds.len() + 1;
-                let mut placeholders = Vec::with_capacity(message_ids.len());
-                for message_id in message_ids {
-                    binds.push(message_id);
-                    placeholders.push(format!("${}", binds.len() + 1));
-                }
-                branches.push(format!(
-                    concat!(
-                        "SELECT * FROM (",
-                        concat_event_query!(
-                            "FROM conversation_events e \
-                             JOIN conversations c ON c.id = e.conversation_id \
-                             LEFT JOIN messages m ON m.id = e.message_id \
-                             WHERE e.conversation_id = ${conversation} AND e.created_at = $1 \
-                             AND e.message_id IN ({placeholders}) \
-                             ORDER BY e.seq DESC LIMIT {limit}) AS lane{index}"
-                        )
-                    ),
-                    conversation = conversation,
-                    placeholders = placeholders.join(", "),
-                    limit = message_ids.len(),
-                    index = index,
-                ));
-            }
-            // Only numbered placeholders and counts are spliced in; the ids are bound.
-            let sql = branches.join(" UNION ALL ");
-            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
-            for bind in binds {
-                query = query.bind(bind);
-            }
-            // The read pool: on SQLite the write connection belongs to the group writer.
-            for row in query.fetch_all(&self.read).await? {
-                let event = super::events::event_of(&row)?;
-                let message_id = event.data["message_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                if wanted.remove(&(message_id, event.kind)) {
-                    written.push(event);
-                }
-            }
-        }
-        written.sort_by(|a, b| {
-            (a.conversation_id.as_str(), a.seq).cmp(&(b.conversation_id.as_str(), b.seq))
-        });
-        Ok(written)
     }
 
     /// Free every reservation. Only safe when no other instance shares the database (SQLite).
@@ -560,4 +434,76 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// A JSON text of `value`, for a statement that takes a list as one parameter.
+fn json_text(value: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+/// The keys of `events` numbered `numbers` by the script that wrote them (SQLite: an INSERT
+/// each, in order).
+fn numbered_keys(
+    events: &[(String, String, NewEvent)],
+    numbers: &[Option<i64>],
+) -> StoreResult<String> {
+    let returned = numbers.iter().flatten().count();
+    if numbers.len() != events.len() || returned != events.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{} delivery events written, {returned} numbers returned",
+            events.len()
+        )));
+    }
+    let keys: Vec<(&str, i64)> = events
+        .iter()
+        .zip(numbers)
+        .map(|((conversation_id, _, _), seq)| (conversation_id.as_str(), seq.unwrap_or(0)))
+        .collect();
+    json_text(&keys)
+}
+
+/// PostgreSQL: one INSERT for every event of a batch, of one statement text whatever the
+/// batch (the rows go as one JSON parameter). Each row adds its place among the batch's events
+/// of the same conversation to the conversation's last number, read before the insert. The
+/// statement returns the events' keys as one JSON list (`[[conversation id, number], ...]`):
+/// the script's collecting SELECT aggregates its rows. PostgreSQL only: SQLite writes an
+/// INSERT per event.
+fn delivery_events_statement(
+    events: &[(String, String, NewEvent)],
+    now: i64,
+) -> StoreResult<Option<Statement>> {
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let mut places: HashMap<&str, i64> = HashMap::new();
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(conversation_id, message_id, event)| {
+            let place = places.entry(conversation_id.as_str()).or_default();
+            *place += 1;
+            serde_json::json!({
+                "c": conversation_id,
+                "p": *place,
+                "k": event.kind.as_str(),
+                "d": event.data.to_string(),
+                "m": message_id,
+            })
+        })
+        .collect();
+    Ok(Some(
+        Statement::new(
+            "INSERT INTO conversation_events \
+             (conversation_id, seq, kind, actor, data, message_id, created_at) \
+             SELECT v.c, COALESCE((SELECT e.seq FROM conversation_events e \
+             WHERE e.conversation_id = v.c ORDER BY e.seq DESC LIMIT 1), 0) + v.p, \
+             v.k, 'outbox', v.d, v.m, $1 \
+             FROM json_to_recordset($2::json) AS v(c text, p bigint, k text, d text, m text) \
+             RETURNING conversation_id, seq",
+            vec![now.into(), json_text(&rows)?.into()],
+        )
+        .returning_as(
+            "json_agg(json_build_array(conversation_id, seq))::text",
+            Returns::Text,
+        ),
+    ))
 }

@@ -6,8 +6,6 @@
 //! PostgreSQL commits concurrently from many connections, so a script is sent as one statement
 //! (a chain of data-modifying CTEs) in its own implicit transaction. Both commit all or nothing.
 
-use std::borrow::Cow;
-
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -101,8 +99,9 @@ impl Returned {
 /// One statement with its own `$1..$n` placeholders.
 #[derive(Debug, Clone)]
 pub struct Statement {
-    /// Literal SQL with placeholders; only ever built from constants, never from input.
-    pub sql: Cow<'static, str>,
+    /// Literal SQL with placeholders: a constant, never built from input, and one text per
+    /// kind of statement whatever the data, so that each is prepared once.
+    pub sql: &'static str,
     pub binds: Vec<Bind>,
     /// The columns of the one row this statement's RETURNING clause yields (none: it returns
     /// nothing).
@@ -114,18 +113,7 @@ pub struct Statement {
 impl Statement {
     pub fn new(sql: &'static str, binds: Vec<Bind>) -> Statement {
         Statement {
-            sql: Cow::Borrowed(sql),
-            binds,
-            returning: Vec::new(),
-            guarded: false,
-        }
-    }
-
-    /// A statement whose text is chosen at run time (per backend, or with a number of
-    /// placeholders); still only ever built from constants.
-    pub fn dynamic(sql: String, binds: Vec<Bind>) -> Statement {
-        Statement {
-            sql: Cow::Owned(sql),
+            sql,
             binds,
             returning: Vec::new(),
             guarded: false,
@@ -224,7 +212,7 @@ fn postgres_cte(statements: &[Statement]) -> (String, Vec<Bind>) {
             sql.push_str(", ");
         }
         sql.push_str(&format!("s{index} AS ("));
-        renumber(&statement.sql, binds.len(), &mut sql);
+        renumber(statement.sql, binds.len(), &mut sql);
         sql.push(')');
         binds.extend(statement.binds.iter().cloned());
         for (position, (column, _)) in statement.returning.iter().enumerate() {

@@ -35,7 +35,7 @@ pub(super) enum Returning {
 
 impl Plan {
     pub(super) fn new(connection: &Connection, statement: &Statement) -> StoreResult<Plan> {
-        let (sql, returning) = match without_returning(&statement.sql, &statement.returning) {
+        let (sql, returning) = match without_returning(statement.sql, &statement.returning) {
             // A table without rowids cannot be read back so: the statement runs as written.
             Some((_, Returning::ReadBack(query))) if connection.prepare_cached(&query).is_err() => {
                 (statement.sql.to_string(), None)
