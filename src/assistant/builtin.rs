@@ -668,12 +668,7 @@ pub async fn train_classifier(
             embedding,
         })
         .collect();
-    let params = ClassifierParams {
-        // A few hundred examples: fewer buckets keep the model small and start-up fast.
-        buckets: 1 << 15,
-        epochs: 60,
-        ..ClassifierParams::default()
-    };
+    let params = ClassifierParams::for_intents_file();
     let (classifier, report) =
         tokio::task::spawn_blocking(move || IntentClassifier::train(&examples, params))
             .await

@@ -64,6 +64,19 @@ impl Default for ClassifierParams {
     }
 }
 
+impl ClassifierParams {
+    /// The settings for an intents file as a deployment writes one (a few hundred examples):
+    /// fewer buckets keep the model small and start-up fast, more epochs make up for the few
+    /// examples. What the builtin assistant trains with, and `eval intents` on such a file.
+    pub fn for_intents_file() -> ClassifierParams {
+        ClassifierParams {
+            buckets: 1 << 15,
+            epochs: 60,
+            ..ClassifierParams::default()
+        }
+    }
+}
+
 /// One labelled utterance with its embedding.
 #[derive(Debug, Clone)]
 pub struct Example {

@@ -52,15 +52,15 @@ pub struct IntentsEval {
     /// Seed of the holdout split and of training.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Training epochs.
-    #[arg(long, default_value_t = ClassifierParams::default().epochs)]
-    epochs: usize,
-    /// Learning rate (AdaGrad).
-    #[arg(long, default_value_t = ClassifierParams::default().learning_rate)]
-    learning_rate: f32,
-    /// Weight of the embedding features against the n-gram features.
-    #[arg(long, default_value_t = ClassifierParams::default().embedding_weight)]
-    embedding_weight: f32,
+    /// Training epochs (default: the assistant's for an intents file, else 40).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Learning rate (AdaGrad) (default: 0.03).
+    #[arg(long)]
+    learning_rate: Option<f32>,
+    /// Weight of the embedding features against the n-gram features (default: 3).
+    #[arg(long)]
+    embedding_weight: Option<f32>,
     /// Keep embeddings in this file between runs (keyed by text), to try settings quickly.
     #[arg(long)]
     embedding_cache: Option<PathBuf>,
@@ -106,13 +106,29 @@ fn data_error(spec: &str, message: impl std::fmt::Display) -> AssistantError {
     AssistantError::Config(format!("{spec}: {message}"))
 }
 
+/// Whether `spec` names an intents file (as config/demo/intents.toml), not a data set.
+fn is_intents_file(spec: &str) -> bool {
+    spec.ends_with(".toml") && !spec.contains('#')
+}
+
+/// The classifier settings `eval intents` trains on `spec` with: an intents file as the
+/// assistant trains it, so that the figures are the assistant's; other data sets with the
+/// general settings.
+fn base_params(spec: &str) -> ClassifierParams {
+    if is_intents_file(spec) {
+        ClassifierParams::for_intents_file()
+    } else {
+        ClassifierParams::default()
+    }
+}
+
 /// Read a CSV or a `FILE.json#split,split` spec.
 pub fn read_labelled(spec: &str) -> Result<Vec<Labelled>, AssistantError> {
     let (path, splits) = match spec.split_once('#') {
         Some((path, splits)) => (path, Some(splits)),
         None => (spec, None),
     };
-    if path.ends_with(".toml") && splits.is_none() {
+    if is_intents_file(spec) {
         // An intents file such as config/demo/intents.toml: its examples, with their language.
         let intents = super::intents::Intents::load(Path::new(path))?;
         return Ok(intents
@@ -279,12 +295,13 @@ async fn intents(options: IntentsEval, settings: Settings) -> anyhow::Result<()>
             embedding,
         })
         .collect();
+    let base = base_params(&options.train);
     let params = ClassifierParams {
-        epochs: options.epochs,
+        epochs: options.epochs.unwrap_or(base.epochs),
         seed: options.seed,
-        learning_rate: options.learning_rate,
-        embedding_weight: options.embedding_weight,
-        ..ClassifierParams::default()
+        learning_rate: options.learning_rate.unwrap_or(base.learning_rate),
+        embedding_weight: options.embedding_weight.unwrap_or(base.embedding_weight),
+        ..base
     };
     let trained = Instant::now();
     let (model, report) =
@@ -758,6 +775,34 @@ async fn retrieval(options: RetrievalEval, settings: Settings) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_intents_file_is_trained_as_the_assistant_trains_it() {
+        let assistant = ClassifierParams::for_intents_file();
+        let general = ClassifierParams::default();
+        assert_ne!(
+            (assistant.buckets, assistant.epochs),
+            (general.buckets, general.epochs)
+        );
+        for spec in ["config/demo/intents.toml", "intents.toml"] {
+            let params = base_params(spec);
+            assert_eq!(
+                (params.buckets, params.epochs),
+                (assistant.buckets, assistant.epochs)
+            );
+        }
+        for spec in [
+            "train.csv",
+            "clinc150/train_val.json#train,val",
+            "data.toml#train",
+        ] {
+            let params = base_params(spec);
+            assert_eq!(
+                (params.buckets, params.epochs),
+                (general.buckets, general.epochs)
+            );
+        }
+    }
 
     #[test]
     fn rank_scores_count_positions() {
