@@ -13,7 +13,9 @@ use super::events::{MessageFields, NewEvent, Place, live, no_data, with_message}
 use super::outbox::OutboxRow;
 use super::script::{Returns, Statement};
 use super::transfers::{Transfer, owner_change_data};
-use super::{Backend, MESSAGE_COLUMNS, Store, StoreError, StoreResult, message_of, new_id, now_ms};
+use super::{
+    Backend, MESSAGE_COLUMNS, Store, StoreError, StoreResult, json_text, message_of, new_id, now_ms,
+};
 use crate::conversation::{Move, Owner, State, Status};
 
 /// A conversation as the router needs it.
@@ -160,10 +162,8 @@ impl Store {
         let now = now_ms();
         let handled_at = options.record_only.then_some(now);
         let message_id = new_id();
-        let attachments = serde_json::to_string(&event.attachments)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        let extensions = serde_json::to_string(&event.extensions)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let attachments = json_text(&event.attachments)?;
+        let extensions = json_text(&event.extensions)?;
         let stored = NewEvent {
             kind: EventKind::MessageStored,
             actor: "customer".into(),

@@ -105,6 +105,12 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// A value as JSON text, for a TEXT column or a statement that takes a list as one
+/// parameter.
+pub(crate) fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }

@@ -13,7 +13,7 @@ use switchboard_connector::{EventKind, LiveEvent, OutboundMessage};
 
 use super::events::concat_event_query;
 use super::script::{Bind, Returns, Statement};
-use super::{Backend, NewEvent, Store, StoreError, StoreResult, now_ms};
+use super::{Backend, NewEvent, Store, StoreError, StoreResult, json_text, now_ms};
 
 /// A row to deliver.
 #[derive(Debug, Clone)]
@@ -310,8 +310,11 @@ impl Store {
                 statements.extend(delivery_events_statement(&events, now)?);
                 let rows = self.run_script_rows(statements).await?;
                 match rows.last() {
-                    Some(Some(row)) if !events.is_empty() => row.text(0),
-                    _ => Ok("[]".to_string()),
+                    Some(Some(row)) => row.text(0),
+                    // Read only when there are events, which the statement then returns.
+                    _ => Err(StoreError::Corrupt(
+                        "delivery events written, their numbers not returned".into(),
+                    )),
                 }
             }
         };
@@ -434,11 +437,6 @@ impl Store {
             })
             .collect()
     }
-}
-
-/// A JSON text of `value`, for a statement that takes a list as one parameter.
-fn json_text(value: &impl serde::Serialize) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
 /// The keys of `events` numbered `numbers` by the script that wrote them (SQLite: an INSERT

@@ -10,7 +10,9 @@ use super::events::{MessageFields, NewEvent, Place, live, no_data, with_message}
 use super::outbox::OutboxRow;
 use super::script::Statement;
 use super::transfers::owner_change_data;
-use super::{Committed, Conversation, Store, StoreError, StoreResult, TurnCommit, new_id, now_ms};
+use super::{
+    Committed, Conversation, Store, StoreError, StoreResult, TurnCommit, json_text, new_id, now_ms,
+};
 use crate::conversation::State;
 
 impl Store {
@@ -61,8 +63,7 @@ impl Store {
         let mut messages = Vec::with_capacity(turn.replies.len());
         let mut events = Vec::new();
         for (position, reply) in turn.replies.iter().enumerate() {
-            let choices = serde_json::to_string(&reply.choices)
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            let choices = json_text(&reply.choices)?;
             let message = OutboundMessage {
                 id: new_id(),
                 conversation_id: conversation.id.clone(),

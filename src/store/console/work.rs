@@ -12,7 +12,7 @@ use switchboard_connector::{
 use crate::store::events::{MessageFields, NewEvent, Place, live, with_message};
 use crate::store::script::Statement;
 use crate::store::{
-    Conversation, Ingested, OutboxRow, Store, StoreError, StoreResult, new_id, now_ms,
+    Conversation, Ingested, OutboxRow, Store, StoreError, StoreResult, json_text, new_id, now_ms,
 };
 
 /// A message to the customer that is not a bot turn's reply: an agent's answer, a notice.
@@ -210,8 +210,7 @@ impl Store {
         let now = now_ms();
         let version = conversation.state.version;
         let message_id = new_id();
-        let choices = serde_json::to_string(&post.choices)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let choices = json_text(&post.choices)?;
         let event = NewEvent {
             kind: EventKind::MessageStored,
             actor: post.actor.clone(),
@@ -321,8 +320,7 @@ impl Store {
             data: serde_json::json!({ "labels": labels }),
             message_id: None,
         };
-        let text = serde_json::to_string(labels)
-            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let text = json_text(labels)?;
         let update = Statement::new(
             "UPDATE conversations SET labels = $1 WHERE id = $2",
             vec![text.into(), (&conversation.id).into()],
