@@ -52,13 +52,14 @@ pub struct IntentsEval {
     /// Seed of the holdout split and of training.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Training epochs (default: the assistant's for an intents file, else 40).
+    /// Training epochs. Unset, this and the two below are the classifier's settings for the
+    /// data: for an intents file the assistant's own.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Learning rate (AdaGrad) (default: 0.03).
+    /// Learning rate (AdaGrad).
     #[arg(long)]
     learning_rate: Option<f32>,
-    /// Weight of the embedding features against the n-gram features (default: 3).
+    /// Weight of the embedding features against the n-gram features.
     #[arg(long)]
     embedding_weight: Option<f32>,
     /// Keep embeddings in this file between runs (keyed by text), to try settings quickly.
