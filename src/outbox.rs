@@ -432,14 +432,6 @@ async fn write_outcomes(
                 bus.publish(&events);
                 return;
             }
-            Err(error) if error.is_unique_violation() => {
-                // Another writer took an event number of one of these conversations at the
-                // same moment: the next try counts from its row.
-                tracing::debug!(
-                    rows = batch.len(),
-                    "event number taken, recording outcomes again"
-                );
-            }
             Err(error) => {
                 // An outcome not recorded means a resend later, never a loss.
                 tracing::warn!(error = %error, rows = batch.len(), "could not record delivery outcomes, retrying");

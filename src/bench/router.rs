@@ -478,6 +478,12 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
         figures.p99_ms,
         figures.max_ms,
     );
+    // Writes the store did again because another writer won a race on a unique constraint
+    // (an event or message number): in process only.
+    let retried = match &server.app {
+        Some(app) => format!(" retried_writes={}", app.store.retried_writes()),
+        None => String::new(),
+    };
     if let Some(app) = server.app.take() {
         app.shutdown().await;
     }
@@ -501,7 +507,7 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
         None => String::new(),
     };
     println!(
-        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}{left_bot}{versus}",
+        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}{retried}{left_bot}{versus}",
         options.visitors, figures.errors
     );
     Ok(())

@@ -36,7 +36,10 @@ pub use workflow::{
     WebhookRow, task_conflict,
 };
 
+use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -92,7 +95,12 @@ pub struct Store {
     backend: Backend,
     /// SQLite only: the group-commit writer that runs scripts.
     group: Option<group::GroupWriter>,
+    /// See [`Store::retried_writes`].
+    retries: Arc<AtomicU64>,
 }
+
+/// How many times a write that lost a race on a unique constraint is written again.
+const RETRIES: u32 = 10;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -224,6 +232,7 @@ impl Store {
                     write,
                     read,
                     backend,
+                    retries: Arc::default(),
                 }
             }
             Backend::Postgres => {
@@ -238,6 +247,7 @@ impl Store {
                     read: pool,
                     backend,
                     group: None,
+                    retries: Arc::default(),
                 }
             }
         };
@@ -246,6 +256,36 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Writes done again since the store was opened because another writer won a race on a
+    /// unique constraint first (took the same number, opened the same conversation): how often
+    /// writers of the same rows collide.
+    pub fn retried_writes(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Run `write` again while it fails in a way `lost_race` recognises (another writer won a
+    /// race on a unique constraint: the next try sees the winner's rows), at most [`RETRIES`]
+    /// times, counting each retry ([`Store::retried_writes`]).
+    pub(crate) async fn retrying<T, E, Fut>(
+        &self,
+        lost_race: impl Fn(&E) -> bool,
+        mut write: impl FnMut() -> Fut,
+    ) -> Result<T, E>
+    where
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match write().await {
+                Err(error) if lost_race(&error) && attempt < RETRIES => {
+                    attempt += 1;
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn close(&self) {

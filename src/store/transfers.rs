@@ -57,20 +57,16 @@ impl Store {
         transfer: &Transfer,
         expected_version: Option<i64>,
     ) -> Result<(State, LiveEvent), TransferError> {
-        // Another writer taking the conversation's next event number is settled by retrying,
-        // as a turn's commit is.
-        let mut attempt = 0;
-        loop {
-            match self
-                .try_transfer(conversation_id, transfer, expected_version)
-                .await
-            {
-                Err(TransferError::Store(error)) if error.is_unique_violation() && attempt < 10 => {
-                    attempt += 1
-                }
-                other => return other,
-            }
-        }
+        // A unique constraint lost to another writer is settled by retrying, as a turn's
+        // commit is (event numbers come from a counter and do not race; the index on them
+        // still has the last word).
+        self.retrying(
+            |error: &TransferError| {
+                matches!(error, TransferError::Store(error) if error.is_unique_violation())
+            },
+            || self.try_transfer(conversation_id, transfer, expected_version),
+        )
+        .await
     }
 
     async fn try_transfer(
@@ -95,7 +91,8 @@ impl Store {
         };
         let values = self
             .run_script(vec![
-                self.event_statement(conversation_id, 1, &event, now, Some(current.state.version)),
+                self.event_numbers_statement(conversation_id, 1, Some(current.state.version)),
+                self.event_statement(conversation_id, 1, 1, &event, now),
                 Statement::new(
                     "UPDATE conversations SET status = $1, owner = $2, updated_at = $3, \
                      version = version + 1 WHERE id = $4 AND version = $5 RETURNING version",

@@ -188,16 +188,10 @@ impl Store {
         instance: &str,
         lease: Duration,
     ) -> StoreResult<(OutboxRow, LiveEvent)> {
-        let mut attempt = 0;
-        loop {
-            match self
-                .try_post_message(conversation, post, instance, lease)
-                .await
-            {
-                Err(error) if error.is_unique_violation() && attempt < 10 => attempt += 1,
-                other => return other,
-            }
-        }
+        self.retrying(StoreError::is_unique_violation, || {
+            self.try_post_message(conversation, post, instance, lease)
+        })
+        .await
     }
 
     async fn try_post_message(
@@ -248,7 +242,8 @@ impl Store {
                 instance,
                 version,
             ),
-            self.event_statement(&conversation.id, 1, &event, now, Some(version)),
+            self.event_numbers_statement(&conversation.id, 1, Some(version)),
+            self.event_statement(&conversation.id, 1, 1, &event, now),
         ];
         let values = self.run_script(statements).await?;
         let [Some(seq), Some(outbox_id), Some(event_seq)] = values.as_slice() else {
@@ -335,27 +330,25 @@ impl Store {
         event: &NewEvent,
         also: Option<Statement>,
     ) -> StoreResult<LiveEvent> {
-        let mut attempt = 0;
-        loop {
+        self.retrying(StoreError::is_unique_violation, || async {
             let now = now_ms();
-            let mut statements = vec![self.event_statement(&conversation.id, 1, event, now, None)];
+            let mut statements = vec![
+                self.event_numbers_statement(&conversation.id, 1, None),
+                self.event_statement(&conversation.id, 1, 1, event, now),
+            ];
             statements.extend(also.clone());
-            match self.run_script(statements).await {
-                Ok(values) => {
-                    let Some(Some(seq)) = values.first() else {
-                        return Err(StoreError::Corrupt("event not written".into()));
-                    };
-                    let place = Place {
-                        conversation_id: &conversation.id,
-                        channel: &conversation.channel,
-                        thread: &conversation.thread,
-                    };
-                    return Ok(live(&place, *seq, event, event.data.clone(), now));
-                }
-                Err(error) if error.is_unique_violation() && attempt < 10 => attempt += 1,
-                Err(error) => return Err(error),
-            }
-        }
+            let values = self.run_script(statements).await?;
+            let Some(Some(seq)) = values.first() else {
+                return Err(StoreError::Corrupt("event not written".into()));
+            };
+            let place = Place {
+                conversation_id: &conversation.id,
+                channel: &conversation.channel,
+                thread: &conversation.thread,
+            };
+            Ok(live(&place, *seq, event, event.data.clone(), now))
+        })
+        .await
     }
 
     /// Remember that the customer was asked to rate a resolved conversation.
@@ -399,22 +392,17 @@ impl Store {
         score: Option<i64>,
         comment: Option<&str>,
     ) -> StoreResult<Ingested> {
-        let mut attempt = 0;
-        loop {
+        self.retrying(StoreError::is_unique_violation, || async {
             if let Some(existing) = self
                 .existing(&event.channel, &event.platform_message_id)
                 .await?
             {
                 return Ok(existing);
             }
-            match self
-                .try_record_rating(conversation, event, score, comment)
+            self.try_record_rating(conversation, event, score, comment)
                 .await
-            {
-                Err(error) if error.is_unique_violation() && attempt < 10 => attempt += 1,
-                other => return other,
-            }
-        }
+        })
+        .await
     }
 
     async fn try_record_rating(
@@ -456,8 +444,9 @@ impl Store {
                 ],
             )
             .returning("seq"),
-            self.event_statement(&conversation.id, 1, &stored, now, None),
-            self.event_statement(&conversation.id, 2, &rated, now, None),
+            self.event_numbers_statement(&conversation.id, 2, None),
+            self.event_statement(&conversation.id, 1, 2, &stored, now),
+            self.event_statement(&conversation.id, 2, 2, &rated, now),
             Statement::new(
                 "UPDATE conversations SET rating = COALESCE($1, rating), \
                  rating_comment = COALESCE($2, rating_comment) WHERE id = $3",

@@ -383,14 +383,18 @@ impl Store {
                     message_id: None,
                 });
             }
-            for (index, event) in events.iter().enumerate() {
-                statements.push(self.event_statement(
-                    conversation_id,
-                    index as i64 + 1,
-                    event,
-                    now,
-                    None,
-                ));
+            if !events.is_empty() {
+                let count = events.len() as i64;
+                statements.push(self.event_numbers_statement(conversation_id, count, None));
+                for (index, event) in events.iter().enumerate() {
+                    statements.push(self.event_statement(
+                        conversation_id,
+                        index as i64 + 1,
+                        count,
+                        event,
+                        now,
+                    ));
+                }
             }
         }
         let expected =
