@@ -9,7 +9,7 @@ use switchboard_connector::{
     AuthorKind, ChannelMessage, Choice, EventKind, Extensions, InboundEvent, LiveEvent, MessageRef,
 };
 
-use super::events::{EVENT_NUMBERS, MessageFields, NewEvent, Place, live, no_data, with_message};
+use super::events::{MessageFields, NewEvent, Place, live, no_data, with_message};
 use super::outbox::OutboxRow;
 use super::script::{Returns, Statement};
 use super::transfers::{Transfer, owner_change_data};
@@ -164,35 +164,28 @@ impl Store {
             data: event_data_of(event),
             message_id: Some(message_id.clone()),
         };
-        // The common case in one script: the thread has an open conversation. The event's
-        // number and the event read the message the first statement wrote: on SQLite the
-        // statements run in turn (no open conversation fails the message's guard, a
-        // redelivery the number's: see `Statement::guarded`), on PostgreSQL they read its
-        // RETURNING rows (`s0`), and the event reads the number's (none when no message was
-        // written: then nothing is numbered or written).
-        let (numbers_sql, event_sql) = match self.backend {
-            Backend::Sqlite => (
-                "INSERT INTO conversation_event_counters (conversation_id, seq) \
-                 VALUES ((SELECT conversation_id FROM messages WHERE id = $1), 1) \
-                 ON CONFLICT (conversation_id) \
-                 DO UPDATE SET seq = conversation_event_counters.seq + excluded.seq",
+        // The common case in one script: the thread has an open conversation. The event
+        // reads the message the first statement wrote: on SQLite the statements run in turn
+        // (a message not written, a redelivery or no open conversation, fails the event's
+        // guard: see `Statement::guarded`), on PostgreSQL it reads the first statement's
+        // RETURNING rows (`s0`).
+        let event_sql = match self.backend {
+            Backend::Sqlite => {
                 "INSERT INTO conversation_events \
                  (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 SELECT n.conversation_id, n.seq, 'message.stored', 'customer', $2, $1, $3 \
-                 FROM conversation_event_counters n WHERE n.conversation_id = \
-                 (SELECT conversation_id FROM messages WHERE id = $1) RETURNING seq",
-            ),
-            Backend::Postgres => (
-                "INSERT INTO conversation_event_counters (conversation_id, seq) \
-                 SELECT m.conversation_id, 1 FROM s0 m \
-                 ON CONFLICT (conversation_id) \
-                 DO UPDATE SET seq = conversation_event_counters.seq + excluded.seq \
-                 RETURNING conversation_id, seq",
+                 VALUES ((SELECT conversation_id FROM messages WHERE id = $1), \
+                 COALESCE((SELECT e.seq FROM conversation_events e WHERE e.conversation_id = \
+                 (SELECT conversation_id FROM messages WHERE id = $1) \
+                 ORDER BY e.seq DESC LIMIT 1), 0) + 1, \
+                 'message.stored', 'customer', $2, $1, $3) RETURNING seq"
+            }
+            Backend::Postgres => {
                 "INSERT INTO conversation_events \
                  (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 SELECT n.conversation_id, n.seq, 'message.stored', 'customer', $2, $1, $3 \
-                 FROM event_numbers n RETURNING seq",
-            ),
+                 SELECT m.conversation_id, COALESCE((SELECT e.seq FROM conversation_events e \
+                 WHERE e.conversation_id = m.conversation_id ORDER BY e.seq DESC LIMIT 1), 0) \
+                 + 1, 'message.stored', 'customer', $2, $1, $3 FROM s0 m RETURNING seq"
+            }
         };
         // On SQLite a single-row INSERT ... VALUES, the open conversation feeding its NOT NULL
         // `conversation_id` (no open conversation fails the guard): an INSERT ... SELECT runs
@@ -244,15 +237,11 @@ impl Store {
         )
         .returning_as("conversation_id", Returns::Text)
         .returning_as("seq", Returns::Int);
-        let mut numbers =
-            Statement::new(numbers_sql, vec![(&message_id).into()]).named(EVENT_NUMBERS);
         if self.backend == Backend::Sqlite {
             message = message.guarded();
-            numbers = numbers.guarded();
         }
         let script = vec![
             message,
-            numbers,
             Statement::new(
                 event_sql,
                 vec![
@@ -261,7 +250,8 @@ impl Store {
                     now.into(),
                 ],
             )
-            .returning("seq"),
+            .returning("seq")
+            .guarded(),
         ];
         let returned = self.run_script_rows(script).await?;
         if let [Some(message), Some(event_row)] = returned.as_slice() {
@@ -307,23 +297,24 @@ impl Store {
         }
         let mut reopened = false;
         let mut events = Vec::new();
-        // The message's number in the conversation it joins.
-        let (conversation_id, seq) = match latest {
+        // The message's number and its event's number in the conversation it joins.
+        let (conversation_id, seq, event_seq) = match latest {
             Some((conversation_id, state)) => {
-                let last_message = last_message_seq(&mut tx, &conversation_id).await?;
+                let (last_message, mut last_event) =
+                    last_numbers(&mut tx, &conversation_id).await?;
                 if state.status == Status::Resolved && !options.record_only {
-                    let (change, change_seq) =
-                        reopen(&mut tx, &conversation_id, &state, now).await?;
+                    last_event += 1;
+                    let change = reopen(&mut tx, &conversation_id, &state, last_event, now).await?;
                     let place = place_of(&conversation_id, event);
-                    events.push(live(&place, change_seq, &change, change.data.clone(), now));
+                    events.push(live(&place, last_event, &change, change.data.clone(), now));
                     reopened = true;
                 }
-                (conversation_id, last_message + 1)
+                (conversation_id, last_message + 1, last_event + 1)
             }
             None => {
                 let (conversation_id, opened) = self.open_conversation(&mut tx, event, now).await?;
                 events.extend(opened);
-                (conversation_id, 1)
+                (conversation_id, 1, 2)
             }
         };
         sqlx::query(
@@ -346,7 +337,7 @@ impl Store {
         .bind(handled_at)
         .execute(&mut *tx)
         .await?;
-        let event_seq = insert_event(&mut tx, &conversation_id, &stored, now).await?;
+        insert_event(&mut tx, &conversation_id, event_seq, &stored, now).await?;
         tx.commit().await?;
         let data = inbound_event_data(&stored, &message_id, seq, event);
         events.push(live(
@@ -472,13 +463,13 @@ impl Store {
             data: serde_json::json!({"channel": event.channel, "owner": "bot", "status": "bot"}),
             message_id: None,
         };
-        let opened_seq = insert_event(tx, &conversation_id, &opened, now).await?;
+        insert_event(tx, &conversation_id, 1, &opened, now).await?;
         let place = Place {
             conversation_id: &conversation_id,
             channel: &event.channel,
             thread: &event.thread,
         };
-        let events = vec![live(&place, opened_seq, &opened, opened.data.clone(), now)];
+        let events = vec![live(&place, 1, &opened, opened.data.clone(), now)];
         Ok((conversation_id, events))
     }
 
@@ -679,30 +670,32 @@ async fn latest_on_thread(
         .transpose()
 }
 
-/// A conversation's last message number.
-async fn last_message_seq(
+/// A conversation's last message number and last event number.
+async fn last_numbers(
     tx: &mut Transaction<'static, Any>,
     conversation_id: &str,
-) -> StoreResult<i64> {
+) -> StoreResult<(i64, i64)> {
     let row = sqlx::query(
-        "SELECT COALESCE(MAX(seq), 0) AS message FROM messages WHERE conversation_id = $1",
+        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = $1) AS message, \
+         (SELECT COALESCE(MAX(seq), 0) FROM conversation_events WHERE conversation_id = $1) AS event",
     )
     .bind(conversation_id)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(row.try_get("message")?)
+    Ok((row.try_get("message")?, row.try_get("event")?))
 }
 
 /// Give a resolved conversation back to the bot (the customer wrote again on its thread), with
-/// its owner.changed event; returns the event and its number. The assistant's memory of the old request
+/// its owner.changed event numbered `event_seq`. The assistant's memory of the old request
 /// is dropped: a resolved conversation finished it. Another writer that changed the row
 /// first makes this fail with `OwnerChanged`, and the ingest is retried.
 async fn reopen(
     tx: &mut Transaction<'static, Any>,
     conversation_id: &str,
     current: &State,
+    event_seq: i64,
     now: i64,
-) -> StoreResult<(NewEvent, i64)> {
+) -> StoreResult<NewEvent> {
     let next = current
         .apply(&Move::Reopen)
         .map_err(|_| StoreError::OwnerChanged(conversation_id.to_string()))?;
@@ -733,26 +726,19 @@ async fn reopen(
         data: owner_change_data(current, &next, &transfer),
         message_id: None,
     };
-    let seq = insert_event(tx, conversation_id, &event, now).await?;
-    Ok((event, seq))
+    insert_event(tx, conversation_id, event_seq, &event, now).await?;
+    Ok(event)
 }
 
-/// Insert one event as the next of its conversation, inside a transaction that just created or
-/// changed the conversation; returns its number, taken from the conversation's counter.
+/// Insert one event with a known number, inside a transaction that just created or locked
+/// the conversation.
 async fn insert_event(
     tx: &mut Transaction<'static, Any>,
     conversation_id: &str,
+    seq: i64,
     event: &NewEvent,
     now: i64,
-) -> StoreResult<i64> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO conversation_event_counters (conversation_id, seq) VALUES ($1, 1) \
-         ON CONFLICT (conversation_id) \
-         DO UPDATE SET seq = conversation_event_counters.seq + 1 RETURNING seq",
-    )
-    .bind(conversation_id)
-    .fetch_one(&mut **tx)
-    .await?;
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO conversation_events \
          (conversation_id, seq, kind, actor, data, message_id, created_at) \
@@ -767,5 +753,5 @@ async fn insert_event(
     .bind(now)
     .execute(&mut **tx)
     .await?;
-    Ok(seq)
+    Ok(())
 }

@@ -1,14 +1,11 @@
 //! Conversation events: every change of a conversation is a row with the next number of its
 //! conversation, written in the same script as the change itself.
 //!
-//! Numbers are dense from 1 and given out by a counter per conversation
-//! (`conversation_event_counters`): a script that writes events first adds how many it writes
-//! to its conversation's counter, then numbers them from what the counter held. Two writers
-//! of one conversation therefore wait for each other on the counter's row. Reading the last
-//! number from the log instead cannot work on PostgreSQL, which runs a script as one statement
-//! on one snapshot: two scripts would read the same last number, and one of them would fail on
-//! the unique index (`conversation_events_seq`) at the end and be written again. The unique
-//! index stays, as the last word.
+//! The number is the conversation's last one plus the event's place among the events the
+//! script writes. SQLite runs a script's statements one after another, so each insert sees
+//! the one before it and adds one; PostgreSQL runs a script as one statement on one
+//! snapshot, so each insert adds its place in the script. Two writers racing for a number
+//! collide on the unique index, and the loser's whole script is retried.
 
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -16,10 +13,6 @@ use switchboard_connector::{EventKind, LiveEvent};
 
 use super::script::{Bind, Statement};
 use super::{Backend, Store, StoreError, StoreResult, author_of};
-
-/// The name of the statement that takes a script's event numbers, for the event statements of
-/// a PostgreSQL script to read them from (one snapshot: they cannot read the counter's row).
-pub(super) const EVENT_NUMBERS: &str = "event_numbers";
 
 /// The columns [`event_of`] reads, for a query of `conversation_events e`, its conversation
 /// `c` and the message `m` it is about (`LEFT JOIN`), then `$from` (the FROM clause onwards).
@@ -103,97 +96,59 @@ pub(super) fn live(
 }
 
 impl Store {
-    /// Take `count` numbers for the events a script writes for `conversation_id`: adds `count`
-    /// to the conversation's counter. Once per conversation and script (PostgreSQL changes a
-    /// row at most once per statement), before the script's events and after its messages: a
-    /// message takes the number after the last one in the log, so two writers racing for one
-    /// wait on each other's index entry, and taking the counter after that keeps every script's
-    /// waits in the same order (messages, then the counter), which cannot deadlock. With
-    /// `version`, only while the conversation is still at that version (a turn's guard): its
-    /// events then need no guard of their own.
-    pub(super) fn event_numbers_statement(
-        &self,
-        conversation_id: &str,
-        count: i64,
-        version: Option<i64>,
-    ) -> Statement {
-        let mut binds: Vec<Bind> = vec![conversation_id.into(), count.into()];
-        let sql = match (self.backend, version) {
-            (Backend::Sqlite, None) => {
-                "INSERT INTO conversation_event_counters (conversation_id, seq) VALUES ($1, $2) \
-                 ON CONFLICT (conversation_id) \
-                 DO UPDATE SET seq = conversation_event_counters.seq + excluded.seq"
-            }
-            (Backend::Sqlite, Some(_)) => {
-                "INSERT INTO conversation_event_counters (conversation_id, seq) \
-                 VALUES ((SELECT id FROM conversations WHERE id = $1 AND version = $3), $2) \
-                 ON CONFLICT (conversation_id) \
-                 DO UPDATE SET seq = conversation_event_counters.seq + excluded.seq"
-            }
-            (Backend::Postgres, None) => {
-                "INSERT INTO conversation_event_counters (conversation_id, seq) VALUES ($1, $2) \
-                 ON CONFLICT (conversation_id) \
-                 DO UPDATE SET seq = conversation_event_counters.seq + excluded.seq \
-                 RETURNING conversation_id, seq"
-            }
-            (Backend::Postgres, Some(_)) => {
-                "INSERT INTO conversation_event_counters (conversation_id, seq) \
-                 VALUES ((SELECT id FROM conversations WHERE id = $1 AND version = $3), $2) \
-                 ON CONFLICT (conversation_id) \
-                 DO UPDATE SET seq = conversation_event_counters.seq + excluded.seq \
-                 RETURNING conversation_id, seq"
-            }
-        };
-        let statement = match version {
-            Some(version) => {
-                binds.push(version.into());
-                Statement::new(sql, binds).guarded()
-            }
-            None => Statement::new(sql, binds),
-        };
-        statement.named(EVENT_NUMBERS)
+    /// How much an event adds to the conversation's last number, given its place (from 1)
+    /// among the events its script writes for that conversation.
+    pub(super) fn event_offset(&self, place_in_script: i64) -> i64 {
+        match self.backend {
+            Backend::Sqlite => 1,
+            Backend::Postgres => place_in_script,
+        }
     }
 
-    /// Insert `event` as the `place`-th (from 1) of the `count` events of `conversation_id`
-    /// whose numbers the script took with [`Store::event_numbers_statement`]. Returns its
-    /// number.
+    /// Insert `event` as the next event of `conversation_id`; with `version`, only while the
+    /// conversation is still at that version (a turn's guard). Returns its number.
     pub(super) fn event_statement(
         &self,
         conversation_id: &str,
-        place: i64,
-        count: i64,
+        place_in_script: i64,
         event: &NewEvent,
         now: i64,
+        version: Option<i64>,
     ) -> Statement {
-        let sql = match self.backend {
-            // The statements ran in order: the counter holds the script's last number.
-            Backend::Sqlite => {
+        let mut binds: Vec<Bind> = vec![
+            conversation_id.into(),
+            self.event_offset(place_in_script).into(),
+            event.kind.as_str().into(),
+            (&event.actor).into(),
+            event.data.to_string().into(),
+            event.message_id.clone().into(),
+            now.into(),
+        ];
+        match version {
+            None => Statement::new(
                 "INSERT INTO conversation_events \
                  (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 VALUES ($1, (SELECT seq FROM conversation_event_counters \
-                 WHERE conversation_id = $1) + $2, $3, $4, $5, $6, $7) RETURNING seq"
+                 VALUES ($1, COALESCE((SELECT e.seq FROM conversation_events e \
+                 WHERE e.conversation_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + $2, \
+                 $3, $4, $5, $6, $7) RETURNING seq",
+                binds,
+            )
+            .returning("seq"),
+            Some(version) => {
+                binds.push(version.into());
+                Statement::new(
+                    "INSERT INTO conversation_events \
+                     (conversation_id, seq, kind, actor, data, message_id, created_at) \
+                     VALUES ((SELECT id FROM conversations WHERE id = $1 AND version = $8), \
+                     COALESCE((SELECT e.seq FROM conversation_events e \
+                     WHERE e.conversation_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + $2, \
+                     $3, $4, $5, $6, $7) RETURNING seq",
+                    binds,
+                )
+                .returning("seq")
+                .guarded()
             }
-            // One snapshot: the numbers come from what the counter's statement returned.
-            Backend::Postgres => {
-                "INSERT INTO conversation_events \
-                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 VALUES ($1, (SELECT n.seq FROM event_numbers n \
-                 WHERE n.conversation_id = $1) + $2, $3, $4, $5, $6, $7) RETURNING seq"
-            }
-        };
-        Statement::new(
-            sql,
-            vec![
-                conversation_id.into(),
-                (place - count).into(),
-                event.kind.as_str().into(),
-                (&event.actor).into(),
-                event.data.to_string().into(),
-                event.message_id.clone().into(),
-                now.into(),
-            ],
-        )
-        .returning("seq")
+        }
     }
 
     /// The events of a conversation after number `after`, oldest first, at most `limit`.

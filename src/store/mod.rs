@@ -351,4 +351,42 @@ mod tests {
         assert_eq!(size, vec![Some(-300)], "the group writer's connection");
         store.close().await;
     }
+
+    /// A write that lost a race is written again, at most `RETRIES` times, and every retry is
+    /// counted; any other failure is returned at once.
+    #[tokio::test]
+    async fn lost_races_are_retried_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/retry.db?mode=rwc", dir.path().display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let lost = |error: &&str| *error == "lost";
+        let tries = std::cell::Cell::new(0);
+        let written = store
+            .retrying(lost, || {
+                tries.set(tries.get() + 1);
+                let outcome = if tries.get() < 3 {
+                    Err("lost")
+                } else {
+                    Ok(tries.get())
+                };
+                async move { outcome }
+            })
+            .await;
+        assert_eq!(written, Ok(3));
+        assert_eq!(store.retried_writes(), 2);
+        let always = store
+            .retrying(lost, || async { Err::<(), _>("lost") })
+            .await;
+        assert_eq!(always, Err("lost"));
+        assert_eq!(store.retried_writes(), 2 + u64::from(super::RETRIES));
+        tries.set(0);
+        let other = store
+            .retrying(lost, || {
+                tries.set(tries.get() + 1);
+                async { Err::<(), _>("broken") }
+            })
+            .await;
+        assert_eq!((other, tries.get()), (Err("broken"), 1), "not retried");
+        store.close().await;
+    }
 }

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use sqlx::{AssertSqlSafe, Row};
 use switchboard_connector::{EventKind, LiveEvent, OutboundMessage};
 
-use super::events::{EVENT_NUMBERS, concat_event_query};
+use super::events::concat_event_query;
 use super::script::{Bind, Returns, Statement};
 use super::{Backend, NewEvent, Store, StoreError, StoreResult, json_text, now_ms};
 
@@ -309,16 +309,14 @@ impl Store {
         // Each event's (conversation, number), given out by the database, as a JSON list.
         let keys = match self.backend {
             Backend::Sqlite => {
-                // One writer: each event may take its number alone.
-                for (conversation_id, _, event) in &events {
-                    statements.push(self.event_numbers_statement(conversation_id, 1, None));
-                    statements.push(self.event_statement(conversation_id, 1, 1, event, now));
-                }
+                statements.extend(events.iter().map(|(conversation_id, _, event)| {
+                    self.event_statement(conversation_id, 1, event, now, None)
+                }));
                 let numbers = self.run_script(statements).await?;
                 numbered_keys(&events, &numbers)
             }
             Backend::Postgres => {
-                statements.extend(delivery_events_statements(&events, now)?);
+                statements.extend(delivery_events_statement(&events, now)?);
                 let rows = self.run_script_rows(statements).await?;
                 match rows.last() {
                     Some(Some(row)) => row.text(0),
@@ -471,23 +469,18 @@ fn numbered_keys(
     json_text(&keys)
 }
 
-/// PostgreSQL: the batch's events in two statements of one text each whatever the batch (the
-/// rows go as JSON parameters): the first takes each conversation's numbers from its counter,
-/// in the order of the conversations' ids (so that two batches never wait for each other's
-/// rows crosswise), the second inserts the events, each numbered by its place among the
-/// batch's events of its conversation. The insert returns the events' keys as one JSON list
-/// (`[[conversation id, number], ...]`): the script's collecting SELECT aggregates its rows.
-/// PostgreSQL only: SQLite writes an INSERT per event.
-fn delivery_events_statements(
+/// PostgreSQL: one INSERT for every event of a batch, of one statement text whatever the
+/// batch (the rows go as one JSON parameter). Each row adds its place among the batch's events
+/// of the same conversation to the conversation's last number, read before the insert. The
+/// statement returns the events' keys as one JSON list (`[[conversation id, number], ...]`):
+/// the script's collecting SELECT aggregates its rows. PostgreSQL only: SQLite writes an
+/// INSERT per event.
+fn delivery_events_statement(
     events: &[(String, String, NewEvent)],
     now: i64,
-) -> StoreResult<Vec<Statement>> {
+) -> StoreResult<Option<Statement>> {
     if events.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-    for (conversation_id, _, _) in events {
-        *counts.entry(conversation_id.as_str()).or_default() += 1;
+        return Ok(None);
     }
     let mut places: HashMap<&str, i64> = HashMap::new();
     let rows: Vec<serde_json::Value> = events
@@ -497,34 +490,21 @@ fn delivery_events_statements(
             *place += 1;
             serde_json::json!({
                 "c": conversation_id,
-                "o": *place - counts[conversation_id.as_str()],
+                "p": *place,
                 "k": event.kind.as_str(),
                 "d": event.data.to_string(),
                 "m": message_id,
             })
         })
         .collect();
-    let counts: Vec<serde_json::Value> = counts
-        .into_iter()
-        .map(|(conversation_id, count)| serde_json::json!({"c": conversation_id, "n": count}))
-        .collect();
-    Ok(vec![
-        Statement::new(
-            "INSERT INTO conversation_event_counters (conversation_id, seq) \
-             SELECT v.c, v.n FROM json_to_recordset($1::json) AS v(c text, n bigint) \
-             ORDER BY v.c \
-             ON CONFLICT (conversation_id) \
-             DO UPDATE SET seq = conversation_event_counters.seq + excluded.seq \
-             RETURNING conversation_id, seq",
-            vec![json_text(&counts)?.into()],
-        )
-        .named(EVENT_NUMBERS),
+    Ok(Some(
         Statement::new(
             "INSERT INTO conversation_events \
              (conversation_id, seq, kind, actor, data, message_id, created_at) \
-             SELECT v.c, n.seq + v.o, v.k, 'outbox', v.d, v.m, $1 \
-             FROM json_to_recordset($2::json) AS v(c text, o bigint, k text, d text, m text) \
-             JOIN event_numbers n ON n.conversation_id = v.c \
+             SELECT v.c, COALESCE((SELECT e.seq FROM conversation_events e \
+             WHERE e.conversation_id = v.c ORDER BY e.seq DESC LIMIT 1), 0) + v.p, \
+             v.k, 'outbox', v.d, v.m, $1 \
+             FROM json_to_recordset($2::json) AS v(c text, p bigint, k text, d text, m text) \
              RETURNING conversation_id, seq",
             vec![now.into(), json_text(&rows)?.into()],
         )
@@ -532,5 +512,5 @@ fn delivery_events_statements(
             "json_agg(json_build_array(conversation_id, seq))::text",
             Returns::Text,
         ),
-    ])
+    ))
 }

@@ -108,8 +108,6 @@ pub struct Statement {
     pub returning: Vec<(&'static str, Returns)>,
     /// See [`Statement::guarded`].
     pub guarded: bool,
-    /// See [`Statement::named`].
-    pub name: Option<&'static str>,
 }
 
 impl Statement {
@@ -119,16 +117,7 @@ impl Statement {
             binds,
             returning: Vec::new(),
             guarded: false,
-            name: None,
         }
-    }
-
-    /// On PostgreSQL, the statement's CTE is called `name` (else `s` and its place in the
-    /// script), so that later statements of the script can read its RETURNING rows by name.
-    /// At most one statement of a script has a given name.
-    pub fn named(mut self, name: &'static str) -> Statement {
-        self.name = Some(name);
-        self
     }
 
     /// The statement returns the BIGINT `column`.
@@ -222,17 +211,13 @@ fn postgres_cte(statements: &[Statement]) -> (String, Vec<Bind>) {
         if index > 0 {
             sql.push_str(", ");
         }
-        let name = match statement.name {
-            Some(name) => name.to_string(),
-            None => format!("s{index}"),
-        };
-        sql.push_str(&format!("{name} AS ("));
+        sql.push_str(&format!("s{index} AS ("));
         renumber(statement.sql, binds.len(), &mut sql);
         sql.push(')');
         binds.extend(statement.binds.iter().cloned());
         for (position, (column, _)) in statement.returning.iter().enumerate() {
             collected.push(format!(
-                "(SELECT {column} FROM {name}) AS r{index}_{position}"
+                "(SELECT {column} FROM s{index}) AS r{index}_{position}"
             ));
         }
     }

@@ -57,9 +57,8 @@ impl Store {
         transfer: &Transfer,
         expected_version: Option<i64>,
     ) -> Result<(State, LiveEvent), TransferError> {
-        // A unique constraint lost to another writer is settled by retrying, as a turn's
-        // commit is (event numbers come from a counter and do not race; the index on them
-        // still has the last word).
+        // Another writer taking the conversation's next event number is settled by retrying,
+        // as a turn's commit is.
         self.retrying(
             |error: &TransferError| {
                 matches!(error, TransferError::Store(error) if error.is_unique_violation())
@@ -91,8 +90,7 @@ impl Store {
         };
         let values = self
             .run_script(vec![
-                self.event_numbers_statement(conversation_id, 1, Some(current.state.version)),
-                self.event_statement(conversation_id, 1, 1, &event, now),
+                self.event_statement(conversation_id, 1, &event, now, Some(current.state.version)),
                 Statement::new(
                     "UPDATE conversations SET status = $1, owner = $2, updated_at = $3, \
                      version = version + 1 WHERE id = $4 AND version = $5 RETURNING version",

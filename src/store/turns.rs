@@ -53,9 +53,6 @@ impl Store {
                 .map_err(|error| StoreError::Corrupt(error.to_string()))?,
             None => conversation.state.clone(),
         };
-        let event_count = turn.replies.len() as i64 + i64::from(turn.transfer.is_some());
-        let mut numbers =
-            Some(self.event_numbers_statement(&conversation.id, event_count, Some(version)));
         let mut statements = Vec::new();
         let mut messages = Vec::with_capacity(turn.replies.len());
         let mut events = Vec::new();
@@ -121,15 +118,12 @@ impl Store {
                 data: no_data(),
                 message_id: Some(message.id.clone()),
             };
-            // The numbers are taken after the first message's insert: see
-            // `Store::event_numbers_statement`.
-            statements.extend(numbers.take());
             statements.push(self.event_statement(
                 &conversation.id,
                 position as i64 + 1,
-                event_count,
                 &stored,
                 now,
+                Some(version),
             ));
             events.push(stored);
             messages.push(message);
@@ -141,13 +135,12 @@ impl Store {
                 data: owner_change_data(&conversation.state, &next_state, transfer),
                 message_id: None,
             };
-            statements.extend(numbers.take());
             statements.push(self.event_statement(
                 &conversation.id,
                 events.len() as i64 + 1,
-                event_count,
                 &changed,
                 now,
+                Some(version),
             ));
             events.push(changed);
         }

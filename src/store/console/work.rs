@@ -242,8 +242,7 @@ impl Store {
                 instance,
                 version,
             ),
-            self.event_numbers_statement(&conversation.id, 1, Some(version)),
-            self.event_statement(&conversation.id, 1, 1, &event, now),
+            self.event_statement(&conversation.id, 1, &event, now, Some(version)),
         ];
         let values = self.run_script(statements).await?;
         let [Some(seq), Some(outbox_id), Some(event_seq)] = values.as_slice() else {
@@ -332,10 +331,7 @@ impl Store {
     ) -> StoreResult<LiveEvent> {
         self.retrying(StoreError::is_unique_violation, || async {
             let now = now_ms();
-            let mut statements = vec![
-                self.event_numbers_statement(&conversation.id, 1, None),
-                self.event_statement(&conversation.id, 1, 1, event, now),
-            ];
+            let mut statements = vec![self.event_statement(&conversation.id, 1, event, now, None)];
             statements.extend(also.clone());
             let values = self.run_script(statements).await?;
             let Some(Some(seq)) = values.first() else {
@@ -444,9 +440,8 @@ impl Store {
                 ],
             )
             .returning("seq"),
-            self.event_numbers_statement(&conversation.id, 2, None),
-            self.event_statement(&conversation.id, 1, 2, &stored, now),
-            self.event_statement(&conversation.id, 2, 2, &rated, now),
+            self.event_statement(&conversation.id, 1, &stored, now, None),
+            self.event_statement(&conversation.id, 2, &rated, now, None),
             Statement::new(
                 "UPDATE conversations SET rating = COALESCE($1, rating), \
                  rating_comment = COALESCE($2, rating_comment) WHERE id = $3",

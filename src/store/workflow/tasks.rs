@@ -383,18 +383,14 @@ impl Store {
                     message_id: None,
                 });
             }
-            if !events.is_empty() {
-                let count = events.len() as i64;
-                statements.push(self.event_numbers_statement(conversation_id, count, None));
-                for (index, event) in events.iter().enumerate() {
-                    statements.push(self.event_statement(
-                        conversation_id,
-                        index as i64 + 1,
-                        count,
-                        event,
-                        now,
-                    ));
-                }
+            for (index, event) in events.iter().enumerate() {
+                statements.push(self.event_statement(
+                    conversation_id,
+                    index as i64 + 1,
+                    event,
+                    now,
+                    None,
+                ));
             }
         }
         let expected =
