@@ -55,6 +55,11 @@ impl RecordingHost {
             .clone()
     }
 
+    /// Publish `event` to every live watch of this host, as the app does after a write.
+    pub fn publish(&self, event: crate::LiveEvent) {
+        let _ = self.live.send(Arc::new(event));
+    }
+
     /// Presence signals the connector passed on, in order.
     pub fn typing_signals(&self) -> Vec<TypingSignal> {
         self.inner

@@ -138,6 +138,9 @@ pub mod close {
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// The server cannot serve the tab right now (its history is unavailable); the widget
+    /// reconnects.
+    pub const UNAVAILABLE: u16 = 1011;
     pub const INVALID_TOKEN: u16 = 4001;
     pub const HELLO_REQUIRED: u16 = 4002;
     /// The page's origin may not open the chat (`webchat.allowed_origins`).

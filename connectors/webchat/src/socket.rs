@@ -321,7 +321,7 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
                 &ServerFrame::error("unavailable", "history is unavailable, try again"),
             )
             .await;
-            close_with(&mut socket, 1011, "unavailable").await;
+            close_with(&mut socket, close::UNAVAILABLE, "unavailable").await;
             return;
         }
     };
@@ -399,7 +399,19 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
                                 break;
                             }
                         }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::debug!(visitor = %visitor_id, missed, "web chat tab fell behind the live events, reading back");
+                            let keep_open = Box::pin(catch_up_other_tabs(
+                                &state,
+                                &mut socket,
+                                &visitor_id,
+                                &sent_here,
+                            ))
+                            .await;
+                            if !keep_open {
+                                break;
+                            }
+                        }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                             events = state.host.watch(&visitor_id);
                         }
@@ -439,6 +451,41 @@ impl SentHere {
     fn contains(&self, platform_id: &str) -> bool {
         self.0.iter().any(|seen| seen == platform_id)
     }
+}
+
+/// After this tab's live events lagged: what the visitor sent from other tabs meanwhile, read
+/// back from the history (the widget drops what it already shows, by id, and places the rest
+/// by number). False closes the socket: with the history unavailable too, the tab reconnects
+/// and gets the whole history in its welcome.
+async fn catch_up_other_tabs(
+    state: &SocketState,
+    socket: &mut WebSocket,
+    visitor_id: &str,
+    sent_here: &SentHere,
+) -> bool {
+    let limit = state.connector.settings.history_limit;
+    let history = match state.host.history(visitor_id, limit).await {
+        Ok(history) => history,
+        Err(error) => {
+            tracing::warn!(error = %error, "web chat history unavailable after a lag, closing the tab");
+            close_with(socket, close::UNAVAILABLE, "unavailable").await;
+            return false;
+        }
+    };
+    for message in &history {
+        let from_here = message
+            .platform_message_id
+            .as_deref()
+            .is_some_and(|platform_id| sent_here.contains(platform_id));
+        if message.author != AuthorKind::Customer || from_here {
+            continue;
+        }
+        let frame = ServerFrame::Message(MessageView::from_channel(message));
+        if !send_frame(socket, &frame).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// The frame for a customer message stored from another tab of this visitor.

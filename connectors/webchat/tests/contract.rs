@@ -12,8 +12,9 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use switchboard_connector::contract::{Harness, RecordingHost, run_all};
 use switchboard_connector::{
-    AuthorKind, ChannelMessage, Connector, ConnectorHost, Cursor, CursorError, EventWatch,
-    HostError, InboundEvent, IngestReceipt, MessageRef, OutboundMessage, TypingSignal,
+    AuthorKind, ChannelMessage, Connector, ConnectorHost, Cursor, CursorError, EventKind,
+    EventWatch, HostError, InboundEvent, IngestReceipt, LiveEvent, MessageRef, OutboundMessage,
+    PlatformIdentity, TypingSignal,
 };
 use switchboard_webchat::limits::Rate;
 use switchboard_webchat::{WebchatConnector, WebchatSettings};
@@ -598,5 +599,61 @@ async fn reply_sent_while_history_loads_is_not_lost() {
     assert_eq!(message["type"], "message", "got {message}");
     assert_eq!(message["id"], "reply-1");
     assert_eq!(message["text"], "answer during resume");
+    shutdown.cancel();
+}
+
+/// A tab whose live events fell behind still shows what the visitor sent from other tabs
+/// meanwhile: it reads them back from the history.
+///
+/// On one thread, so that the burst of events below is published before the tab's task runs
+/// again: its receiver lags for certain.
+#[tokio::test(flavor = "current_thread")]
+async fn a_lagging_tab_reads_other_tabs_messages_back() {
+    let harness = WebchatHarness::new();
+    let host = RecordingHost::new("web");
+    let shutdown = CancellationToken::new();
+    harness.start(host.clone(), shutdown.clone()).await;
+    let mut tab = connect(&harness.ws_url()).await;
+    let welcome = hello(&mut tab, None).await;
+    let visitor = welcome["visitor_id"]
+        .as_str()
+        .expect("visitor id")
+        .to_string();
+
+    // Sent from another tab while this tab's live events overflowed: their own events are
+    // among those it missed.
+    for n in 1..=3 {
+        let event = InboundEvent::text(
+            "web",
+            format!("{visitor}:other-{n}"),
+            PlatformIdentity::new(visitor.clone(), true),
+            visitor.clone(),
+            format!("from the other tab {n}"),
+        );
+        host.ingest(event).await.expect("ingest");
+    }
+    for seq in 1..=200 {
+        host.publish(LiveEvent {
+            conversation_id: format!("c-{visitor}"),
+            channel: "web".to_string(),
+            thread: visitor.clone(),
+            seq,
+            kind: EventKind::MessageDelivered,
+            actor: "outbox".to_string(),
+            data: json!({}),
+            created_at_ms: 0,
+        });
+    }
+
+    for n in 1..=3 {
+        let frame = expect_json(&mut tab).await;
+        assert_eq!(frame["type"], "message", "got {frame}");
+        assert_eq!(frame["author"], "customer", "got {frame}");
+        assert_eq!(frame["client_id"], format!("other-{n}"), "got {frame}");
+        assert_eq!(frame["text"], format!("from the other tab {n}"));
+    }
+    // And the tab still works.
+    send_message(&mut tab, "after-lag", "still here").await;
+    expect_ack(&mut tab, "after-lag").await;
     shutdown.cancel();
 }
