@@ -42,6 +42,10 @@ use crate::config::Settings;
 use crate::knowledge::language::{LanguageDetector, normalise};
 use crate::knowledge::{Embedder, KnowledgeBase, Passage, SearchMode};
 
+/// The least probability the detector must give a channel's language hint for the hint to
+/// settle a first message it is unsure of.
+const PLAUSIBLE_HINT: f64 = 0.2;
+
 /// A passage shown to the customer, remembered for the handoff summary.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Citation {
@@ -192,22 +196,27 @@ impl BuiltinAssistant {
     }
 
     fn choose_language(&self, turn: &Turn, state: &DialogueState) -> String {
-        let previous = state
-            .language
-            .as_deref()
-            .or(turn.language.as_deref())
-            .and_then(normalise);
-        let detection = self.detector.detect(&turn.text);
-        match (detection, previous) {
-            (Some(detection), Some(previous))
-                if detection.confidence < self.settings.language_switch_confidence =>
-            {
-                previous.to_string()
-            }
-            (Some(detection), _) => detection.language.to_string(),
-            (None, Some(previous)) => previous.to_string(),
-            (None, None) => self.settings.default_language.clone(),
+        let kept = state.language.as_deref().and_then(normalise);
+        // Before this assistant has answered: what the channel reports for the person (a
+        // browser's or Telegram's language), or the conversation's language from before.
+        let hint = turn.language.as_deref().and_then(normalise);
+        let Some(detection) = self.detector.detect(&turn.text) else {
+            return kept
+                .or(hint)
+                .map_or_else(|| self.settings.default_language.clone(), str::to_string);
+        };
+        if detection.confidence >= self.settings.language_switch_confidence {
+            return detection.language.to_string();
         }
+        // An unsure message keeps the conversation's language. On a first message the hint
+        // settles it only when the text fits the hint too: "hola" from a browser in Spanish
+        // is Spanish, from a browser in English it is not English.
+        match (kept, hint) {
+            (Some(kept), _) => kept,
+            (None, Some(hint)) if detection.probability(hint) >= PLAUSIBLE_HINT => hint,
+            _ => detection.language,
+        }
+        .to_string()
     }
 
     /// "Forget it": a cancel intent the classifier is sure of, or one of its examples word for

@@ -44,6 +44,18 @@ pub struct Detection {
     pub language: &'static str,
     /// Posterior probability of `language` given the text, 0..1 (1/3 means no idea).
     pub confidence: f64,
+    /// The probability of each language, in [`LANGUAGES`] order.
+    probabilities: [f64; 3],
+}
+
+impl Detection {
+    /// The probability that the text is in `language` (`en`, `es` or `ca`; 0 for others).
+    pub fn probability(&self, language: &str) -> f64 {
+        LANGUAGES
+            .iter()
+            .position(|known| *known == language)
+            .map_or(0.0, |index| self.probabilities[index])
+    }
 }
 
 #[derive(Default, Clone)]
@@ -177,6 +189,7 @@ impl LanguageDetector {
         Some(Detection {
             language: LANGUAGES[index],
             confidence: best / sum,
+            probabilities: combined.map(|value| value / sum),
         })
     }
 }

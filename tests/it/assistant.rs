@@ -16,7 +16,7 @@ use switchboard::knowledge::{EdgeIndex, KnowledgeBase, KnowledgeSettings, Search
 use tokio::sync::OnceCell;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, Visitor, options_with};
+use crate::helpers::{Backend, TestApp, Visitor, open_socket_with, options_with, same_origin};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -292,6 +292,72 @@ async fn complete_request_produces_a_task_action() {
         ["Sin problema, lo dejamos. ¿Te puedo ayudar con algo más?"]
     );
 }
+
+/// "hola" is Spanish and Catalan alike. On a first message the language the channel reports
+/// for the person settles it when the text fits that language, and is passed over when the
+/// text rules it out; once the conversation has a language, an unsure message keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsure_first_message_follows_the_channels_language_where_it_fits() {
+    let assistant = shared_assistant().await;
+    let greeting = |hint: Option<&str>, state: Value| {
+        let mut turn = turn("hola", &state);
+        turn.language = hint.map(str::to_string);
+        turn
+    };
+    for (hint, expected) in [("es-ES", "es"), ("es", "es"), ("ca", "ca"), ("ca-ES", "ca")] {
+        let reply = assistant
+            .respond(&greeting(Some(hint), json!({})))
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.language.as_deref(),
+            Some(expected),
+            "{hint}: {reply:?}"
+        );
+    }
+    let english = assistant
+        .respond(&greeting(Some("en-US"), json!({})))
+        .await
+        .unwrap();
+    assert_ne!(english.language.as_deref(), Some("en"), "{english:?}");
+    let kept = assistant
+        .respond(&greeting(Some("ca"), json!({"language": "es"})))
+        .await
+        .unwrap();
+    assert_eq!(kept.language.as_deref(), Some("es"), "{kept:?}");
+}
+
+/// The browser's `Accept-Language` reaches the assistant: a greeting from a browser in Spanish
+/// is answered in Spanish, and the conversation keeps that language.
+async fn greets_in_the_browsers_language(backend: Backend) {
+    let app = assistant_app(backend).await;
+    let url = app.ws_url();
+    let origin = same_origin(&url);
+    let socket = open_socket_with(
+        &url,
+        &[
+            ("origin", &origin),
+            ("accept-language", "es-ES,es;q=0.9,ca;q=0.8,en;q=0.7"),
+        ],
+    )
+    .await;
+    let mut visitor = Visitor::greet(socket, json!({"type": "hello"})).await;
+    let greeting = chat(&mut visitor, "1", "hola").await;
+    assert!(greeting.starts_with("¡Hola! Puedo"), "{greeting}");
+    let history = app
+        .store()
+        .history("web", &visitor.visitor_id, 10)
+        .await
+        .unwrap();
+    let conversation = app
+        .store()
+        .conversation(&history[0].conversation_id)
+        .await
+        .unwrap();
+    assert_eq!(conversation.language.as_deref(), Some("es"));
+}
+
+both_backends!(browser_language, greets_in_the_browsers_language);
 
 async fn chat(visitor: &mut Visitor, id: &str, text: &str) -> String {
     visitor.send_and_ack(id, text).await;

@@ -315,12 +315,18 @@ pub fn same_origin(ws_url: &str) -> String {
 
 /// A WebSocket with the given `Origin` header (none: like a script, not a browser).
 pub async fn open_socket(url: &str, origin: Option<&str>) -> Socket {
+    let origin = origin.map(|origin| ("origin", origin));
+    open_socket_with(url, origin.as_slice()).await
+}
+
+/// A WebSocket to `url` whose upgrade request carries `headers`.
+pub async fn open_socket_with(url: &str, headers: &[(&'static str, &str)]) -> Socket {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = url.into_client_request().expect("ws url");
-    if let Some(origin) = origin {
+    for (name, value) in headers {
         request
             .headers_mut()
-            .insert("origin", origin.parse().expect("origin header"));
+            .insert(*name, value.parse().expect("header value"));
     }
     let (socket, _) = tokio_tungstenite::connect_async(request)
         .await

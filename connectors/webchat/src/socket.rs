@@ -17,7 +17,7 @@ use switchboard_connector::{
 };
 use tokio::sync::mpsc;
 
-use crate::peer::{Peer, origin_allowed};
+use crate::peer::{Peer, origin_allowed, preferred_language};
 use crate::protocol::{ClientFrame, MessageView, ServerFrame, close};
 use crate::session::{IdentityRefused, normalise_origin};
 use crate::{HARD_FRAME_LIMIT, RECENT_IDS, WebchatConnector, WebchatSettings, now_secs, protocol};
@@ -42,10 +42,15 @@ pub(crate) async fn upgrade(
     let host = headers
         .get(header::HOST)
         .and_then(|value| value.to_str().ok());
+    let language = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(preferred_language);
     let peer = Peer {
         origin_allowed: origin_allowed(&settings.allowed_origins, origin.as_deref(), host),
         origin,
         address: client.map(|axum::Extension(ClientAddress(address))| address),
+        language,
     };
     let limit = settings.max_frame_bytes;
     // Small buffers: most sessions sit idle, and 100,000 of them must fit in 1 GB. A chat
@@ -365,6 +370,7 @@ async fn serve_socket(state: SocketState, mut socket: WebSocket, peer: Peer) {
                         id: &visitor_id,
                         email: email.as_deref(),
                         address: peer.address,
+                        language: peer.language.as_deref(),
                         sent_here: &mut sent_here,
                     };
                     // Boxed, like the other rare steps below: an idle session's task keeps
@@ -432,6 +438,8 @@ struct Visitor<'a> {
     id: &'a str,
     email: Option<&'a str>,
     address: Option<IpAddr>,
+    /// The browser's preferred language, the conversation's language hint.
+    language: Option<&'a str>,
     sent_here: &'a mut SentHere,
 }
 
@@ -648,6 +656,7 @@ async fn handle_message(
     let platform_message_id = format!("{visitor_id}:{client_id}");
     let mut sender = PlatformIdentity::new(visitor_id, true);
     sender.email = visitor.email.map(str::to_string);
+    sender.language = visitor.language.map(str::to_string);
     let mut event = InboundEvent::text(
         state.connector.name.clone(),
         platform_message_id.clone(),
