@@ -57,6 +57,8 @@ pub struct Metrics {
     edge_rejections: Family<ReasonLabel, Counter>,
     /// Open HTTP connections, WebSockets included.
     http_connections: Gauge<i64, AtomicI64>,
+    /// The store's writes run again after a concurrent writer took their number.
+    retried_writes: Counter,
     /// From an inbound message being stored to its turn being committed.
     pub router_latency: Latency,
 }
@@ -137,8 +139,16 @@ impl Default for Metrics {
             "Open HTTP connections, WebSockets included",
             http_connections.clone(),
         );
+        let retried_writes = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "store_retried_writes",
+            "Writes run again after a concurrent writer of the same conversation took their \
+             event or message number",
+            retried_writes.clone(),
+        );
         Metrics {
             registry,
+            retried_writes,
             edge_rejections,
             http_connections,
             inbound,
@@ -205,15 +215,20 @@ impl Metrics {
         self.http_connections.get()
     }
 
-    /// The exposition text. Gauges read at scrape time are passed in: the outbox depth, open
-    /// web chat sessions, and each channel instance as (kind, name, up).
+    /// The exposition text. What is read at scrape time is passed in: the outbox depth, open
+    /// web chat sessions, each channel instance as (kind, name, up), and the store's retried
+    /// writes since start ([`crate::store::Store::retried_writes`]).
     pub fn render(
         &self,
         outbox_depth: i64,
         open_sessions: usize,
         channels: &[(&'static str, String, bool)],
+        retried_writes: u64,
     ) -> String {
         self.outbox_depth.set(outbox_depth);
+        // The store counts from start and only up: the counter follows it.
+        self.retried_writes
+            .inc_by(retried_writes.saturating_sub(self.retried_writes.get()));
         self.webchat_sessions.set(open_sessions as i64);
         for (kind, name, up) in channels {
             self.channel_up
@@ -228,5 +243,26 @@ impl Metrics {
             tracing::error!(error = %error, "metrics not encoded");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retried_writes_follow_the_stores_count() {
+        let metrics = Metrics::default();
+        let text = metrics.render(0, 0, &[], 0);
+        assert!(
+            text.contains("switchboard_store_retried_writes_total 0"),
+            "{text}"
+        );
+        metrics.render(0, 0, &[], 3);
+        let text = metrics.render(0, 0, &[], 7);
+        assert!(
+            text.contains("switchboard_store_retried_writes_total 7"),
+            "{text}"
+        );
     }
 }

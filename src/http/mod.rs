@@ -160,9 +160,12 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             )
         })
         .collect();
-    let body = state
-        .metrics
-        .render(depth, (state.open_sessions)(), &channels);
+    let body = state.metrics.render(
+        depth,
+        (state.open_sessions)(),
+        &channels,
+        state.store.retried_writes(),
+    );
     (
         [(
             header::CONTENT_TYPE,
