@@ -197,8 +197,9 @@ impl BuiltinAssistant {
 
     fn choose_language(&self, turn: &Turn, state: &DialogueState) -> String {
         let kept = state.language.as_deref().and_then(normalise);
-        // Before this assistant has answered: what the channel reports for the person (a
-        // browser's or Telegram's language), or the conversation's language from before.
+        // Before this assistant has answered here (a new conversation, or one reopened after it
+        // was resolved, which starts the assistant afresh): what the channel reports for the
+        // person (a browser's or Telegram's language), or the language the conversation had.
         let hint = turn.language.as_deref().and_then(normalise);
         let Some(detection) = self.detector.detect(&turn.text) else {
             return kept
@@ -208,9 +209,9 @@ impl BuiltinAssistant {
         if detection.confidence >= self.settings.language_switch_confidence {
             return detection.language.to_string();
         }
-        // An unsure message keeps the conversation's language. On a first message the hint
-        // settles it only when the text fits the hint too: "hola" from a browser in Spanish
-        // is Spanish, from a browser in English it is not English.
+        // An unsure message keeps the conversation's language. Before that, the hint settles it
+        // only when the text fits the hint too: "hola" from a browser in Spanish is Spanish,
+        // from a browser (or a Telegram user) in English it is not English.
         match (kept, hint) {
             (Some(kept), _) => kept,
             (None, Some(hint)) if detection.probability(hint) >= PLAUSIBLE_HINT => hint,

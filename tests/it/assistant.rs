@@ -319,7 +319,11 @@ async fn an_unsure_first_message_follows_the_channels_language_where_it_fits() {
         .respond(&greeting(Some("en-US"), json!({})))
         .await
         .unwrap();
-    assert_ne!(english.language.as_deref(), Some("en"), "{english:?}");
+    // Spanish or Catalan, as the detector leans: not English.
+    assert!(
+        matches!(english.language.as_deref(), Some("es" | "ca")),
+        "{english:?}"
+    );
     let kept = assistant
         .respond(&greeting(Some("ca"), json!({"language": "es"})))
         .await
