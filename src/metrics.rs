@@ -57,7 +57,7 @@ pub struct Metrics {
     edge_rejections: Family<ReasonLabel, Counter>,
     /// Open HTTP connections, WebSockets included.
     http_connections: Gauge<i64, AtomicI64>,
-    /// The store's writes run again after a concurrent writer took their number.
+    /// The store's writes run again after losing a race to a concurrent writer.
     retried_writes: Counter,
     /// From an inbound message being stored to its turn being committed.
     pub router_latency: Latency,
@@ -142,8 +142,8 @@ impl Default for Metrics {
         let retried_writes = Counter::<u64, AtomicU64>::default();
         registry.register(
             "store_retried_writes",
-            "Writes run again after a concurrent writer of the same conversation took their \
-             event or message number",
+            "Writes run again after losing a race on a unique constraint to a concurrent writer \
+             (the same event or message number, the same conversation opened twice)",
             retried_writes.clone(),
         );
         Metrics {
@@ -226,9 +226,11 @@ impl Metrics {
         retried_writes: u64,
     ) -> String {
         self.outbox_depth.set(outbox_depth);
-        // The store counts from start and only up: the counter follows it.
+        // The store counts from start and only up: the counter takes the larger of the two,
+        // in one atomic step, so that scrapes at the same time do not add the same writes twice.
         self.retried_writes
-            .inc_by(retried_writes.saturating_sub(self.retried_writes.get()));
+            .inner()
+            .fetch_max(retried_writes, std::sync::atomic::Ordering::Relaxed);
         self.webchat_sessions.set(open_sessions as i64);
         for (kind, name, up) in channels {
             self.channel_up
