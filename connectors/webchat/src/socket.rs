@@ -461,9 +461,11 @@ impl SentHere {
     }
 }
 
-/// After this tab's live events lagged: what the visitor sent from other tabs meanwhile, read
-/// back from the history (the widget drops what it already shows, by id, and places the rest
-/// by number). False closes the socket: with the history unavailable too, the tab reconnects
+/// After this tab's live events lagged: what the visitor sent from other tabs lately, read back
+/// from the history (the widget drops what it already shows, by id, and places the rest by
+/// number). All of the recent history's, not only what came after the last event seen: events
+/// reach the tab in the order they were published, which is not always the order of the
+/// messages' numbers. False closes the socket: with the history unavailable too, the tab reconnects
 /// and gets the whole history in its welcome.
 async fn catch_up_other_tabs(
     state: &SocketState,
