@@ -348,16 +348,8 @@ async fn greets_in_the_browsers_language(backend: Backend) {
     let mut visitor = Visitor::greet(socket, json!({"type": "hello"})).await;
     let greeting = chat(&mut visitor, "1", "hola").await;
     assert!(greeting.starts_with("¡Hola! Puedo"), "{greeting}");
-    let history = app
-        .store()
-        .history("web", &visitor.visitor_id, 10)
-        .await
-        .unwrap();
-    let conversation = app
-        .store()
-        .conversation(&history[0].conversation_id)
-        .await
-        .unwrap();
+    let conversation_id = app.conversation_of(&visitor).await;
+    let conversation = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(conversation.language.as_deref(), Some("es"));
 }
 
@@ -410,16 +402,8 @@ async fn language_follows_the_customer(backend: Backend) {
     assert!(spanish.contains("Fuente: Envíos"), "{spanish}");
     let english = chat(&mut visitor, "3", "What payment methods do you accept?").await;
     assert!(english.contains("Source: Payment"), "{english}");
-    let history = app
-        .store()
-        .history("web", &visitor.visitor_id, 10)
-        .await
-        .unwrap();
-    let conversation = app
-        .store()
-        .conversation(&history[0].conversation_id)
-        .await
-        .unwrap();
+    let conversation_id = app.conversation_of(&visitor).await;
+    let conversation = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(conversation.language.as_deref(), Some("en"));
 }
 
@@ -431,12 +415,7 @@ async fn hands_over_with_a_summary(backend: Backend) {
     chat(&mut visitor, "1", "I want a refund").await;
     let handed = chat(&mut visitor, "2", "let me talk to a human").await;
     assert!(handed.contains("colleague"), "{handed}");
-    let history = app
-        .store()
-        .history("web", &visitor.visitor_id, 10)
-        .await
-        .unwrap();
-    let conversation_id = history[0].conversation_id.clone();
+    let conversation_id = app.conversation_of(&visitor).await;
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(conversation.state.status.as_str(), "queued");
     let events = app

@@ -557,12 +557,7 @@ async fn delivery_published_live(backend: Backend) {
     let mut visitor = app.visitor().await;
     visitor.send_and_ack("0", "hello").await;
     visitor.bot_reply().await;
-    let stored = app
-        .store()
-        .history("web", &visitor.visitor_id, 1)
-        .await
-        .unwrap();
-    let conversation_id = stored[0].conversation_id.clone();
+    let conversation_id = app.conversation_of(&visitor).await;
     let seen = events_once_delivered(&app, &conversation_id, 1).await.len() as i64;
     let stream = reqwest::Client::new()
         .get(app.http_url(&format!("/api/v1/conversations/{conversation_id}/stream")))
@@ -601,12 +596,7 @@ async fn subscriber_catches_up(backend: Backend) {
         .map(str::to_string)
         .unwrap_or_default();
     let conversation_id = if conversation_id.is_empty() {
-        let stored = app
-            .store()
-            .history("web", &visitor.visitor_id, 1)
-            .await
-            .unwrap();
-        stored[0].conversation_id.clone()
+        app.conversation_of(&visitor).await
     } else {
         conversation_id
     };

@@ -160,6 +160,17 @@ impl TestApp {
     pub async fn visitor(&self) -> Visitor {
         Visitor::connect(&self.ws_url(), None).await
     }
+
+    /// The id of the web chat visitor's latest conversation.
+    pub async fn conversation_of(&self, visitor: &Visitor) -> String {
+        self.store()
+            .history("web", &visitor.visitor_id, 1)
+            .await
+            .unwrap()
+            .first()
+            .map(|message| message.conversation_id.clone())
+            .expect("the visitor has a conversation")
+    }
 }
 
 pub fn options_with(

@@ -29,21 +29,11 @@ async fn resolve(app: &TestApp, conversation_id: &str) {
         .expect("an open conversation can be resolved");
 }
 
-/// The visitor's open conversation.
-async fn open_conversation(app: &TestApp, visitor: &Visitor) -> String {
-    let history = app
-        .store()
-        .history("web", &visitor.visitor_id, 1)
-        .await
-        .unwrap();
-    history[0].conversation_id.clone()
-}
-
 async fn first_turn(app: &TestApp) -> (Visitor, String) {
     let mut visitor = app.visitor().await;
     visitor.send_and_ack("c-1", "where is my parcel?").await;
     visitor.bot_reply().await;
-    let conversation_id = open_conversation(app, &visitor).await;
+    let conversation_id = app.conversation_of(&visitor).await;
     (visitor, conversation_id)
 }
 
@@ -57,7 +47,7 @@ async fn customer_reopens_a_resolved_conversation(backend: Backend) {
     visitor.send_and_ack("c-2", "it still has not come").await;
     let reply = visitor.bot_reply().await;
     assert_eq!(
-        open_conversation(&app, &visitor).await,
+        app.conversation_of(&visitor).await,
         conversation_id,
         "the message joins the resolved conversation"
     );
@@ -130,7 +120,7 @@ async fn reopen_off_opens_a_new_conversation(backend: Backend) {
     resolve(&app, &conversation_id).await;
     visitor.send_and_ack("c-2", "one more thing").await;
     visitor.bot_reply().await;
-    let second = &open_conversation(&app, &visitor).await;
+    let second = &app.conversation_of(&visitor).await;
     assert_ne!(second, &conversation_id, "a new conversation");
     let old = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(old.state.status, Status::Resolved, "history stays resolved");

@@ -206,7 +206,7 @@ async fn handoff_makes_the_bot_silent(backend: Backend) {
     visitor.send_and_ack("b", "let me talk to a human").await;
     let reply = visitor.bot_reply().await;
     assert_eq!(reply["text"], "Connecting you with a person.");
-    let conversation_id = ack_conversation(&app, &visitor).await;
+    let conversation_id = app.conversation_of(&visitor).await;
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(conversation.state.status, Status::Queued);
     assert_eq!(conversation.state.owner, Owner::Queue("support".into()));
@@ -279,15 +279,6 @@ async fn handoff_makes_the_bot_silent(backend: Backend) {
 }
 both_backends!(handoff_to_the_queue, handoff_makes_the_bot_silent);
 
-async fn ack_conversation(app: &TestApp, visitor: &crate::helpers::Visitor) -> String {
-    let history = app
-        .store()
-        .history("web", &visitor.visitor_id, 10)
-        .await
-        .unwrap();
-    history[0].conversation_id.clone()
-}
-
 struct Failing;
 
 #[async_trait]
@@ -313,7 +304,7 @@ async fn assistant_failure_hands_over(backend: Backend) {
             .unwrap()
             .contains("A person will take over")
     );
-    let conversation_id = ack_conversation(&app, &visitor).await;
+    let conversation_id = app.conversation_of(&visitor).await;
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(conversation.state.status.as_str(), "queued");
 }
@@ -366,7 +357,7 @@ async fn takeover_mid_turn_silences_the_bot(backend: Backend) {
     visitor.send_and_ack("2", "hold on").await;
     hesitant.started.notified().await;
     // An agent takes the conversation while the bot is still thinking.
-    let conversation_id = ack_conversation(&app, &visitor).await;
+    let conversation_id = app.conversation_of(&visitor).await;
     app.app
         .router
         .transfer(&conversation_id, &takeover_by_ana(), None)

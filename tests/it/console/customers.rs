@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use switchboard::console::Role;
 use switchboard::workflow::{Actor, NewTask, VerifiedContext};
 
-use super::{Desk, agent_message, app, conversation_of, handed_off, person};
+use super::{Desk, agent_message, app, handed_off, person};
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp};
 
@@ -54,7 +54,7 @@ async fn merge(backend: Backend) {
     let mut phone = app.visitor().await;
     phone.send_and_ack("p1", "hello from my phone").await;
     phone.bot_reply().await;
-    let phone_conversation = conversation_of(&app, &phone).await;
+    let phone_conversation = app.conversation_of(&phone).await;
     let phone_contact = app
         .store()
         .conversation(&phone_conversation)

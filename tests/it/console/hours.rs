@@ -8,7 +8,7 @@ use serde_json::json;
 use switchboard::console::Role;
 use switchboard::conversation::{Owner, Status};
 
-use super::{Desk, app, conversation_of, person};
+use super::{Desk, app, person};
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, eventually};
 
@@ -40,7 +40,7 @@ async fn ask_for_a_person(app: &TestApp) -> (crate::helpers::Visitor, String, St
             frame["type"] == "message" && frame["author"] == "system"
         })
         .await;
-    let id = conversation_of(app, &visitor).await;
+    let id = app.conversation_of(&visitor).await;
     (visitor, id, notice["text"].as_str().unwrap().to_string())
 }
 

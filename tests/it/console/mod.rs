@@ -132,16 +132,6 @@ pub async fn person(app: &TestApp, email: &str, role: Role, roles: &[&str], team
         .unwrap();
 }
 
-pub async fn conversation_of(app: &TestApp, visitor: &Visitor) -> String {
-    app.store()
-        .history("web", &visitor.visitor_id, 1)
-        .await
-        .unwrap()
-        .first()
-        .map(|message| message.conversation_id.clone())
-        .expect("the visitor has a conversation")
-}
-
 /// A customer who asked for a person: their conversation waits in the support queue.
 pub async fn handed_off(app: &TestApp) -> (Visitor, String) {
     let mut visitor = app.visitor().await;
@@ -149,7 +139,7 @@ pub async fn handed_off(app: &TestApp) -> (Visitor, String) {
     visitor.bot_reply().await;
     visitor.send_and_ack("c2", "let me talk to a human").await;
     visitor.bot_reply().await;
-    let id = conversation_of(app, &visitor).await;
+    let id = app.conversation_of(&visitor).await;
     eventually(10, "the handoff", || async {
         app.store().conversation(&id).await.unwrap().state.status == Status::Queued
     })
@@ -162,7 +152,7 @@ pub async fn handed_off_or_assigned(app: &TestApp) -> (Visitor, String) {
     let mut visitor = app.visitor().await;
     visitor.send_and_ack("c1", "let me talk to a human").await;
     visitor.bot_reply().await;
-    let id = conversation_of(app, &visitor).await;
+    let id = app.conversation_of(&visitor).await;
     eventually(10, "the handoff", || async {
         app.store().conversation(&id).await.unwrap().state.status != Status::Bot
     })
@@ -303,7 +293,7 @@ async fn take_over_before_handoff(backend: Backend) {
     let mut visitor = app.visitor().await;
     visitor.send_and_ack("t1", "hello").await;
     visitor.bot_reply().await;
-    let id = conversation_of(&app, &visitor).await;
+    let id = app.conversation_of(&visitor).await;
     let bob = Desk::sign_in(&app, "bob@shop.test").await;
     let (_, all) = bob.get("/console/api/queue?view=all").await;
     assert_eq!(all["items"][0]["status"], "bot", "{all}");

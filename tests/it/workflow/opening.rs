@@ -134,16 +134,11 @@ async fn the_opening_message_is_read_for_details_and_refusals_come_first() {
     );
 
     // Asked for nothing else along the way.
-    let history = shop
-        .app
-        .store()
-        .history("web", &visitor.visitor_id, 10)
-        .await
-        .unwrap();
+    let conversation_id = shop.app.conversation_of(&visitor).await;
     let bot: Vec<String> = shop
         .app
         .store()
-        .conversation_messages(&history[0].conversation_id)
+        .conversation_messages(&conversation_id)
         .await
         .unwrap()
         .into_iter()

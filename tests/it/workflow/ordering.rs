@@ -204,16 +204,8 @@ async fn orders_are_priced_from_the_catalogue(backend: Backend) {
     let mut guest = guest;
     guest.send_and_ack("g-1", "hello").await;
     guest.bot_reply().await;
-    let history = shop
-        .app
-        .store()
-        .history("web", &guest.visitor_id, 10)
-        .await
-        .unwrap();
-    let guest_context = workflow
-        .context_for(&history[0].conversation_id)
-        .await
-        .unwrap();
+    let guest_conversation = shop.app.conversation_of(&guest).await;
+    let guest_context = workflow.context_for(&guest_conversation).await.unwrap();
     let signed_out = refused(
         &shop,
         &guest_context,

@@ -24,13 +24,7 @@ async fn customer_asks_in_chat(backend: Backend) {
     let mut visitor = Visitor::hello(&shop.app.ws_url(), hello).await;
     visitor.send_and_ack("c-0", "hello").await;
     visitor.bot_reply().await;
-    let history = shop
-        .app
-        .store()
-        .history("web", &visitor.visitor_id, 10)
-        .await
-        .unwrap();
-    let conversation_id = history[0].conversation_id.clone();
+    let conversation_id = shop.app.conversation_of(&visitor).await;
     let context = shop
         .app
         .app

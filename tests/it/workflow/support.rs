@@ -237,13 +237,7 @@ impl Shop {
         let mut visitor = self.app.visitor().await;
         visitor.send_and_ack("hello-1", "hello").await;
         visitor.bot_reply().await;
-        let history = self
-            .app
-            .store()
-            .history("web", &visitor.visitor_id, 10)
-            .await
-            .unwrap();
-        let conversation_id = history[0].conversation_id.clone();
+        let conversation_id = self.app.conversation_of(&visitor).await;
         let admin = self.key(&[Scope::Admin], &[]).await;
         let (status, linked) = self
             .post(
