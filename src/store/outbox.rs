@@ -251,11 +251,20 @@ impl Store {
                     vec![now.into(), Bind::Int(*id)],
                 )
             })),
+            // The bounds of the ids too, so that the plan is a scan of the primary key's range
+            // whatever the table's size when it was cached: with the list alone, the plan
+            // PostgreSQL cached while the table was small scanned all of it for every batch
+            // until the next ANALYZE (docs/performance.md).
             Backend::Postgres if !sent.is_empty() => statements.push(Statement::new(
                 "UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = $1, \
-                 locked_until = NULL, locked_by = NULL \
-                 WHERE id IN (SELECT value::bigint FROM json_array_elements_text($2::json))",
-                vec![now.into(), json_text(&sent)?.into()],
+                 locked_until = NULL, locked_by = NULL WHERE id >= $3 AND id <= $4 \
+                 AND id IN (SELECT value::bigint FROM json_array_elements_text($2::json))",
+                vec![
+                    now.into(),
+                    json_text(&sent)?.into(),
+                    sent.iter().min().copied().into(),
+                    sent.iter().max().copied().into(),
+                ],
             )),
             Backend::Postgres => {}
         }
@@ -357,13 +366,20 @@ impl Store {
                  LEFT JOIN messages m ON m.id = e.message_id \
                  ORDER BY e.conversation_id, e.seq"
             ),
-            Backend::Postgres => concat_event_query!(
-                "FROM json_array_elements($1::json) AS k \
-                 JOIN conversation_events e ON e.conversation_id = k.value->>0 \
-                 AND e.seq = (k.value->>1)::bigint \
-                 JOIN conversations c ON c.id = e.conversation_id \
-                 LEFT JOIN messages m ON m.id = e.message_id \
-                 ORDER BY e.conversation_id, e.seq"
+            // Each key looked up on its own (LATERAL), so that the plan is index lookups
+            // whatever the tables' size when it was cached: as a join, the plan PostgreSQL
+            // cached while the tables were small scanned the whole event log for every batch
+            // until the next ANALYZE (docs/performance.md).
+            Backend::Postgres => concat!(
+                "SELECT e.* FROM json_array_elements($1::json) AS k CROSS JOIN LATERAL (",
+                concat_event_query!(
+                    "FROM conversation_events e \
+                     JOIN conversations c ON c.id = e.conversation_id \
+                     LEFT JOIN messages m ON m.id = e.message_id \
+                     WHERE e.conversation_id = k.value->>0 AND e.seq = (k.value->>1)::bigint \
+                     LIMIT 1"
+                ),
+                ") AS e ORDER BY e.conversation_id, e.seq"
             ),
         };
         // The read pool: on SQLite the write connection belongs to the group writer.
