@@ -99,10 +99,11 @@ pub struct Store {
     retries: Arc<AtomicU64>,
 }
 
-/// How many times a write that lost a race on a unique constraint is written again. Sixty-four
-/// to 256 writers of one conversation at once on PostgreSQL (eight connections) lost no write
-/// in 30 to 40 runs each with these retries and their pauses; with ten retries at once, one
-/// run in seven to one in two lost one (docs/performance.md).
+/// How many times a write that lost a race on a unique constraint is written again. With these
+/// retries and their pauses, 64, 96 and 256 writers of one conversation at once on PostgreSQL
+/// (eight connections) lost no write in 30 to 40 runs each, and 128 writers lost one in 2 runs
+/// of 30; with ten retries at once, one run in seven to one in two lost one
+/// (docs/performance.md).
 const RETRIES: u32 = 16;
 
 /// The longest pause before a retry (see [`Store::retrying`]).
