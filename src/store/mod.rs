@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, AssertSqlSafe, Executor, Row};
+use sqlx::{AnyPool, AssertSqlSafe, Connection, Executor, Row};
 use switchboard_connector::{Attachment, AuthorKind, ChannelMessage};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,10 @@ const RETRIES: u32 = 16;
 
 /// The longest pause before a retry (see [`Store::retrying`]).
 const LONGEST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long a PostgreSQL connection may sit idle in the pool before it is pinged on its next
+/// acquire. Under load connections are back in use within milliseconds and skip the ping.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The pause before retry number `attempt` (from 1): none before the first, then a random
 /// pause of up to 1, 2, 4, ... ms, at most [`LONGEST_RETRY_PAUSE`]: half a second in all at
@@ -253,8 +257,21 @@ impl Store {
                 }
             }
             Backend::Postgres => {
+                // sqlx pings a connection on every acquire by default: a round trip to the
+                // server before each statement, as many as the statements themselves. A
+                // connection busy a moment ago is alive; one idle for a while (the server may
+                // have restarted meanwhile) is pinged, and replaced if that fails.
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
+                    .test_before_acquire(false)
+                    .before_acquire(|connection, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_AFTER_IDLE {
+                                connection.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(options)
                     .await?;

@@ -14,7 +14,9 @@ use switchboard_connector::{
 };
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, TestDatabase, eventually, options_with, settings};
+use crate::helpers::{
+    Backend, TestApp, TestDatabase, eventually, options_with, postgres_admin_url, settings,
+};
 
 async fn resent_message_is_stored_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -550,6 +552,51 @@ both_backends!(
     concurrent_writers_number_events_densely,
     concurrent_writers_number_events_densely
 );
+
+/// A PostgreSQL connection the server closed while it sat idle in the store's pool (a restart of
+/// the server, a proxy's idle timeout) is found dead on its next acquire and replaced, so the
+/// next write goes through. The store pings only connections idle for a second or more: a
+/// ping before every statement would be a round trip as costly as the statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_while_idle_is_replaced() {
+    use sqlx::Connection;
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let store = Store::connect(&database.url, 2).await.unwrap();
+    let options = IngestOptions {
+        reopen_resolved: true,
+        record_only: false,
+    };
+    let message = |index: usize| {
+        InboundEvent::text(
+            "web",
+            format!("m-{index}"),
+            PlatformIdentity::new("visitor-1", false),
+            "visitor-1",
+            format!("message {index}"),
+        )
+    };
+    let opened = store.ingest(&message(1), options).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let name = database.url.rsplit('/').next().unwrap();
+    let name = name.split('?').next().unwrap();
+    let mut admin = sqlx::AnyConnection::connect(&postgres_admin_url())
+        .await
+        .unwrap();
+    let ended =
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+    assert!(!ended.is_empty(), "the pool's connections were open");
+    let second = store
+        .ingest(&message(2), options)
+        .await
+        .expect("the write goes through on a fresh connection");
+    assert_eq!(second.conversation_id, opened.conversation_id);
+    assert_eq!(second.seq, 2);
+    store.close().await;
+}
 
 /// A channel's command (Telegram's `/human`) that was stored but had not had its turn when the
 /// process died is still that command after the restart: the bot says the command's reply and
