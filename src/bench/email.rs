@@ -22,7 +22,8 @@ use futures::StreamExt;
 use switchboard_email::testing::{Inbox, MailUser, Mx, channel_table, mailbox};
 use tokio::sync::Mutex;
 
-use super::router::{bench_settings, resident_kib, tempdir};
+use super::idle::resident_kib;
+use super::router::{bench_settings, tempdir};
 use crate::app::{App, AppOptions};
 use crate::assistant::EchoAssistant;
 use crate::config::Settings;

@@ -9,6 +9,7 @@ pub mod console;
 pub mod customers;
 #[cfg(feature = "channel-email")]
 pub mod email;
+mod idle;
 pub mod llm;
 pub mod router;
 pub mod shop_chat;

@@ -6,7 +6,8 @@
 //! - `--rate R`: open loop at R messages/s in all, spread over the visitors, sent on schedule
 //!   whether or not replies have come; measures latency at a given load;
 //! - `--idle N`: N visitors connect, say hello and sit idle; measures the server's resident
-//!   memory. The server runs as a child process so that the figure is the server's alone.
+//!   memory ([`super::idle`]). The server runs as a child process so that the figure is the
+//!   server's alone.
 //!
 //! `--baseline` first drives a bare server of the same frames ([`super::baseline`]) with the
 //! same load, and prints the router's throughput as a share of that ceiling.
@@ -80,7 +81,6 @@ pub(crate) type Socket =
 struct Server {
     ws_url: String,
     app: Option<App>,
-    child: Option<tokio::process::Child>,
     _data_dir: Option<tempdir::TempDir>,
 }
 
@@ -195,40 +195,6 @@ async fn start_in_process(options: &RouterBench, settings: Settings) -> anyhow::
     Ok(Server {
         ws_url: format!("ws://{}/channels/webchat/web/ws", app.addr),
         app: Some(app),
-        child: None,
-        _data_dir: Some(data_dir),
-    })
-}
-
-async fn start_child(options: &RouterBench) -> anyhow::Result<Server> {
-    let data_dir = tempdir::TempDir::new("idle")?;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
-    };
-    let exe = std::env::current_exe()?;
-    let child = tokio::process::Command::new(exe)
-        .arg("serve")
-        .arg("--config")
-        .arg(lifted_config_file(&data_dir.0)?)
-        .env("SWITCHBOARD__DATA_DIR", &data_dir.0)
-        .env("SWITCHBOARD__HTTP__HOST", "127.0.0.1")
-        .env("SWITCHBOARD__HTTP__PORT", port.to_string())
-        .env(
-            "SWITCHBOARD__DATABASE__URL",
-            options.database.clone().unwrap_or_default(),
-        )
-        .env("SWITCHBOARD__ASSISTANT__KIND", "echo")
-        .env("SWITCHBOARD__LOG__LEVEL", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the server process")?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await?;
-    Ok(Server {
-        ws_url: ws_url(&base)?,
-        app: None,
-        child: Some(child),
         _data_dir: Some(data_dir),
     })
 }
@@ -276,37 +242,8 @@ pub(crate) fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSo
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
 }
 
-/// [`connect`] from the loopback address `source`. One source address reaches one server
-/// port from at most as many sockets as there are ephemeral ports (about 28,000 by default),
-/// so many sessions are spread over several: all of 127.0.0.0/8 is the loopback.
-async fn connect_from(url: &str, source: std::net::Ipv4Addr) -> anyhow::Result<Socket> {
-    let request = same_origin_request(url)?;
-    let authority = request
-        .uri()
-        .authority()
-        .context("the URL names a host")?
-        .as_str()
-        .to_string();
-    let server = tokio::net::lookup_host(&authority)
-        .await?
-        .find(std::net::SocketAddr::is_ipv4)
-        .with_context(|| format!("{authority} has no IPv4 address"))?;
-    let tcp = tokio::net::TcpSocket::new_v4()?;
-    tcp.bind(std::net::SocketAddr::new(source.into(), 0))
-        .with_context(|| format!("binding a client socket to {source}"))?;
-    let stream = tcp.connect(server).await?;
-    stream.set_nodelay(true)?;
-    let (socket, _) = tokio_tungstenite::client_async_with_config(
-        request,
-        tokio_tungstenite::MaybeTlsStream::Plain(stream),
-        Some(client_config()),
-    )
-    .await?;
-    Ok(welcome(socket).await?.0)
-}
-
 /// Say hello as a new visitor and wait for the welcome: the socket and the visitor's id.
-async fn welcome(mut socket: Socket) -> anyhow::Result<(Socket, String)> {
+pub(super) async fn welcome(mut socket: Socket) -> anyhow::Result<(Socket, String)> {
     socket
         .send(Message::text(r#"{"type":"hello","token":null}"#))
         .await?;
@@ -387,7 +324,12 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
     // raise their limits alike (the server inherits this process's).
     let fd_limit = super::raise_fd_limit_to(options.idle.map_or(0, |idle| idle as u64 + 1_000));
     if let Some(idle) = options.idle {
-        return run_idle(&options, idle, fd_limit).await;
+        if options.url.is_some() {
+            bail!(
+                "--idle measures a server it starts itself; it cannot read another host's memory"
+            );
+        }
+        return super::idle::run(&options.database, idle, fd_limit).await;
     }
     if options.messages.is_some() && (options.url.is_some() || options.rate != 0) {
         bail!(
@@ -410,7 +352,6 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
         Some(url) => Server {
             ws_url: ws_url(url)?,
             app: None,
-            child: None,
             _data_dir: None,
         },
         None => start_in_process(&options, settings).await?,
@@ -486,9 +427,6 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
     };
     if let Some(app) = server.app.take() {
         app.shutdown().await;
-    }
-    if let Some(mut child) = server.child.take() {
-        let _ = child.kill().await;
     }
     let versus = match ceiling {
         Some(bare) => format!(
@@ -629,7 +567,7 @@ pub async fn load(
     })
 }
 
-fn describe_db(database: &Option<String>) -> String {
+pub(super) fn describe_db(database: &Option<String>) -> String {
     match database {
         Some(url) => crate::config::redact_url(url),
         None => "sqlite (temporary file)".into(),
@@ -776,75 +714,4 @@ async fn open_loop(
     let sent = sent?;
     let (local, answered) = received?;
     totals.add(sent, answered, &local).await
-}
-
-pub(crate) fn resident_kib(pid: u32) -> anyhow::Result<u64> {
-    status_kib(pid, "VmRSS")
-}
-
-/// One `kB` field of `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssFile`, `RssShmem`).
-pub(crate) fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("{field} not found in /proc/{pid}/status"))
-}
-
-async fn run_idle(options: &RouterBench, idle: usize, fd_limit: u64) -> anyhow::Result<()> {
-    if options.url.is_some() {
-        bail!("--idle measures a server it starts itself; it cannot read another host's memory");
-    }
-    if idle > 250 * 20_000 {
-        bail!("--idle goes up to 5,000,000 sessions (250 loopback addresses of 20,000)");
-    }
-    if fd_limit > 0 && (fd_limit as usize) < idle + 100 {
-        bail!("open files limit {fd_limit} is too low for {idle} sessions; raise ulimit -n");
-    }
-    let mut server = start_child(options).await?;
-    let pid = server
-        .child
-        .as_ref()
-        .and_then(|child| child.id())
-        .context("server process id")?;
-    println!(
-        "bench router --idle: {idle} idle web chat sessions against a server process (pid {pid}), database {}",
-        describe_db(&options.database)
-    );
-    let before = resident_kib(pid)?;
-    let mut sockets = Vec::with_capacity(idle);
-    let started = Instant::now();
-    let mut batch = Vec::new();
-    for index in 0..idle {
-        // 20,000 sessions per source address: 127.0.0.1, then 127.0.0.2, ...
-        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (index / 20_000) as u8);
-        batch.push(connect_from(&server.ws_url, source));
-        if batch.len() == 100 {
-            for socket in futures::future::join_all(batch.drain(..)).await {
-                sockets.push(socket?);
-            }
-        }
-    }
-    for socket in futures::future::join_all(batch.drain(..)).await {
-        sockets.push(socket?);
-    }
-    let connect_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = resident_kib(pid)?;
-    let rss_mb = after as f64 / 1024.0;
-    let per_session_kib = (after.saturating_sub(before)) as f64 / idle as f64;
-    println!(
-        "server resident memory: {:.1} MB before, {rss_mb:.1} MB with {idle} sessions ({per_session_kib:.1} KiB per session); connected in {connect_secs:.1} s",
-        before as f64 / 1024.0
-    );
-    drop(sockets);
-    if let Some(mut child) = server.child.take() {
-        let _ = child.kill().await;
-    }
-    println!(
-        "idle_sessions={idle} rss_mb={rss_mb:.1} baseline_mb={:.1} per_session_kib={per_session_kib:.1}",
-        before as f64 / 1024.0
-    );
-    Ok(())
 }

@@ -18,9 +18,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::router::{
-    connect, lifted_config_file, resident_kib, status_kib, tempdir, wait_ready, ws_url,
-};
+use super::idle::{resident_kib, status_kib};
+use super::router::{connect, lifted_config_file, tempdir, wait_ready, ws_url};
 
 #[derive(Debug, clap::Args)]
 pub struct SoakBench {
