@@ -259,7 +259,8 @@ impl Store {
             Backend::Postgres => {
                 // sqlx pings a connection on every acquire by default: a round trip to the
                 // server before each statement, as many as the statements themselves. A
-                // connection busy a moment ago is alive; one idle for a while (the server may
+                // connection in use a moment ago is almost always alive (one the server closed
+                // since fails its next statement once); one idle for a while (the server may
                 // have restarted meanwhile) is pinged, and replaced if that fails.
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
