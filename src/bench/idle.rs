@@ -104,9 +104,10 @@ async fn start_child(database: &Option<String>) -> anyhow::Result<ChildServer> {
     })
 }
 
-/// [`connect`] from the loopback address `source`. One source address reaches one server
-/// port from at most as many sockets as there are ephemeral ports (about 28,000 by default),
-/// so many sessions are spread over several: all of 127.0.0.0/8 is the loopback.
+/// A visitor's connection and handshake from the loopback address `source`. One source
+/// address reaches one server port from at most as many sockets as there are ephemeral ports
+/// (about 28,000 by default), so many sessions are spread over several: all of 127.0.0.0/8 is
+/// the loopback.
 async fn connect_from(url: &str, source: std::net::Ipv4Addr) -> anyhow::Result<Socket> {
     let request = same_origin_request(url)?;
     let authority = request
