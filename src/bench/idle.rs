@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::router::{
-    Socket, client_config, describe_db, lifted_config_file, same_origin_request, tempdir,
-    wait_ready, welcome, ws_url,
+    Socket, client_config, describe_db, same_origin_request, start_server_process, tempdir,
+    welcome, ws_url,
 };
 
 /// A server process started for the measurement, killed on drop.
@@ -74,29 +74,9 @@ pub(super) async fn run(
 
 async fn start_child(database: &Option<String>) -> anyhow::Result<ChildServer> {
     let data_dir = tempdir::TempDir::new("idle")?;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
-    };
-    let exe = std::env::current_exe()?;
-    let child = tokio::process::Command::new(exe)
-        .arg("serve")
-        .arg("--config")
-        .arg(lifted_config_file(&data_dir.0)?)
-        .env("SWITCHBOARD__DATA_DIR", &data_dir.0)
-        .env("SWITCHBOARD__HTTP__HOST", "127.0.0.1")
-        .env("SWITCHBOARD__HTTP__PORT", port.to_string())
-        .env(
-            "SWITCHBOARD__DATABASE__URL",
-            database.clone().unwrap_or_default(),
-        )
-        .env("SWITCHBOARD__ASSISTANT__KIND", "echo")
-        .env("SWITCHBOARD__LOG__LEVEL", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the server process")?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await?;
+    let database = database.clone().unwrap_or_default();
+    let (child, base) =
+        start_server_process(&data_dir.0, &[("SWITCHBOARD__DATABASE__URL", &database)]).await?;
     Ok(ChildServer {
         ws_url: ws_url(&base)?,
         child,

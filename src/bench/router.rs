@@ -146,7 +146,7 @@ pub(crate) fn lifted_web_table() -> serde_json::Map<String, serde_json::Value> {
 /// A config file for a server process the benchmark drives: the web chat and connection
 /// limits lifted (channel tables cannot be set through the environment); everything else
 /// comes from the defaults and the environment.
-pub(crate) fn lifted_config_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+fn lifted_config_file(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
     let mut text = String::from(
         "[http]\nmax_connections = 100000\nmax_connections_per_ip = 0\n\n[[channel]]\nkind = \"webchat\"\nname = \"web\"\n",
     );
@@ -156,6 +156,36 @@ pub(crate) fn lifted_config_file(dir: &std::path::Path) -> anyhow::Result<std::p
     let path = dir.join("bench.toml");
     std::fs::write(&path, text).context("writing the benchmark's config file")?;
     Ok(path)
+}
+
+/// Start `switchboard serve` as a child process on a free loopback port, with the lifted
+/// config ([`lifted_config_file`]) and its data in `data_dir`, the echo assistant and `env`
+/// besides; wait until it is ready. The child is killed when dropped. Returns it and its base
+/// URL.
+pub(crate) async fn start_server_process(
+    data_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--config")
+        .arg(lifted_config_file(data_dir)?)
+        .env("SWITCHBOARD__DATA_DIR", data_dir)
+        .env("SWITCHBOARD__HTTP__HOST", "127.0.0.1")
+        .env("SWITCHBOARD__HTTP__PORT", port.to_string())
+        .env("SWITCHBOARD__ASSISTANT__KIND", "echo")
+        .env("SWITCHBOARD__LOG__LEVEL", "warn")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the server process")?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await?;
+    Ok((child, base))
 }
 
 pub(super) fn bench_settings(
@@ -199,7 +229,7 @@ async fn start_in_process(options: &RouterBench, settings: Settings) -> anyhow::
     })
 }
 
-pub(crate) async fn wait_ready(base: &str) -> anyhow::Result<()> {
+async fn wait_ready(base: &str) -> anyhow::Result<()> {
     let address = base.trim_start_matches("http://").to_string();
     for _ in 0..300 {
         if let Ok(mut stream) = tokio::net::TcpStream::connect(&address).await {

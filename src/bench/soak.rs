@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::idle::{resident_kib, status_kib};
-use super::router::{connect, lifted_config_file, tempdir, wait_ready, ws_url};
+use super::router::{connect, start_server_process, tempdir, ws_url};
 
 #[derive(Debug, clap::Args)]
 pub struct SoakBench {
@@ -252,27 +252,15 @@ pub async fn run(options: SoakBench) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     // The schema exists before the key is made: the key command migrates too, but the server
     // should be the one that creates the database.
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
-    };
-    let mut child = tokio::process::Command::new(&exe)
-        .arg("serve")
-        .arg("--config")
-        .arg(lifted_config_file(&data_dir.0)?)
-        .env("SWITCHBOARD__DATA_DIR", &data_dir.0)
-        .env("SWITCHBOARD__HTTP__HOST", "127.0.0.1")
-        .env("SWITCHBOARD__HTTP__PORT", port.to_string())
-        .env("SWITCHBOARD__ASSISTANT__KIND", "echo")
-        .env("SWITCHBOARD__LOG__LEVEL", "warn")
-        .env("SWITCHBOARD__HTTP__API_RATE_PER_MINUTE", "1000000")
-        .env("SWITCHBOARD__HTTP__API_RATE_BURST", "100000")
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the server process")?;
+    let (mut child, base) = start_server_process(
+        &data_dir.0,
+        &[
+            ("SWITCHBOARD__HTTP__API_RATE_PER_MINUTE", "1000000"),
+            ("SWITCHBOARD__HTTP__API_RATE_BURST", "100000"),
+        ],
+    )
+    .await?;
     let pid = child.id().context("server pid")?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base).await?;
     let key = create_api_key(&exe, &data_dir.0).await?;
     let url = ws_url(&base)?;
     println!(
