@@ -18,6 +18,24 @@ use crate::helpers::{
     Backend, TestApp, TestDatabase, eventually, options_with, postgres_admin_url, settings,
 };
 
+/// How the router stores a customer's message: a message on a resolved conversation's thread
+/// reopens it.
+const REOPENING: IngestOptions = IngestOptions {
+    reopen_resolved: true,
+    record_only: false,
+};
+
+/// Web chat message number `index` from visitor-1, on their thread.
+fn visitor_one_says(index: usize) -> InboundEvent {
+    InboundEvent::text(
+        "web",
+        format!("m-{index}"),
+        PlatformIdentity::new("visitor-1", false),
+        "visitor-1",
+        format!("message {index}"),
+    )
+}
+
 async fn resent_message_is_stored_once(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut visitor = app.visitor().await;
@@ -407,10 +425,7 @@ both_backends!(takeover_during_a_turn, takeover_mid_turn_silences_the_bot);
 async fn stale_turn_writes_nothing(backend: Backend) {
     let database = TestDatabase::new(backend).await;
     let store = Store::connect(&database.url, 2).await.unwrap();
-    let options = IngestOptions {
-        reopen_resolved: true,
-        record_only: false,
-    };
+    let options = REOPENING;
     let mut stale = Vec::new();
     for visitor in 0..4 {
         let event = InboundEvent::text(
@@ -504,26 +519,17 @@ both_backends!(a_stale_turn_writes_nothing, stale_turn_writes_nothing);
 async fn concurrent_writers_number_events_densely(backend: Backend) {
     let database = TestDatabase::new(backend).await;
     let store = Store::connect(&database.url, 8).await.unwrap();
-    let options = IngestOptions {
-        reopen_resolved: true,
-        record_only: false,
-    };
-    let message = |index: usize| {
-        InboundEvent::text(
-            "web",
-            format!("m-{index}"),
-            PlatformIdentity::new("visitor-1", false),
-            "visitor-1",
-            format!("message {index}"),
-        )
-    };
-    let opened = store.ingest(&message(0), options).await.unwrap();
+    let options = REOPENING;
+    let opened = store.ingest(&visitor_one_says(0), options).await.unwrap();
     let conversation = store.conversation(&opened.conversation_id).await.unwrap();
     let writers = (1..=64).map(|index| {
         let (store, conversation) = (store.clone(), conversation.clone());
         async move {
             if index % 2 == 0 {
-                return store.ingest(&message(index), options).await.map(|_| ());
+                return store
+                    .ingest(&visitor_one_says(index), options)
+                    .await
+                    .map(|_| ());
             }
             let note = switchboard::store::NewEvent {
                 kind: EventKind::NoteAdded,
@@ -562,20 +568,8 @@ async fn a_connection_closed_while_idle_is_replaced() {
     use sqlx::Connection;
     let database = TestDatabase::new(Backend::Postgres).await;
     let store = Store::connect(&database.url, 2).await.unwrap();
-    let options = IngestOptions {
-        reopen_resolved: true,
-        record_only: false,
-    };
-    let message = |index: usize| {
-        InboundEvent::text(
-            "web",
-            format!("m-{index}"),
-            PlatformIdentity::new("visitor-1", false),
-            "visitor-1",
-            format!("message {index}"),
-        )
-    };
-    let opened = store.ingest(&message(1), options).await.unwrap();
+    let options = REOPENING;
+    let opened = store.ingest(&visitor_one_says(1), options).await.unwrap();
     // Idle time counts from the end of sqlx's ping on release, in a task of its own: a second
     // and a half of margin for a busy machine.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -594,7 +588,7 @@ async fn a_connection_closed_while_idle_is_replaced() {
     .unwrap();
     assert!(!ended.is_empty(), "the pool's connections were open");
     let second = store
-        .ingest(&message(2), options)
+        .ingest(&visitor_one_says(2), options)
         .await
         .expect("the write goes through on a fresh connection");
     assert_eq!(second.conversation_id, opened.conversation_id);
@@ -619,10 +613,7 @@ async fn command_replayed_after_restart(backend: Backend) {
         reply: "A person will answer you here.".into(),
         handoff: Some("customer asked for a person (/human)".into()),
     });
-    let options = IngestOptions {
-        reopen_resolved: true,
-        record_only: false,
-    };
+    let options = REOPENING;
     let stored = store.ingest(&event, options).await.unwrap();
     store.close().await;
 
