@@ -559,6 +559,74 @@ both_backends!(
     concurrent_writers_number_events_densely
 );
 
+/// A batch of delivery outcomes whose event number another writer of the conversation takes
+/// first (PostgreSQL, where scripts on several connections number events at the same moment)
+/// is not rolled back and written again whole: its event waits for the other writer, then
+/// takes the number after it, in the same transaction. Rolled back and written again, batches
+/// that kept losing under load grew and made turns lose in turn (docs/performance.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_batch_that_loses_a_number_is_not_written_again() {
+    use sqlx::Connection;
+    use switchboard::store::{DeliveryOutcome, Finished};
+    let database = TestDatabase::new(Backend::Postgres).await;
+    let store = Store::connect(&database.url, 4).await.unwrap();
+    let opened = store.ingest(&visitor_one_says(1), REOPENING).await.unwrap();
+    let conversation_id = opened.conversation_id.clone();
+    let last = store.last_event_seq(&conversation_id).await.unwrap();
+    // Another writer holds the next number, not committed yet.
+    let mut other = sqlx::AnyConnection::connect(&database.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query(
+        "INSERT INTO conversation_events (conversation_id, seq, kind, actor, data, created_at) \
+         VALUES ($1, $2, 'note.added', 'agent:ana', '{}', 0)",
+    )
+    .bind(&conversation_id)
+    .bind(last + 1)
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let retried = store.retried_writes();
+    let finished = vec![Finished {
+        outbox_id: 0,
+        lane: conversation_id.clone(),
+        message_id: Some(opened.message_id.clone()),
+        outcome: DeliveryOutcome::Sent {
+            platform_message_id: None,
+        },
+    }];
+    let finishing = tokio::spawn({
+        let store = store.clone();
+        async move { store.finish_outbox(&finished).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let events = finishing.await.unwrap().expect("the outcome is recorded");
+    let numbers: Vec<i64> = events.iter().map(|event| event.seq).collect();
+    assert_eq!(
+        numbers,
+        vec![last + 2],
+        "numbered after the other writer's event"
+    );
+    assert_eq!(
+        store.retried_writes(),
+        retried,
+        "the batch was not written again"
+    );
+    let all: Vec<i64> = store
+        .conversation_events(&conversation_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.seq)
+        .collect();
+    assert_eq!(
+        all,
+        (1..=last + 2).collect::<Vec<i64>>(),
+        "dense, each once"
+    );
+    store.close().await;
+}
+
 /// A PostgreSQL connection the server closed while it sat idle in the store's pool (a restart of
 /// the server, a proxy's idle timeout) is found dead on its next acquire and replaced, so the
 /// next write goes through. The store pings only connections idle for a second or more: a
