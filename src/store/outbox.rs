@@ -12,8 +12,8 @@ use sqlx::{AssertSqlSafe, Row};
 use switchboard_connector::{EventKind, LiveEvent, OutboundMessage};
 
 use super::events::concat_event_query;
-use super::script::{Bind, Returns, Statement, postgres_script_rows, shapes};
-use super::{Backend, NewEvent, RETRIES, Store, StoreError, StoreResult, json_text, now_ms};
+use super::script::{Bind, Returns, Statement};
+use super::{Backend, NewEvent, Store, StoreError, StoreResult, json_text, now_ms};
 
 /// A row to deliver.
 #[derive(Debug, Clone)]
@@ -324,7 +324,17 @@ impl Store {
                 let numbers = self.run_script(statements).await?;
                 numbered_keys(&events, &numbers)
             }
-            Backend::Postgres => Ok(self.postgres_outcomes(statements, &events, now).await?),
+            Backend::Postgres => {
+                statements.extend(delivery_events_statement(&events, now)?);
+                let rows = self.run_script_rows(statements).await?;
+                match rows.last() {
+                    Some(Some(row)) => row.text(0),
+                    // Read only when there are events, which the statement then returns.
+                    _ => Err(StoreError::Corrupt(
+                        "delivery events written, their numbers not returned".into(),
+                    )),
+                }
+            }
         };
         if events.is_empty() {
             return Ok(Vec::new());
@@ -341,77 +351,6 @@ impl Store {
             tracing::warn!(error = %error, events = events.len(), "delivery events stored but not read back for publishing");
             Vec::new()
         }))
-    }
-
-    /// The outcomes and their events on PostgreSQL, in one transaction; the events' keys as a
-    /// JSON list. Each event is numbered from the last of its conversation, which a turn
-    /// writing that conversation at the same moment may take first. Such an event is skipped
-    /// (`ON CONFLICT DO NOTHING`, once the turn has committed) and numbered again by the next
-    /// statement of the transaction, which sees the turn's events. So a batch is never rolled
-    /// back for a number: when it was, and written again whole, batches that kept losing under
-    /// load grew and held their numbers longer, and turns lost theirs to them in turn
-    /// (docs/performance.md).
-    async fn postgres_outcomes(
-        &self,
-        mut statements: Vec<Statement>,
-        events: &[(String, String, NewEvent)],
-        now: i64,
-    ) -> StoreResult<String> {
-        let mut tx = self.write.begin().await?;
-        let mut pending: Vec<&(String, String, NewEvent)> = events.iter().collect();
-        let mut keys: Vec<(String, i64)> = Vec::with_capacity(events.len());
-        for _ in 0..=RETRIES {
-            statements.extend(delivery_events_statement(&pending, now)?);
-            if statements.is_empty() {
-                break;
-            }
-            let rows = postgres_script_rows(&mut *tx, &statements, &shapes(&statements)).await?;
-            statements.clear();
-            if pending.is_empty() {
-                break;
-            }
-            let written: Vec<(String, i64, String)> = match rows.last() {
-                Some(Some(row)) => serde_json::from_str(&row.text(0)?).map_err(|error| {
-                    StoreError::Corrupt(format!("delivery events' keys: {error}"))
-                })?,
-                _ => {
-                    return Err(StoreError::Corrupt(
-                        "delivery events written, their numbers not returned".into(),
-                    ));
-                }
-            };
-            // The events written, by conversation and message; the rest go again.
-            let mut counts: HashMap<(&str, &str), usize> = HashMap::new();
-            for (conversation_id, _, message_id) in &written {
-                *counts.entry((conversation_id, message_id)).or_default() += 1;
-            }
-            pending.retain(|(conversation_id, message_id, _)| {
-                match counts.get_mut(&(conversation_id.as_str(), message_id.as_str())) {
-                    Some(count) if *count > 0 => {
-                        *count -= 1;
-                        false
-                    }
-                    _ => true,
-                }
-            });
-            keys.extend(
-                written
-                    .into_iter()
-                    .map(|(conversation, seq, _)| (conversation, seq)),
-            );
-            if pending.is_empty() {
-                break;
-            }
-        }
-        if !pending.is_empty() {
-            return Err(StoreError::Corrupt(format!(
-                "{} delivery events found no free number in {} tries",
-                pending.len(),
-                RETRIES + 1
-            )));
-        }
-        tx.commit().await?;
-        json_text(&keys)
     }
 
     /// The `count` events at `keys` (a JSON list of `[conversation id, number]`), read back
@@ -548,13 +487,12 @@ fn numbered_keys(
 
 /// PostgreSQL: one INSERT for every event of a batch, of one statement text whatever the
 /// batch (the rows go as one JSON parameter). Each row adds its place among the batch's events
-/// of the same conversation to the conversation's last number, read before the insert; a row
-/// whose number another writer took meanwhile is skipped ([`Store::postgres_outcomes`] writes
-/// it again). The statement returns the written events as one JSON list (`[[conversation id,
-/// number, message id], ...]`): the script's collecting SELECT aggregates its rows.
-/// PostgreSQL only: SQLite writes an INSERT per event.
+/// of the same conversation to the conversation's last number, read before the insert. The
+/// statement returns the events' keys as one JSON list (`[[conversation id, number], ...]`):
+/// the script's collecting SELECT aggregates its rows. PostgreSQL only: SQLite writes an
+/// INSERT per event.
 fn delivery_events_statement(
-    events: &[&(String, String, NewEvent)],
+    events: &[(String, String, NewEvent)],
     now: i64,
 ) -> StoreResult<Option<Statement>> {
     if events.is_empty() {
@@ -583,12 +521,11 @@ fn delivery_events_statement(
              WHERE e.conversation_id = v.c ORDER BY e.seq DESC LIMIT 1), 0) + v.p, \
              v.k, 'outbox', v.d, v.m, $1 \
              FROM json_to_recordset($2::json) AS v(c text, p bigint, k text, d text, m text) \
-             ON CONFLICT (conversation_id, seq) DO NOTHING \
-             RETURNING conversation_id, seq, message_id",
+             RETURNING conversation_id, seq",
             vec![now.into(), json_text(&rows)?.into()],
         )
         .returning_as(
-            "COALESCE(json_agg(json_build_array(conversation_id, seq, message_id)), '[]')::text",
+            "json_agg(json_build_array(conversation_id, seq))::text",
             Returns::Text,
         ),
     ))

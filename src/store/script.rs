@@ -241,7 +241,11 @@ impl Store {
         &self,
         statements: Vec<Statement>,
     ) -> StoreResult<Vec<Option<Returned>>> {
-        let shapes = shapes(&statements);
+        let shapes: Vec<Vec<Returns>> = statements
+            .iter()
+            .filter(|s| !s.returning.is_empty())
+            .map(|s| s.returning.iter().map(|(_, kind)| *kind).collect())
+            .collect();
         match &self.group {
             Some(group) => {
                 let rows = group.run(statements).await?;
@@ -261,7 +265,30 @@ impl Store {
                 }
                 Ok(rows)
             }
-            None => postgres_script_rows(&self.write, &statements, &shapes).await,
+            None => {
+                let guarded = statements.iter().any(|statement| statement.guarded);
+                let (sql, binds) = postgres_cte(&statements);
+                let row = match bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
+                    .fetch_one(&self.write)
+                    .await
+                {
+                    Ok(row) => row,
+                    // The script is one statement: it wrote nothing.
+                    Err(sqlx::Error::Database(error))
+                        if guarded && error.code().as_deref() == Some(POSTGRES_NOT_NULL) =>
+                    {
+                        return Ok(vec![None; shapes.len()]);
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                let mut offset = 0;
+                let mut values = Vec::with_capacity(shapes.len());
+                for shape in &shapes {
+                    values.push(returned(&row, shape, |index| offset + index)?);
+                    offset += shape.len();
+                }
+                Ok(values)
+            }
         }
     }
 
@@ -281,46 +308,6 @@ impl Store {
 
 /// The values of `shape` in `row`, the i-th at column `column(i)`: PostgreSQL's one collecting
 /// row holds every statement's columns side by side.
-/// What each returning statement of a script returns, in statement order.
-pub(super) fn shapes(statements: &[Statement]) -> Vec<Vec<Returns>> {
-    statements
-        .iter()
-        .filter(|s| !s.returning.is_empty())
-        .map(|s| s.returning.iter().map(|(_, kind)| *kind).collect())
-        .collect()
-}
-
-/// A script on PostgreSQL, as one statement on `executor`: the store's pool, or a transaction
-/// of a caller that needs more than one statement on one connection.
-pub(super) async fn postgres_script_rows<'c>(
-    executor: impl sqlx::Executor<'c, Database = sqlx::Any>,
-    statements: &[Statement],
-    shapes: &[Vec<Returns>],
-) -> StoreResult<Vec<Option<Returned>>> {
-    let guarded = statements.iter().any(|statement| statement.guarded);
-    let (sql, binds) = postgres_cte(statements);
-    let row = match bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
-        .fetch_one(executor)
-        .await
-    {
-        Ok(row) => row,
-        // The script is one statement: it wrote nothing.
-        Err(sqlx::Error::Database(error))
-            if guarded && error.code().as_deref() == Some(POSTGRES_NOT_NULL) =>
-        {
-            return Ok(vec![None; shapes.len()]);
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let mut offset = 0;
-    let mut values = Vec::with_capacity(shapes.len());
-    for shape in shapes {
-        values.push(returned(&row, shape, |index| offset + index)?);
-        offset += shape.len();
-    }
-    Ok(values)
-}
-
 fn returned(
     row: &AnyRow,
     shape: &[Returns],
