@@ -9,9 +9,7 @@ use switchboard_connector::{
     AuthorKind, ChannelMessage, Choice, EventKind, Extensions, InboundEvent, LiveEvent, MessageRef,
 };
 
-use super::events::{
-    MessageFields, NewEvent, Place, concat_event_numbers, live, no_data, with_message,
-};
+use super::events::{MessageFields, NewEvent, Place, live, no_data, with_message};
 use super::outbox::OutboxRow;
 use super::script::{Returns, Statement};
 use super::transfers::{Transfer, owner_change_data};
@@ -169,9 +167,8 @@ impl Store {
         // The common case in one script: the thread has an open conversation. The event
         // reads the message the first statement wrote: on SQLite the statements run in turn
         // (a message not written, a redelivery or no open conversation, fails the event's
-        // guard: see `Statement::guarded`); on PostgreSQL a second statement takes the
-        // event's number for the conversation in the first one's RETURNING rows (`s0`), and
-        // the event reads it from there (`s1`; see `events::EVENT_NUMBERS`).
+        // guard: see `Statement::guarded`), on PostgreSQL it reads the first statement's
+        // RETURNING rows (`s0`).
         let event_sql = match self.backend {
             Backend::Sqlite => {
                 "INSERT INTO conversation_events \
@@ -185,8 +182,9 @@ impl Store {
             Backend::Postgres => {
                 "INSERT INTO conversation_events \
                  (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 SELECT n.conversation_id, n.base + 1, 'message.stored', 'customer', $2, $1, $3 \
-                 FROM s1 n RETURNING seq"
+                 SELECT m.conversation_id, COALESCE((SELECT e.seq FROM conversation_events e \
+                 WHERE e.conversation_id = m.conversation_id ORDER BY e.seq DESC LIMIT 1), 0) \
+                 + 1, 'message.stored', 'customer', $2, $1, $3 FROM s0 m RETURNING seq"
             }
         };
         // On SQLite a single-row INSERT ... VALUES, the open conversation feeding its NOT NULL
@@ -242,14 +240,8 @@ impl Store {
         if self.backend == Backend::Sqlite {
             message = message.guarded();
         }
-        let mut script = vec![message];
-        if self.backend == Backend::Postgres {
-            script.push(Statement::new(
-                concat_event_numbers!("(SELECT conversation_id AS c, 1::bigint AS k FROM s0) AS v"),
-                Vec::new(),
-            ));
-        }
-        script.push(
+        let script = vec![
+            message,
             Statement::new(
                 event_sql,
                 vec![
@@ -260,7 +252,7 @@ impl Store {
             )
             .returning("seq")
             .guarded(),
-        );
+        ];
         let returned = self.run_script_rows(script).await?;
         if let [Some(message), Some(event_row)] = returned.as_slice() {
             let conversation_id = message.text(0)?;

@@ -1,66 +1,18 @@
 //! Conversation events: every change of a conversation is a row with the next number of its
 //! conversation, written in the same script as the change itself.
 //!
-//! SQLite runs a script's statements one after another on one writer, so each insert takes
-//! the conversation's last number in the log plus one: nothing can race it.
-//!
-//! PostgreSQL runs a script as one statement on one snapshot, from many connections at once,
-//! so two scripts reading the last number from the log would take the same one, and one would
-//! fail on the unique index at commit and be written again whole (a turn racing a batch of
-//! delivery outcomes, most often). There a script takes its numbers from a counter row per
-//! conversation first (`conversation_event_counters`, see [`EVENT_NUMBERS`]): an upsert that
-//! waits on the row and reads its newest value, so two writers of one conversation wait for
-//! each other instead of colliding. The counter heals itself: it never gives out less than
-//! the log's last number, so the rare writes that number from the log in a transaction of
-//! their own (opening a conversation, reopening one) leave it behind harmlessly. The unique
-//! index stays, as the last word.
-
-use std::collections::BTreeMap;
+//! The number is the conversation's last one plus the event's place among the events the
+//! script writes. SQLite runs a script's statements one after another, so each insert sees
+//! the one before it and adds one; PostgreSQL runs a script as one statement on one
+//! snapshot, so each insert adds its place in the script. Two writers racing for a number
+//! collide on the unique index, and the loser's whole script is retried.
 
 use serde_json::{Value, json};
 use sqlx::Row;
 use switchboard_connector::{EventKind, LiveEvent};
 
 use super::script::{Bind, Statement};
-use super::{Backend, Store, StoreError, StoreResult, author_of, json_text};
-
-/// PostgreSQL: the name of a script's CTE that takes its event numbers, for its event
-/// statements to read them from (`base`: the number before the script's first event of the
-/// conversation). A script's statements declare what they take with
-/// [`Statement::numbering_events`]; the script runner adds this CTE ([`event_numbers`]).
-pub(super) const EVENT_NUMBERS: &str = "event_numbers";
-
-/// PostgreSQL: an upsert adding `v.k` numbers to the counter of conversation `v.c` for each
-/// row of the FROM clause `$source` (at most one row per conversation), returning each
-/// conversation's `base`. The counter never gives out less than the log's last number.
-macro_rules! concat_event_numbers {
-    ($source:literal) => {
-        concat!(
-            "INSERT INTO conversation_event_counters AS n (conversation_id, seq, taken) \
-             SELECT v.c, COALESCE((SELECT e.seq FROM conversation_events e \
-             WHERE e.conversation_id = v.c ORDER BY e.seq DESC LIMIT 1), 0) + v.k, v.k FROM ",
-            $source,
-            " ON CONFLICT (conversation_id) DO UPDATE \
-             SET seq = GREATEST(n.seq, excluded.seq - excluded.taken) + excluded.taken, \
-             taken = excluded.taken RETURNING conversation_id, seq - taken AS base"
-        )
-    };
-}
-pub(super) use concat_event_numbers;
-
-/// PostgreSQL: the statement taking `counts` event numbers per conversation, one upsert for
-/// all, in conversation id order (so that scripts taking several wait on each other in one
-/// order). One statement text whatever the counts: the rows go as one JSON parameter.
-pub(super) fn event_numbers(counts: &BTreeMap<&str, i64>) -> StoreResult<Statement> {
-    let rows: Vec<Value> = counts
-        .iter()
-        .map(|(conversation_id, count)| json!({"c": conversation_id, "k": count}))
-        .collect();
-    Ok(Statement::new(
-        concat_event_numbers!("json_to_recordset($1::json) AS v(c text, k bigint)"),
-        vec![json_text(&rows)?.into()],
-    ))
-}
+use super::{Backend, Store, StoreError, StoreResult, author_of};
 
 /// The columns [`event_of`] reads, for a query of `conversation_events e`, its conversation
 /// `c` and the message `m` it is about (`LEFT JOIN`), then `$from` (the FROM clause onwards).
@@ -144,10 +96,8 @@ pub(super) fn live(
 }
 
 impl Store {
-    /// How much an event adds to the number before it: on SQLite the conversation's last
-    /// number in the log, which the script's earlier inserts have already moved on; on
-    /// PostgreSQL the script's `base` (see [`EVENT_NUMBERS`]), so its place (from 1) among the
-    /// events its script writes for that conversation.
+    /// How much an event adds to the conversation's last number, given its place (from 1)
+    /// among the events its script writes for that conversation.
     pub(super) fn event_offset(&self, place_in_script: i64) -> i64 {
         match self.backend {
             Backend::Sqlite => 1,
@@ -174,47 +124,30 @@ impl Store {
             event.message_id.clone().into(),
             now.into(),
         ];
-        let sql = match (self.backend, version) {
-            (Backend::Sqlite, None) => {
+        match version {
+            None => Statement::new(
                 "INSERT INTO conversation_events \
                  (conversation_id, seq, kind, actor, data, message_id, created_at) \
                  VALUES ($1, COALESCE((SELECT e.seq FROM conversation_events e \
                  WHERE e.conversation_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + $2, \
-                 $3, $4, $5, $6, $7) RETURNING seq"
-            }
-            (Backend::Sqlite, Some(_)) => {
-                "INSERT INTO conversation_events \
-                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 VALUES ((SELECT id FROM conversations WHERE id = $1 AND version = $8), \
-                 COALESCE((SELECT e.seq FROM conversation_events e \
-                 WHERE e.conversation_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + $2, \
-                 $3, $4, $5, $6, $7) RETURNING seq"
-            }
-            (Backend::Postgres, None) => {
-                "INSERT INTO conversation_events \
-                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 VALUES ($1, (SELECT n.base FROM event_numbers n \
-                 WHERE n.conversation_id = $1) + $2, $3, $4, $5, $6, $7) RETURNING seq"
-            }
-            (Backend::Postgres, Some(_)) => {
-                "INSERT INTO conversation_events \
-                 (conversation_id, seq, kind, actor, data, message_id, created_at) \
-                 VALUES ((SELECT id FROM conversations WHERE id = $1 AND version = $8), \
-                 (SELECT n.base FROM event_numbers n WHERE n.conversation_id = $1) + $2, \
-                 $3, $4, $5, $6, $7) RETURNING seq"
-            }
-        };
-        let statement = match version {
-            None => Statement::new(sql, binds),
+                 $3, $4, $5, $6, $7) RETURNING seq",
+                binds,
+            )
+            .returning("seq"),
             Some(version) => {
                 binds.push(version.into());
-                Statement::new(sql, binds).guarded()
+                Statement::new(
+                    "INSERT INTO conversation_events \
+                     (conversation_id, seq, kind, actor, data, message_id, created_at) \
+                     VALUES ((SELECT id FROM conversations WHERE id = $1 AND version = $8), \
+                     COALESCE((SELECT e.seq FROM conversation_events e \
+                     WHERE e.conversation_id = $1 ORDER BY e.seq DESC LIMIT 1), 0) + $2, \
+                     $3, $4, $5, $6, $7) RETURNING seq",
+                    binds,
+                )
+                .returning("seq")
+                .guarded()
             }
-        };
-        let statement = statement.returning("seq");
-        match self.backend {
-            Backend::Sqlite => statement,
-            Backend::Postgres => statement.numbering_events(vec![(conversation_id.to_string(), 1)]),
         }
     }
 

@@ -487,10 +487,10 @@ fn numbered_keys(
 
 /// PostgreSQL: one INSERT for every event of a batch, of one statement text whatever the
 /// batch (the rows go as one JSON parameter). Each row adds its place among the batch's events
-/// of the same conversation to the number before them, taken for the whole batch by the
-/// script (see `events::EVENT_NUMBERS`). The statement returns the events' keys as one JSON
-/// list (`[[conversation id, number], ...]`): the script's collecting SELECT aggregates its
-/// rows. PostgreSQL only: SQLite writes an INSERT per event.
+/// of the same conversation to the conversation's last number, read before the insert. The
+/// statement returns the events' keys as one JSON list (`[[conversation id, number], ...]`):
+/// the script's collecting SELECT aggregates its rows. PostgreSQL only: SQLite writes an
+/// INSERT per event.
 fn delivery_events_statement(
     events: &[(String, String, NewEvent)],
     now: i64,
@@ -513,16 +513,13 @@ fn delivery_events_statement(
             })
         })
         .collect();
-    let counts = places
-        .into_iter()
-        .map(|(conversation_id, count)| (conversation_id.to_string(), count))
-        .collect();
     Ok(Some(
         Statement::new(
             "INSERT INTO conversation_events \
              (conversation_id, seq, kind, actor, data, message_id, created_at) \
-             SELECT v.c, (SELECT n.base FROM event_numbers n WHERE n.conversation_id = v.c) \
-             + v.p, v.k, 'outbox', v.d, v.m, $1 \
+             SELECT v.c, COALESCE((SELECT e.seq FROM conversation_events e \
+             WHERE e.conversation_id = v.c ORDER BY e.seq DESC LIMIT 1), 0) + v.p, \
+             v.k, 'outbox', v.d, v.m, $1 \
              FROM json_to_recordset($2::json) AS v(c text, p bigint, k text, d text, m text) \
              RETURNING conversation_id, seq",
             vec![now.into(), json_text(&rows)?.into()],
@@ -530,7 +527,6 @@ fn delivery_events_statement(
         .returning_as(
             "json_agg(json_build_array(conversation_id, seq))::text",
             Returns::Text,
-        )
-        .numbering_events(counts),
+        ),
     ))
 }

@@ -6,12 +6,9 @@
 //! PostgreSQL commits concurrently from many connections, so a script is sent as one statement
 //! (a chain of data-modifying CTEs) in its own implicit transaction. Both commit all or nothing.
 
-use std::collections::BTreeMap;
-
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::events::{EVENT_NUMBERS, event_numbers};
 use super::{Store, StoreError, StoreResult};
 
 #[derive(Debug, Clone)]
@@ -111,8 +108,6 @@ pub struct Statement {
     pub returning: Vec<(&'static str, Returns)>,
     /// See [`Statement::guarded`].
     pub guarded: bool,
-    /// See [`Statement::numbering_events`].
-    pub numbers_events: Vec<(String, i64)>,
 }
 
 impl Statement {
@@ -122,17 +117,7 @@ impl Statement {
             binds,
             returning: Vec::new(),
             guarded: false,
-            numbers_events: Vec::new(),
         }
-    }
-
-    /// PostgreSQL: the statement writes this many events of each of these conversations, and
-    /// numbers them from the `base` of the script's [`EVENT_NUMBERS`] CTE, which the script
-    /// runner then adds, taking the numbers of every such statement of the script at once.
-    /// SQLite numbers from the log and ignores this.
-    pub fn numbering_events(mut self, counts: Vec<(String, i64)>) -> Statement {
-        self.numbers_events = counts;
-        self
     }
 
     /// The statement returns the BIGINT `column`.
@@ -217,26 +202,10 @@ fn renumber(sql: &str, offset: usize, out: &mut String) {
 
 /// A script as one PostgreSQL statement: every statement but the last becomes a
 /// data-modifying CTE (all run exactly once, on one snapshot), and a final SELECT collects the
-/// RETURNING values. A script that writes events starts with the CTE taking their numbers
-/// ([`EVENT_NUMBERS`]); PostgreSQL runs it when the first event statement reads it, after the
-/// statements before that one, so it takes the counter's row after the script's messages.
-fn postgres_cte(statements: &[Statement]) -> StoreResult<(String, Vec<Bind>)> {
+/// RETURNING values.
+fn postgres_cte(statements: &[Statement]) -> (String, Vec<Bind>) {
     let mut sql = String::from("WITH ");
     let mut binds: Vec<Bind> = Vec::new();
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
-    for statement in statements {
-        for (conversation_id, count) in &statement.numbers_events {
-            *counts.entry(conversation_id.as_str()).or_default() += count;
-        }
-    }
-    if !counts.is_empty() {
-        let numbers = event_numbers(&counts)?;
-        sql.push_str(EVENT_NUMBERS);
-        sql.push_str(" AS (");
-        renumber(numbers.sql, 0, &mut sql);
-        sql.push_str("), ");
-        binds.extend(numbers.binds);
-    }
     let mut collected = Vec::new();
     for (index, statement) in statements.iter().enumerate() {
         if index > 0 {
@@ -258,7 +227,7 @@ fn postgres_cte(statements: &[Statement]) -> StoreResult<(String, Vec<Bind>)> {
         sql.push_str(" SELECT ");
         sql.push_str(&collected.join(", "));
     }
-    Ok((sql, binds))
+    (sql, binds)
 }
 
 impl Store {
@@ -298,7 +267,7 @@ impl Store {
             }
             None => {
                 let guarded = statements.iter().any(|statement| statement.guarded);
-                let (sql, binds) = postgres_cte(&statements)?;
+                let (sql, binds) = postgres_cte(&statements);
                 let row = match bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
                     .fetch_one(&self.write)
                     .await

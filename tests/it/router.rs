@@ -559,49 +559,6 @@ both_backends!(
     concurrent_writers_number_events_densely
 );
 
-/// Writers of one conversation's events at the same moment wait for each other instead of
-/// racing for numbers: forty-eight agents' notes written at once on eight connections are
-/// each written once, none written again. On PostgreSQL, which runs each script on its own
-/// snapshot, that takes the counter per conversation (`events::EVENT_NUMBERS`); numbered from
-/// the log, most of these notes lost a race and were written again.
-async fn concurrent_notes_are_not_written_again(backend: Backend) {
-    let database = TestDatabase::new(backend).await;
-    let store = Store::connect(&database.url, 8).await.unwrap();
-    let opened = store.ingest(&visitor_one_says(0), REOPENING).await.unwrap();
-    let conversation = store.conversation(&opened.conversation_id).await.unwrap();
-    let before = store.retried_writes();
-    let writers = (1..=48).map(|index| {
-        let (store, conversation) = (store.clone(), conversation.clone());
-        async move {
-            let note = switchboard::store::NewEvent {
-                kind: EventKind::NoteAdded,
-                actor: "agent:ana".into(),
-                data: serde_json::json!({"text": format!("note {index}")}),
-                message_id: None,
-            };
-            store.add_event(&conversation, &note).await
-        }
-    });
-    for result in futures::future::join_all(writers).await {
-        result.expect("every note is written");
-    }
-    assert_eq!(store.retried_writes() - before, 0, "no note written again");
-    let numbers: Vec<i64> = store
-        .conversation_events(&conversation.id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|event| event.seq)
-        .collect();
-    // Opened, the first message, then the 48 notes.
-    assert_eq!(numbers, (1..=50).collect::<Vec<i64>>(), "dense, each once");
-    store.close().await;
-}
-both_backends!(
-    concurrent_notes_are_not_written_again,
-    concurrent_notes_are_not_written_again
-);
-
 /// A PostgreSQL connection the server closed while it sat idle in the store's pool (a restart of
 /// the server, a proxy's idle timeout) is found dead on its next acquire and replaced, so the
 /// next write goes through. The store pings only connections idle for a second or more: a
