@@ -10,6 +10,7 @@
 //! single-connection write pool, and the two take turns; reads use a pool of their own. All run
 //! in WAL mode. PostgreSQL uses one pool for both.
 
+mod connections;
 pub mod console;
 mod conversations;
 mod cursors;
@@ -95,6 +96,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite only: the group-commit writer that runs scripts.
     group: Option<group::GroupWriter>,
+    /// PostgreSQL only: the connections that run scripts ([`connections`]).
+    scripts: Option<connections::ScriptConnections>,
     /// See [`Store::retried_writes`].
     retries: Arc<AtomicU64>,
 }
@@ -108,6 +111,9 @@ const RETRIES: u32 = 16;
 
 /// The longest pause before a retry (see [`Store::retrying`]).
 const LONGEST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How long a statement waits for a PostgreSQL connection, a new one's opening included.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a PostgreSQL connection may sit idle in the pool before it is pinged on its next
 /// acquire. Under load connections are back in use within milliseconds and skip the ping.
@@ -241,8 +247,8 @@ impl Store {
                 sqlx::migrate!("migrations/sqlite").run(&write).await?;
                 let read = pragmas(AnyPoolOptions::new().max_connections(max_connections.max(1)))
                     .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options.clone())
                     .await?;
                 let writer = group::WriterSettings {
                     path: path.into(),
@@ -250,6 +256,7 @@ impl Store {
                 };
                 Store {
                     group: Some(group::GroupWriter::start(writer, write.clone())?),
+                    scripts: None,
                     write,
                     read,
                     backend,
@@ -261,7 +268,9 @@ impl Store {
                 // server before each statement, as many as the statements themselves. A
                 // connection in use a moment ago is almost always alive (one the server closed
                 // since fails its next statement once); one idle for a while (the server may
-                // have restarted meanwhile) is pinged, and replaced if that fails.
+                // have restarted meanwhile) is pinged, and replaced if that fails. Scripts, most
+                // of the writes, have connections of their own ([`connections`]): sqlx's pool
+                // also pings every connection it gets back.
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
                     .test_before_acquire(false)
@@ -273,8 +282,8 @@ impl Store {
                             Ok(true)
                         })
                     })
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(options)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options.clone())
                     .await?;
                 sqlx::migrate!("migrations/postgres").run(&pool).await?;
                 Store {
@@ -282,6 +291,10 @@ impl Store {
                     read: pool,
                     backend,
                     group: None,
+                    scripts: Some(connections::script_connections(
+                        options,
+                        max_connections.max(2) as usize,
+                    )?),
                     retries: Arc::default(),
                 }
             }
@@ -332,6 +345,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(scripts) = &self.scripts {
+            scripts.close();
+        }
         self.read.close().await;
         self.write.close().await;
     }

@@ -9,6 +9,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
+use super::connections::pool_error;
 use super::{Store, StoreError, StoreResult};
 
 #[derive(Debug, Clone)]
@@ -268,10 +269,12 @@ impl Store {
             None => {
                 let guarded = statements.iter().any(|statement| statement.guarded);
                 let (sql, binds) = postgres_cte(&statements);
-                let row = match bind_all(sqlx::query(AssertSqlSafe(sql)), &binds)
-                    .fetch_one(&self.write)
-                    .await
-                {
+                let scripts = self.scripts.as_ref().ok_or_else(|| {
+                    StoreError::Corrupt("a PostgreSQL store without script connections".into())
+                })?;
+                let mut connection = scripts.get().await.map_err(pool_error)?;
+                let query = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds);
+                let row = match connection.run(async |raw| query.fetch_one(raw).await).await {
                     Ok(row) => row,
                     // The script is one statement: it wrote nothing.
                     Err(sqlx::Error::Database(error))
