@@ -112,6 +112,9 @@ impl Default for HttpSettings {
 pub struct DatabaseSettings {
     /// Empty: SQLite in `data_dir/switchboard.db`. `sqlite://PATH` or `postgres://...` otherwise.
     pub url: String,
+    /// Connections in the pool: on SQLite this many readers beside the two writers; on
+    /// PostgreSQL this many for scripts (the writes committed as one statement) and this many
+    /// for reads and transactions, so up to twice this many server connections.
     pub max_connections: u32,
     /// SQLite's page cache per connection, in KiB (SQLite's own default is 2,000). A
     /// connection's cache fills as the database grows, so the pool holds at most
