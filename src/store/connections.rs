@@ -91,6 +91,17 @@ pub(super) fn script_connections(
         .map_err(|error| StoreError::Database(sqlx::Error::Configuration(error.into())))
 }
 
+/// Close `pool`: its idle connections say goodbye to the server (as sqlx's pool does on
+/// close), those in use are closed as they come back, and any wait for one ends.
+pub(super) async fn close(pool: &ScriptConnections) {
+    let idle = pool.retain(|_, _| false).removed;
+    pool.close();
+    for connection in idle {
+        // The server ends the session either way.
+        let _ = connection.raw.close().await;
+    }
+}
+
 /// A pool's refusal as the store's error, as sqlx's pool would have said it: the connection
 /// could not be made, none came free in time, or the pool is closed.
 pub(super) fn pool_error(error: managed::PoolError<sqlx::Error>) -> StoreError {
@@ -171,6 +182,6 @@ mod tests {
             .expect("the next script does not wait for the abandoned statement")
             .unwrap();
         assert_ne!(next, first, "a new connection");
-        pool.close();
+        super::close(&pool).await;
     }
 }

@@ -346,7 +346,7 @@ impl Store {
 
     pub async fn close(&self) {
         if let Some(scripts) = &self.scripts {
-            scripts.close();
+            connections::close(scripts).await;
         }
         self.read.close().await;
         self.write.close().await;
