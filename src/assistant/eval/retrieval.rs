@@ -167,20 +167,16 @@ pub(super) async fn run(options: RetrievalEval, settings: Settings) -> anyhow::R
     let single_language = (languages.len() == 1)
         .then(|| languages.iter().next().cloned())
         .flatten();
-    let texts: Vec<String> = queries
+    // Each query's text, and the FAQ entry it should find.
+    let (texts, relevant): (Vec<String>, Vec<String>) = queries
         .queries
         .iter()
-        .map(|query| query.query.clone())
-        .collect();
+        .map(|query| (query.query.clone(), query.faq_id.clone()))
+        .unzip();
     let mut vectors = Vec::new();
     for batch in texts.chunks(256) {
         vectors.extend(embedder.embed(batch.to_vec()).await?);
     }
-    let relevant: Vec<String> = queries
-        .queries
-        .iter()
-        .map(|query| query.faq_id.clone())
-        .collect();
     let mut headline = Vec::new();
     println!(
         "{:<8} {:>7} {:>9} {:>9}",
