@@ -8,7 +8,8 @@
 //! SQLite allows one writer at a time, so writes queue in-process instead of failing with
 //! SQLITE_BUSY: scripts go to the group-commit writer ([`group`]), the few other writes to a
 //! single-connection write pool, and the two take turns; reads use a pool of their own. All run
-//! in WAL mode. PostgreSQL uses one pool for both.
+//! in WAL mode. PostgreSQL uses one pool for both, and runs scripts on connections of their own
+//! ([`connections`]).
 
 mod connections;
 pub mod console;
@@ -248,7 +249,7 @@ impl Store {
                 let read = pragmas(AnyPoolOptions::new().max_connections(max_connections.max(1)))
                     .test_before_acquire(false)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
-                    .connect_with(options.clone())
+                    .connect_with(options)
                     .await?;
                 let writer = group::WriterSettings {
                     path: path.into(),
