@@ -102,14 +102,16 @@ pub(super) async fn close(pool: &ScriptConnections) {
     }
 }
 
-/// A pool's refusal as the store's error, as sqlx's pool would have said it: the connection
-/// could not be made, none came free in time, or the pool is closed.
-pub(super) fn pool_error(error: managed::PoolError<sqlx::Error>) -> StoreError {
-    StoreError::Database(match error {
-        managed::PoolError::Backend(error) => error,
-        managed::PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
-        managed::PoolError::Closed => sqlx::Error::PoolClosed,
-        other => sqlx::Error::Configuration(other.to_string().into()),
+/// A connection from `pool`, or its refusal as the store's error, as sqlx's pool would have
+/// said it: the connection could not be made, none came free in time, or the pool is closed.
+pub(super) async fn get(pool: &ScriptConnections) -> StoreResult<managed::Object<Manager>> {
+    pool.get().await.map_err(|error| {
+        StoreError::Database(match error {
+            managed::PoolError::Backend(error) => error,
+            managed::PoolError::Timeout(_) => sqlx::Error::PoolTimedOut,
+            managed::PoolError::Closed => sqlx::Error::PoolClosed,
+            other => sqlx::Error::Configuration(other.to_string().into()),
+        })
     })
 }
 
@@ -131,7 +133,7 @@ mod tests {
 
     /// The server process behind the pool's one connection.
     async fn backend_pid(pool: &ScriptConnections) -> Result<i32, sqlx::Error> {
-        let mut connection = pool.get().await.expect("a connection");
+        let mut connection = super::get(pool).await.expect("a connection");
         connection
             .run(async |raw| {
                 sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
@@ -154,7 +156,7 @@ mod tests {
         assert_eq!(backend_pid(&pool).await.unwrap(), first, "reused when fine");
 
         let failed = {
-            let mut connection = pool.get().await.unwrap();
+            let mut connection = super::get(&pool).await.unwrap();
             connection
                 .run(async |raw| sqlx::query("SELECT 1 / 0").execute(raw).await)
                 .await
@@ -170,7 +172,7 @@ mod tests {
         );
 
         let cut_off = tokio::time::timeout(Duration::from_millis(200), async {
-            let mut connection = pool.get().await.unwrap();
+            let mut connection = super::get(&pool).await.unwrap();
             connection
                 .run(async |raw| sqlx::query("SELECT pg_sleep(5)").execute(raw).await)
                 .await

@@ -169,7 +169,7 @@ impl Store {
         // (a message not written, a redelivery or no open conversation, fails the event's
         // guard: see `Statement::guarded`), on PostgreSQL it reads the first statement's
         // RETURNING rows (`s0`).
-        let event_sql = match self.backend {
+        let event_sql = match self.backend() {
             Backend::Sqlite => {
                 "INSERT INTO conversation_events \
                  (conversation_id, seq, kind, actor, data, message_id, created_at) \
@@ -192,7 +192,7 @@ impl Store {
         // with a statement journal. PostgreSQL runs the script as one statement whose event
         // reads this one's RETURNING rows, so a failed guard there would fail the whole
         // script instead of just finding no conversation.
-        let message_sql = match self.backend {
+        let message_sql = match self.backend() {
             Backend::Sqlite => {
                 "INSERT INTO messages (id, conversation_id, seq, direction, author_kind, \
                  author_id, text, attachments, channel, platform_message_id, platform_sent_at, \
@@ -237,7 +237,7 @@ impl Store {
         )
         .returning_as("conversation_id", Returns::Text)
         .returning_as("seq", Returns::Int);
-        if self.backend == Backend::Sqlite {
+        if self.backend() == Backend::Sqlite {
             message = message.guarded();
         }
         let script = vec![

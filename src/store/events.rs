@@ -99,7 +99,7 @@ impl Store {
     /// How much an event adds to the conversation's last number, given its place (from 1)
     /// among the events its script writes for that conversation.
     pub(super) fn event_offset(&self, place_in_script: i64) -> i64 {
-        match self.backend {
+        match self.backend() {
             Backend::Sqlite => 1,
             Backend::Postgres => place_in_script,
         }

@@ -75,6 +75,15 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What runs a store's scripts (see [`script`]).
+#[derive(Clone, Debug)]
+enum Scripts {
+    /// SQLite: the group-commit writer.
+    Group(group::GroupWriter),
+    /// PostgreSQL: connections of their own ([`connections`]).
+    Connections(connections::ScriptConnections),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -94,11 +103,8 @@ impl Backend {
 pub struct Store {
     write: AnyPool,
     read: AnyPool,
-    backend: Backend,
-    /// SQLite only: the group-commit writer that runs scripts.
-    group: Option<group::GroupWriter>,
-    /// PostgreSQL only: the connections that run scripts ([`connections`]).
-    scripts: Option<connections::ScriptConnections>,
+    /// What runs scripts, which also says the backend.
+    scripts: Scripts,
     /// See [`Store::retried_writes`].
     retries: Arc<AtomicU64>,
 }
@@ -256,11 +262,9 @@ impl Store {
                     cache_kib: settings.sqlite_cache_kib,
                 };
                 Store {
-                    group: Some(group::GroupWriter::start(writer, write.clone())?),
-                    scripts: None,
+                    scripts: Scripts::Group(group::GroupWriter::start(writer, write.clone())?),
                     write,
                     read,
-                    backend,
                     retries: Arc::default(),
                 }
             }
@@ -290,9 +294,7 @@ impl Store {
                 Store {
                     write: pool.clone(),
                     read: pool,
-                    backend,
-                    group: None,
-                    scripts: Some(connections::script_connections(
+                    scripts: Scripts::Connections(connections::script_connections(
                         options,
                         max_connections.max(2) as usize,
                     )?),
@@ -304,7 +306,10 @@ impl Store {
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.scripts {
+            Scripts::Group(_) => Backend::Sqlite,
+            Scripts::Connections(_) => Backend::Postgres,
+        }
     }
 
     /// Writes done again since the store was opened because another writer won a race on a
@@ -346,8 +351,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        if let Some(scripts) = &self.scripts {
-            connections::close(scripts).await;
+        if let Scripts::Connections(connections) = &self.scripts {
+            connections::close(connections).await;
         }
         self.read.close().await;
         self.write.close().await;

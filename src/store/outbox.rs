@@ -82,7 +82,7 @@ impl Store {
         limit: i64,
     ) -> StoreResult<Vec<OutboxRow>> {
         let now = now_ms();
-        let skip_locked = match self.backend {
+        let skip_locked = match self.backend() {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
@@ -243,7 +243,7 @@ impl Store {
         // statement for each row (the group writer runs each without a hand-off; SQLite
         // resolves `$n` by a linear search, so a statement of N placeholders would be parsed
         // in time quadratic in N), on PostgreSQL one statement with the ids as a JSON list.
-        match self.backend {
+        match self.backend() {
             Backend::Sqlite => statements.extend(sent.iter().map(|id| {
                 Statement::new(
                     "UPDATE outbox SET status = 'sent', attempts = attempts + 1, done_at = $1, \
@@ -316,7 +316,7 @@ impl Store {
         }
         let events = self.delivery_events(finished);
         // Each event's (conversation, number), given out by the database, as a JSON list.
-        let keys = match self.backend {
+        let keys = match self.backend() {
             Backend::Sqlite => {
                 statements.extend(events.iter().map(|(conversation_id, _, event)| {
                     self.event_statement(conversation_id, 1, event, now, None)
@@ -357,7 +357,7 @@ impl Store {
     /// with the message each is about. One statement text for any number of events, so that
     /// it is prepared once.
     async fn events_numbered(&self, keys: &str, count: usize) -> StoreResult<Vec<LiveEvent>> {
-        let sql = match self.backend {
+        let sql = match self.backend() {
             Backend::Sqlite => concat_event_query!(
                 "FROM json_each($1) AS k \
                  JOIN conversation_events e ON e.conversation_id = json_extract(k.value, '$[0]') \

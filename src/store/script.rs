@@ -9,8 +9,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::connections::pool_error;
-use super::{Store, StoreError, StoreResult};
+use super::{Scripts, Store, StoreError, StoreResult, connections};
 
 #[derive(Debug, Clone)]
 pub enum Bind {
@@ -247,8 +246,8 @@ impl Store {
             .filter(|s| !s.returning.is_empty())
             .map(|s| s.returning.iter().map(|(_, kind)| *kind).collect())
             .collect();
-        match &self.group {
-            Some(group) => {
+        match &self.scripts {
+            Scripts::Group(group) => {
                 let rows = group.run(statements).await?;
                 if rows.len() != shapes.len() {
                     return Err(StoreError::Corrupt(format!(
@@ -266,13 +265,10 @@ impl Store {
                 }
                 Ok(rows)
             }
-            None => {
+            Scripts::Connections(connections) => {
                 let guarded = statements.iter().any(|statement| statement.guarded);
                 let (sql, binds) = postgres_cte(&statements);
-                let scripts = self.scripts.as_ref().ok_or_else(|| {
-                    StoreError::Corrupt("a PostgreSQL store without script connections".into())
-                })?;
-                let mut connection = scripts.get().await.map_err(pool_error)?;
+                let mut connection = connections::get(connections).await?;
                 let query = bind_all(sqlx::query(AssertSqlSafe(sql)), &binds);
                 let row = match connection.run(async |raw| query.fetch_one(raw).await).await {
                     Ok(row) => row,

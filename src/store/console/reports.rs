@@ -58,7 +58,7 @@ impl Store {
     ) -> StoreResult<Vec<ReportConversation>> {
         // The usage is read where the LLM assistant keeps it (`llm.usage` in the state), in
         // the database: the rest of the state (the dialogue's history) stays there.
-        let usage = |field: &str| match self.backend {
+        let usage = |field: &str| match self.backend() {
             Backend::Sqlite => format!(
                 "COALESCE(json_extract(assistant_state, '$.llm.usage.{field}'), 0) AS {field}"
             ),
