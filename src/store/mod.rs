@@ -279,12 +279,13 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(max_connections.max(2))
                     .test_before_acquire(false)
+                    // A failed ping discards the connection quietly, as the script
+                    // connections' pool does: after a restart of the server every idle
+                    // connection fails it, which is no error to report one by one (an error
+                    // here would be a warning from sqlx for each).
                     .before_acquire(|connection, meta| {
                         Box::pin(async move {
-                            if meta.idle_for >= PING_AFTER_IDLE {
-                                connection.ping().await?;
-                            }
-                            Ok(true)
+                            Ok(meta.idle_for < PING_AFTER_IDLE || connection.ping().await.is_ok())
                         })
                     })
                     .acquire_timeout(ACQUIRE_TIMEOUT)

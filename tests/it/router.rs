@@ -593,6 +593,12 @@ async fn a_connection_closed_while_idle_is_replaced() {
         .expect("the write goes through on a fresh connection");
     assert_eq!(second.conversation_id, opened.conversation_id);
     assert_eq!(second.seq, 2);
+    // Reads go through the other pool, whose connections were closed too.
+    let conversation = store
+        .conversation(&opened.conversation_id)
+        .await
+        .expect("the read goes through on a fresh connection");
+    assert_eq!(conversation.id, opened.conversation_id);
     store.close().await;
 }
 
