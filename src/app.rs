@@ -81,6 +81,25 @@ fn webchat_views(
     (open_sessions, demo_page)
 }
 
+/// The database the settings name, with `max_connections`; a SQLite database's files (in the
+/// data directory, which [`crate::datadir::prepare`] must have made owner-only first) are made
+/// owner-only too.
+pub(crate) async fn open_store(settings: &Settings, max_connections: u32) -> anyhow::Result<Store> {
+    let url = settings.database_url();
+    let database = crate::config::DatabaseSettings {
+        url: url.clone(),
+        max_connections,
+        ..settings.database.clone()
+    };
+    let store = Store::open(&database)
+        .await
+        .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
+    if store.backend() == Backend::Sqlite {
+        crate::datadir::restrict_files(&settings.data_dir);
+    }
+    Ok(store)
+}
+
 impl App {
     pub async fn start(settings: Settings, options: AppOptions) -> anyhow::Result<App> {
         // Owner-only before anything is written into it: it holds secrets and the database.
@@ -127,16 +146,8 @@ impl App {
         }
         let channels = Arc::new(channels);
 
-        let url = settings.database_url();
-        let database = crate::config::DatabaseSettings {
-            url: url.clone(),
-            ..settings.database.clone()
-        };
-        let store = Store::open(&database)
-            .await
-            .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
+        let store = open_store(&settings, settings.database.max_connections).await?;
         if store.backend() == Backend::Sqlite {
-            crate::datadir::restrict_files(&settings.data_dir);
             // One process owns a SQLite file: reservations left by a killed process are stale.
             let released = store.release_outbox_locks().await?;
             if released > 0 {

@@ -84,6 +84,8 @@ fn init_tracing(settings: &Settings) {
 async fn kb_ingest(path: &std::path::Path, settings: Settings) -> anyhow::Result<()> {
     use std::sync::Arc;
     use switchboard::knowledge::{KnowledgeBase, language::LanguageDetector};
+    // Owner-only before the index is written into it, as `serve` does.
+    switchboard::datadir::prepare(&settings.data_dir)?;
     let embedder = settings.assistant.embedder().await?;
     let knowledge = KnowledgeBase::open_embedded(
         &settings.data_dir,

@@ -49,10 +49,10 @@ fn list(text: &str) -> Vec<String> {
 }
 
 pub async fn run(command: UserCommand, settings: Settings) -> anyhow::Result<()> {
-    let url = settings.database_url();
-    let store = Store::connect(&url, 2)
-        .await
-        .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
+    // Owner-only before the database is created in it, as `serve` does: it holds the
+    // password and key hashes.
+    crate::datadir::prepare(&settings.data_dir)?;
+    let store = crate::app::open_store(&settings, 2).await?;
     match command {
         UserCommand::List => {
             for user in store.users().await? {

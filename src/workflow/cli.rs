@@ -83,10 +83,10 @@ pub enum ApikeyCommand {
 }
 
 async fn open(settings: &Settings) -> anyhow::Result<(Store, std::sync::Arc<WorkflowService>)> {
-    let url = settings.database_url();
-    let store = Store::connect(&url, 2)
-        .await
-        .with_context(|| format!("opening database {}", crate::config::redact_url(&url)))?;
+    // Owner-only before the database is created in it, as `serve` does: it holds the
+    // password and key hashes.
+    crate::datadir::prepare(&settings.data_dir)?;
+    let store = crate::app::open_store(settings, 2).await?;
     let service = WorkflowService::open(store.clone(), &settings.workflow)?;
     Ok((store, service))
 }

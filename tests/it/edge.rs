@@ -460,3 +460,55 @@ async fn data_directory_is_owner_only() {
     assert_eq!(mode(&data_dir), 0o700);
     app.shutdown().await;
 }
+
+/// The commands that write to the database before any `serve` (an operator creating the first
+/// user, say) create the data directory and the database owner-only too: the database holds
+/// the password and key hashes.
+#[cfg(unix)]
+#[test]
+fn the_command_line_creates_the_data_directory_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let data_dir = root.path().join("data");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("--config")
+        .arg("/nonexistent/switchboard.toml")
+        .args([
+            "user",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--name",
+            "Ops",
+        ])
+        .args([
+            "--role",
+            "admin",
+            "--password-env",
+            "SWITCHBOARD_TEST_PASSWORD",
+        ])
+        .env("SWITCHBOARD_TEST_PASSWORD", "a long enough password")
+        .env("SWITCHBOARD__DATA_DIR", &data_dir)
+        .env("SWITCHBOARD__LOG__LEVEL", "warn")
+        .output()
+        .expect("the switchboard binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(
+        files.iter().any(|path| path.ends_with("switchboard.db")),
+        "{files:?}"
+    );
+    for file in files {
+        assert_eq!(mode(&file) & 0o077, 0, "{}", file.display());
+    }
+}
