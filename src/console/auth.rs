@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -34,9 +35,8 @@ pub fn api_error(error: ConsoleError) -> ApiError {
         ConsoleError::BadCredentials => {
             ApiError::new(StatusCode::UNAUTHORIZED, "bad_credentials", message)
         }
-        ConsoleError::RateLimited => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
-        }
+        // The sign-in limit is counted per minute.
+        ConsoleError::RateLimited => ApiError::rate_limited(Duration::from_secs(60), &message),
         ConsoleError::Forbidden { code, .. } => ApiError::new(StatusCode::FORBIDDEN, code, message),
         ConsoleError::NotFound { code, .. } => ApiError::new(StatusCode::NOT_FOUND, code, message),
         ConsoleError::Conflict { code, .. } => ApiError::new(StatusCode::CONFLICT, code, message),
@@ -54,14 +54,7 @@ pub fn api_error(error: ConsoleError) -> ApiError {
 
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
-        let too_many = matches!(self, ConsoleError::RateLimited);
-        let mut response = api_error(self).into_response();
-        if too_many {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        }
-        response
+        api_error(self).into_response()
     }
 }
 
@@ -251,18 +244,7 @@ pub(super) async fn login(
     let opened = console
         .sign_in(&credentials.email, &credentials.password, address)
         .await
-        .map_err(|error| {
-            let limited = matches!(error, ConsoleError::RateLimited);
-            let mut api = api_error(error);
-            if limited {
-                api = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    "too many sign-in attempts, wait a minute",
-                );
-            }
-            api
-        })?;
+        .map_err(api_error)?;
     let mut cookie = cookie::Cookie::build((SESSION_COOKIE, opened.token))
         .path("/")
         .http_only(true)

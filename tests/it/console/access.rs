@@ -302,11 +302,19 @@ async fn sessions(backend: Backend) {
         }
     }
     assert!(limited, "sign-in attempts were not limited");
-    let (status, body) = Desk::try_sign_in(&app, "dave@shop.test", PASSWORD)
+    let refused = reqwest::Client::new()
+        .post(app.http_url("/console/login"))
+        .json(&json!({"email": "dave@shop.test", "password": PASSWORD}))
+        .send()
         .await
-        .err()
         .unwrap();
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = refused.headers().get("retry-after").cloned();
+    assert_eq!(
+        retry_after.as_ref().map(|value| value.to_str().unwrap()),
+        Some("60"),
+        "when to try again"
+    );
     // A disabled account cannot sign in.
     person(&app, "erin@shop.test", Role::Admin, &[], &[]).await;
     person(&app, "frank@shop.test", Role::Agent, &[], &[]).await;
