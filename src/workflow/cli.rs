@@ -69,7 +69,7 @@ pub enum ApikeyCommand {
         /// What the key is for, e.g. "finance back office".
         #[arg(long)]
         name: String,
-        /// tasks:read, tasks:write, tasks:approve or admin (repeatable).
+        /// tasks:read, tasks:write, tasks:approve, conversations:read or admin (repeatable).
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// A role the key holds, e.g. finance (repeatable).
@@ -236,9 +236,9 @@ pub async fn run_apikey(command: ApikeyCommand, settings: Settings) -> anyhow::R
                 .iter()
                 .map(|scope| {
                     Scope::parse(scope).with_context(|| {
-                        format!(
-                            "unknown scope {scope:?} (tasks:read, tasks:write, tasks:approve, admin)"
-                        )
+                        let known: Vec<&str> =
+                            Scope::ALL.iter().map(|scope| scope.as_str()).collect();
+                        format!("unknown scope {scope:?} ({})", known.join(", "))
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;

@@ -38,6 +38,12 @@ async fn operators_use_the_cli(backend: Backend) {
     assert!(ok, "{stderr}");
     let key = key.trim().to_string();
     assert!(key.starts_with("sbk_"));
+    let (ok, _, stderr) = cli(&["apikey", "create", "--name", "typo", "--scope", "task:read"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown scope \"task:read\" (tasks:read, tasks:write, tasks:approve, conversations:read, admin)"),
+        "every scope there is: {stderr}"
+    );
     let (status, page) = shop.get(&key, "/api/v1/tasks").await;
     assert_eq!(status, StatusCode::OK, "{page}");
 
