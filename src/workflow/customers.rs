@@ -88,7 +88,9 @@ impl WorkflowService {
                 WorkflowError::not_found(
                     "contact_not_found",
                     format!(
-                        "contact for {channel} user {platform_user_id} (they must have written once)"
+                        "contact for user {platform_user_id} on the channel instance {channel:?} \
+                         (the name of a [[channel]], such as web; the person must have written \
+                         there once)"
                     ),
                 )
             })?;

@@ -19,7 +19,8 @@ pub struct OrderList {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
-    /// The channel, e.g. `webchat`.
+    /// The channel instance's name, as in `[[channel]]` (`web` for the default web chat), not
+    /// its kind.
     pub channel: String,
     /// The channel's id for the person; for web chat, the visitor id.
     pub platform_user_id: String,
