@@ -113,6 +113,41 @@ async fn protocol_errors_are_answered_and_contained(backend: Backend) {
     }
     assert_eq!(codes, [json!("invalid_token")]);
 
+    // A hello with a field of the wrong type, or one it does not know, is refused naming it.
+    for (hello, named) in [
+        (
+            json!({"type": "hello", "token": 42}),
+            "invalid type: integer",
+        ),
+        (
+            json!({"type": "hello", "token": null, "extra": 1}),
+            "unknown field `extra`",
+        ),
+    ] {
+        let mut socket =
+            crate::helpers::open_socket(&url, Some(&crate::helpers::same_origin(&url))).await;
+        socket.send(Message::text(hello.to_string())).await.unwrap();
+        let mut errors = Vec::new();
+        let mut code = None;
+        while let Some(Ok(frame)) = socket.next().await {
+            match frame {
+                Message::Text(text) => {
+                    errors.push(serde_json::from_str::<serde_json::Value>(&text).unwrap())
+                }
+                Message::Close(close) => {
+                    code = close.map(|close| u16::from(close.code));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(code, Some(4002), "{hello}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0]["code"], "bad_frame", "{hello}");
+        let message = errors[0]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{hello}: {message}");
+    }
+
     // Nothing acknowledged was lost: the acked message is stored and answered.
     let history = app
         .store()

@@ -131,6 +131,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, serde_json::Error> 
     serde_json::from_str(text)
 }
 
+/// Whether `text` is a JSON object whose `type` is `hello`, whatever else it holds: for a frame
+/// [`parse_client_frame`] refused, whether it was meant as a hello.
+pub fn claims_hello(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|frame| frame.get("type").and_then(|kind| kind.as_str()) == Some("hello"))
+}
+
 /// Close codes the server uses (see the protocol document).
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;

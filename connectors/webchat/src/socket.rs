@@ -209,7 +209,18 @@ async fn handshake(state: &SocketState, socket: &mut WebSocket, peer: &Peer) -> 
     let first = tokio::time::timeout(settings.hello_timeout, socket.recv()).await;
     let frame = match first {
         Ok(incoming) => match classify(incoming) {
-            Incoming::Frame(Message::Text(text)) => protocol::parse_client_frame(&text).ok(),
+            Incoming::Frame(Message::Text(text)) => match protocol::parse_client_frame(&text) {
+                Ok(frame) => Some(frame),
+                // A hello with a bad field: say which, rather than that no hello came.
+                Err(error) if protocol::claims_hello(&text) => {
+                    tracing::info!(error = %error, "web chat client sent a malformed hello");
+                    let frame =
+                        ServerFrame::error("bad_frame", format!("malformed hello: {error}"));
+                    refuse_and_close(socket, frame, close::HELLO_REQUIRED, "malformed hello").await;
+                    return None;
+                }
+                Err(_) => None,
+            },
             Incoming::Frame(_) => None,
             Incoming::InvalidUtf8 => {
                 close_with(socket, close::INVALID_PAYLOAD, "invalid utf-8").await;
