@@ -262,6 +262,7 @@ impl App {
             )));
         }
 
+        let http_stop = CancellationToken::new();
         let state = AppState {
             store: store.clone(),
             metrics: metrics.clone(),
@@ -274,10 +275,10 @@ impl App {
             products,
             metrics_token: settings.http.metrics_token.clone(),
             frame_ancestors: settings.http.frame_ancestors.as_str().into(),
+            stopping: http::Stopping(http_stop.clone()),
         };
         let (app, metrics_app) = http::router(state, &hosts, &settings.http);
         let addr = listener.local_addr()?;
-        let http_stop = CancellationToken::new();
         let limits = http::serve::ServerLimits {
             header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_secs.max(1)),
             max_connections: settings.http.max_connections,

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post, put};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -23,6 +23,7 @@ use super::feed::RESUME_MARGIN_MS;
 use super::pages;
 use super::work::{AssignTo, QueueQuery};
 use super::{Console, ConsoleError};
+use crate::http::Stopping;
 use crate::http::api::ApiError;
 use crate::store::console::QueueFilter;
 use crate::store::now_ms;
@@ -218,6 +219,7 @@ struct FeedQuery {
 /// asks the page to reload the queue (it fell too far behind).
 async fn feed(
     State(console): State<Arc<Console>>,
+    Extension(stopping): Extension<Stopping>,
     staff: Staff,
     headers: HeaderMap,
     Query(query): Query<FeedQuery>,
@@ -326,13 +328,7 @@ async fn feed(
             }
         }
     });
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(crate::http::event_stream(stream, &stopping))
 }
 
 async fn canned(State(console): State<Arc<Console>>, _staff: Staff) -> ConsoleResult<Json<Value>> {
@@ -355,6 +351,7 @@ struct AfterQuery {
 
 async fn conversation_stream(
     State(console): State<Arc<Console>>,
+    Extension(stopping): Extension<Stopping>,
     staff: Staff,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -367,6 +364,7 @@ async fn conversation_stream(
         console.bus.as_ref(),
         &id,
         after,
+        &stopping,
     ))
 }
 

@@ -7,15 +7,19 @@ pub mod api;
 pub mod edge;
 pub mod serve;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use switchboard_connector::{ConnectorHost, Secret};
+use tokio_util::sync::CancellationToken;
 
 use crate::channels::{Channels, Instance};
 use crate::config::HttpSettings;
@@ -44,6 +48,31 @@ pub struct AppState {
     pub metrics_token: Secret,
     /// `http.frame_ancestors` of the pages that host the chat.
     pub frame_ancestors: Arc<str>,
+    /// Cancelled when the server stops (see [`event_stream`]).
+    pub stopping: Stopping,
+}
+
+/// Cancelled when the server stops; every request carries it (an extension).
+#[derive(Clone, Debug, Default)]
+pub struct Stopping(pub CancellationToken);
+
+/// `stream` as a Server-Sent Events response: a comment every 15 s keeps idle proxies from
+/// closing it, nothing caches it, and it ends when the server stops (a clean end, after which
+/// the client reconnects, to the next instance if this one is gone), so that an open stream
+/// does not hold the shutdown up.
+pub fn event_stream<S>(stream: S, stopping: &Stopping) -> Response
+where
+    S: futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    let stream = stream.take_until(stopping.0.clone().cancelled_owned());
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 /// The public app, and the app served on `http.metrics_address` (when that is set, `/metrics`
@@ -55,6 +84,7 @@ pub fn router(
     hosts: &[(Arc<Instance>, Arc<dyn ConnectorHost>)],
     settings: &HttpSettings,
 ) -> (Router, Router) {
+    let stopping = state.stopping.clone();
     let metrics_route = Router::<AppState>::new().route("/metrics", get(metrics));
     let metrics_app = security_headers(metrics_route.clone().with_state(state.clone()));
     let mut app = Router::<AppState>::new()
@@ -103,7 +133,9 @@ pub fn router(
             timeout,
         ))
         .layer(axum::middleware::from_fn(edge::json_errors));
-    let app = security_headers(app).layer(tower_http::trace::TraceLayer::new_for_http());
+    let app = security_headers(app)
+        .layer(axum::Extension(stopping))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     (app, metrics_app)
 }
 

@@ -586,6 +586,40 @@ async fn delivery_published_live(backend: Backend) {
 }
 both_backends!(a_delivery_is_published_live, delivery_published_live);
 
+/// An open event stream ends cleanly when the server stops, rather than holding the shutdown
+/// up until it is cut: the client reads the end of the response, and reconnects.
+async fn stream_ends_at_shutdown(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = console_key(&app).await;
+    let mut visitor = app.visitor().await;
+    visitor.send_and_ack("0", "hello").await;
+    visitor.bot_reply().await;
+    let conversation_id = app.conversation_of(&visitor).await;
+    let stream = reqwest::Client::new()
+        .get(app.http_url(&format!("/api/v1/conversations/{conversation_id}/stream")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let TestApp { app, database } = app;
+    let stopped = tokio::spawn(app.shutdown());
+    let mut body = stream.bytes_stream();
+    // Only a guard against hanging: a stream the shutdown does not end stays open for good.
+    let end = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = body.next().await {
+            chunk?;
+        }
+        Ok::<(), reqwest::Error>(())
+    })
+    .await
+    .expect("the stream ends when the server stops");
+    end.expect("a clean end of the response, not a cut");
+    stopped.await.unwrap();
+    drop(database);
+}
+both_backends!(a_stream_ends_at_shutdown, stream_ends_at_shutdown);
+
 async fn subscriber_catches_up(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = console_key(&app).await;

@@ -7,18 +7,18 @@
 //! nothing repeats.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use switchboard_connector::LiveEvent;
 
 use super::{ApiError, ApiState, Caller, ErrorBody};
 use crate::events::Follower;
+use crate::http::Stopping;
 use crate::store::StoreError;
 use crate::workflow::Scope;
 
@@ -148,6 +148,7 @@ pub async fn conversation_events(
 )]
 pub async fn conversation_stream(
     State(state): State<ApiState>,
+    Extension(stopping): Extension<Stopping>,
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -156,7 +157,13 @@ pub async fn conversation_stream(
     caller.require(Scope::ConversationsRead)?;
     let after = resume_point(&headers, params.after)?;
     state.store.conversation(&id).await.map_err(store_error)?;
-    Ok(follow(&state.store, state.bus.as_ref(), &id, after))
+    Ok(follow(
+        &state.store,
+        state.bus.as_ref(),
+        &id,
+        after,
+        &stopping,
+    ))
 }
 
 /// The Server-Sent Events response that follows conversation `id` from after event `after`
@@ -166,6 +173,7 @@ pub fn follow(
     bus: &dyn crate::events::EventBus,
     id: &str,
     after: i64,
+    stopping: &Stopping,
 ) -> Response {
     let follower = Follower::new(store.clone(), bus, id, after);
     let stream = futures::stream::unfold(follower, |mut follower| async move {
@@ -191,14 +199,7 @@ pub fn follow(
         };
         Some((Ok::<Event, Infallible>(sse), follower))
     });
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    response
+    crate::http::event_stream(stream, stopping)
 }
 
 /// The event number a client resumes after: `Last-Event-ID`, else `after`.
