@@ -142,19 +142,25 @@ fn refund(
     policy: &PolicySettings,
     now_ms: i64,
 ) -> Result<Verdict, WorkflowError> {
-    let amount = payload
+    let value = payload
         .get("amount_cents")
-        .and_then(Value::as_i64)
         .ok_or_else(|| WorkflowError::invalid("payload.amount_cents", "is required"))?;
-    if amount > order.total_cents {
-        return Err(WorkflowError::invalid(
+    let too_much = |amount: String| {
+        WorkflowError::invalid(
             "payload.amount_cents",
             format!(
-                "{} is more than the order total of {}",
-                money(amount, &order.currency),
+                "{amount} is more than the order total of {}",
                 money(order.total_cents, &order.currency)
             ),
-        ));
+        )
+    };
+    // The schema has made it a whole number of at least 1: one that is no i64 is too large
+    // for any order.
+    let amount = value
+        .as_i64()
+        .ok_or_else(|| too_much(format!("{value} cents")))?;
+    if amount > order.total_cents {
+        return Err(too_much(money(amount, &order.currency)));
     }
     if matches!(order.status.as_str(), "placed" | "cancelled") {
         return Err(WorkflowError::PolicyRefused {
@@ -268,6 +274,23 @@ mod tests {
             decide_refund(&order("placed", None), 100),
             Err(WorkflowError::PolicyRefused { .. })
         ));
+        // A whole number too large for any amount is said to be too much, not missing.
+        let types = TaskTypes::from_settings(&WorkflowSettings::default()).unwrap();
+        let huge = decide(
+            types.get("refund").unwrap(),
+            Some(&delivered),
+            &serde_json::from_str(r#"{"amount_cents": 1e30}"#).unwrap(),
+            &PolicySettings::default(),
+            NOW,
+        );
+        assert!(
+            matches!(
+                &huge,
+                Err(WorkflowError::Invalid { field, message })
+                    if field == "payload.amount_cents" && message.contains("more than the order total")
+            ),
+            "{huge:?}"
+        );
     }
 
     #[test]
