@@ -19,6 +19,8 @@ pub struct SearchParams {
     /// `en`, `es` or `ca`; detected from `q` when absent.
     pub language: Option<String>,
     /// At most this many products (1 to 50; 10 when absent).
+    // Read as text, so that a bad value gets this API's error rather than the extractor's.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 50)]
     pub limit: Option<String>,
 }
 
