@@ -180,12 +180,16 @@ impl WorkflowService {
     /// Give a dead-lettered webhook delivery a fresh set of attempts.
     pub async fn retry_delivery(&self, actor: &Actor, id: i64) -> Result<(), WorkflowError> {
         actor.require(Scope::Admin)?;
-        if self.store.revive_delivery(id).await? {
-            return Ok(());
+        match self.store.revive_delivery("webhook", id).await? {
+            Some(true) => Ok(()),
+            Some(false) => Err(WorkflowError::Conflict {
+                code: "not_dead",
+                message: format!("webhook delivery {id} is not dead-lettered"),
+            }),
+            None => Err(WorkflowError::not_found(
+                "delivery_not_found",
+                format!("webhook delivery {id}"),
+            )),
         }
-        Err(WorkflowError::Conflict {
-            code: "not_dead",
-            message: format!("delivery {id} does not exist or is not dead-lettered"),
-        })
     }
 }

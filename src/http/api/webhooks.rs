@@ -74,6 +74,7 @@ pub async fn list_deliveries(
         (status = 400, description = "The id is not a delivery id", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
+        (status = 404, description = "No webhook delivery has this id", body = ErrorBody),
         (status = 409, description = "Not a dead letter", body = ErrorBody)
     ),
     security(("api_key" = ["admin"]))
@@ -83,6 +84,8 @@ pub async fn retry_delivery(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // Who may ask comes before what is asked.
+    caller.require(Scope::Admin)?;
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::invalid("id", "must be an integer"))?;

@@ -73,17 +73,27 @@ impl Store {
         rows.iter().map(delivery_of).collect()
     }
 
-    /// Give a dead-lettered row a fresh set of attempts. False if it is not dead.
-    pub async fn revive_delivery(&self, id: i64) -> StoreResult<bool> {
+    /// Give a dead-lettered row of `kind` a fresh set of attempts. `None` if there is no row of
+    /// that kind with this id; `Some(false)` if it is not dead.
+    pub async fn revive_delivery(&self, kind: &str, id: i64) -> StoreResult<Option<bool>> {
         let result = sqlx::query(
             "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, \
              done_at = NULL, locked_until = NULL, locked_by = NULL \
-             WHERE id = $2 AND status = 'dead'",
+             WHERE id = $2 AND kind = $3 AND status = 'dead'",
         )
         .bind(now_ms())
         .bind(id)
+        .bind(kind)
         .execute(&self.write)
         .await?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() == 1 {
+            return Ok(Some(true));
+        }
+        let exists = sqlx::query("SELECT 1 FROM outbox WHERE id = $1 AND kind = $2")
+            .bind(id)
+            .bind(kind)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(exists.map(|_| false))
     }
 }

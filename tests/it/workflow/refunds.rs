@@ -283,6 +283,32 @@ async fn small_refund_is_approved_and_told(backend: Backend) {
     let retry = format!("/api/v1/webhooks/deliveries/{}/retry", dead[0]["id"]);
     let (status, _) = shop.post(&admin, &retry, &json!({})).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, sent) = shop
+        .get(&admin, "/api/v1/webhooks/deliveries?status=sent")
+        .await;
+    let delivered = format!(
+        "/api/v1/webhooks/deliveries/{}/retry",
+        sent["data"][0]["id"]
+    );
+    let (status, refused) = shop.post(&admin, &delivered, &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "not a dead letter: {refused}");
+    let (status, missing) = shop
+        .post(
+            &admin,
+            "/api/v1/webhooks/deliveries/987654321/retry",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    assert_eq!(missing["error"]["code"], "delivery_not_found");
+    let (status, refused) = shop
+        .post(
+            &reader,
+            "/api/v1/webhooks/deliveries/not-a-number/retry",
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "the scope first: {refused}");
 
     // Exactly one notice in the conversation, and a replay of the chat turn changes nothing.
     let again = shop
