@@ -193,13 +193,29 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
             .unwrap_or("request refused")
             .to_lowercase();
     }
-    let rewritten = ApiError::edge(status, code_for(status), message).into_response();
+    let rewritten = match query_field(&message) {
+        Some((field, reason)) if status == StatusCode::BAD_REQUEST => {
+            ApiError::invalid(field, reason)
+        }
+        _ => ApiError::edge(status, code_for(status), message),
+    }
+    .into_response();
     let (rewritten_parts, body) = rewritten.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     for (name, value) in &rewritten_parts.headers {
         parts.headers.insert(name, value.clone());
     }
     Response::from_parts(parts, body)
+}
+
+/// The parameter and the reason of axum's refusal of a query string, which names the parameter
+/// first: "Failed to deserialize query string: after: invalid digit found in string".
+fn query_field(message: &str) -> Option<(&str, &str)> {
+    let (field, reason) = message
+        .strip_prefix("Failed to deserialize query string: ")?
+        .split_once(": ")?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    (!field.is_empty() && field.chars().all(plain)).then_some((field, reason))
 }
 
 /// Whether a `Content-Type` names JSON (`application/json`, `application/x+json`, with

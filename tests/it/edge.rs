@@ -297,6 +297,22 @@ async fn http_rejections_are_json(backend: Backend) {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_request", "{body}");
 
+    // A parameter of the wrong type is named, in the API's words.
+    let response = client
+        .get(app.http_url("/api/v1/conversations/x/events?after=abc"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = error_code(response).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    assert_eq!(body["error"]["field"], "after", "{body}");
+    assert_eq!(
+        body["error"]["message"], "invalid digit found in string",
+        "{body}"
+    );
+
     // A JSON body sent as text/plain (what a cross-site form can send without a preflight).
     let task = serde_json::json!({"type": "callback", "contact_id": "x", "payload": {}});
     let response = client
