@@ -81,10 +81,11 @@ fn webchat_views(
     (open_sessions, demo_page)
 }
 
-/// The database the settings name, with `max_connections`; a SQLite database's files (in the
-/// data directory, which [`crate::datadir::prepare`] must have made owner-only first) are made
-/// owner-only too.
+/// The database the settings name, with `max_connections`. The data directory is made
+/// owner-only first (a SQLite database is created in it, with the password and key hashes),
+/// and a SQLite database's files after, for every command that opens the store.
 pub(crate) async fn open_store(settings: &Settings, max_connections: u32) -> anyhow::Result<Store> {
+    crate::datadir::prepare(&settings.data_dir)?;
     let url = settings.database_url();
     let database = crate::config::DatabaseSettings {
         url: url.clone(),
@@ -102,7 +103,8 @@ pub(crate) async fn open_store(settings: &Settings, max_connections: u32) -> any
 
 impl App {
     pub async fn start(settings: Settings, options: AppOptions) -> anyhow::Result<App> {
-        // Owner-only before anything is written into it: it holds secrets and the database.
+        // Owner-only before anything is written into it: the channels write their secrets
+        // before the store is opened (`open_store` makes sure again, for the other commands).
         crate::datadir::prepare(&settings.data_dir)?;
         // The addresses are taken first, before the slow parts (the model, the indexes): a
         // port in use fails the start at once, and a client that connects meanwhile waits in

@@ -49,9 +49,6 @@ fn list(text: &str) -> Vec<String> {
 }
 
 pub async fn run(command: UserCommand, settings: Settings) -> anyhow::Result<()> {
-    // Owner-only before the database is created in it, as `serve` does: it holds the
-    // password and key hashes.
-    crate::datadir::prepare(&settings.data_dir)?;
     let store = crate::app::open_store(&settings, 2).await?;
     match command {
         UserCommand::List => {

@@ -53,7 +53,7 @@ pub struct AppState {
 }
 
 /// Cancelled when the server stops; every request carries it (an extension).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Stopping(pub CancellationToken);
 
 /// `stream` as a Server-Sent Events response: a comment every 15 s keeps idle proxies from

@@ -83,9 +83,6 @@ pub enum ApikeyCommand {
 }
 
 async fn open(settings: &Settings) -> anyhow::Result<(Store, std::sync::Arc<WorkflowService>)> {
-    // Owner-only before the database is created in it, as `serve` does: it holds the
-    // password and key hashes.
-    crate::datadir::prepare(&settings.data_dir)?;
     let store = crate::app::open_store(settings, 2).await?;
     let service = WorkflowService::open(store.clone(), &settings.workflow)?;
     Ok((store, service))
