@@ -548,6 +548,23 @@ async fn events_once_delivered(
         .unwrap()
 }
 
+/// The conversation's event stream through the REST API, resumed after event `after` if given
+/// (as an EventSource does with `Last-Event-ID`).
+async fn open_stream(
+    app: &TestApp,
+    key: &str,
+    conversation_id: &str,
+    after: Option<i64>,
+) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .get(app.http_url(&format!("/api/v1/conversations/{conversation_id}/stream")))
+        .bearer_auth(key);
+    if let Some(after) = after {
+        request = request.header("Last-Event-ID", after.to_string());
+    }
+    request.send().await.unwrap()
+}
+
 /// A reply's delivery reaches a live subscriber when it is recorded. A follower fills a gap
 /// from the log when the next event comes, so only a delivery with nothing after it shows
 /// one that was stored but never published.
@@ -559,13 +576,7 @@ async fn delivery_published_live(backend: Backend) {
     visitor.bot_reply().await;
     let conversation_id = app.conversation_of(&visitor).await;
     let seen = events_once_delivered(&app, &conversation_id, 1).await.len() as i64;
-    let stream = reqwest::Client::new()
-        .get(app.http_url(&format!("/api/v1/conversations/{conversation_id}/stream")))
-        .bearer_auth(&key)
-        .header("Last-Event-ID", seen.to_string())
-        .send()
-        .await
-        .unwrap();
+    let stream = open_stream(&app, &key, &conversation_id, Some(seen)).await;
     visitor.send_and_ack("1", "hello again").await;
     visitor.bot_reply().await;
     let delivered = |events: &[(i64, String, Value)]| {
@@ -595,12 +606,7 @@ async fn stream_ends_at_shutdown(backend: Backend) {
     visitor.send_and_ack("0", "hello").await;
     visitor.bot_reply().await;
     let conversation_id = app.conversation_of(&visitor).await;
-    let stream = reqwest::Client::new()
-        .get(app.http_url(&format!("/api/v1/conversations/{conversation_id}/stream")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let stream = open_stream(&app, &key, &conversation_id, None).await;
     assert_eq!(stream.status(), 200);
     let TestApp { app, database } = app;
     let stopped = tokio::spawn(app.shutdown());
@@ -634,14 +640,8 @@ async fn subscriber_catches_up(backend: Backend) {
     } else {
         conversation_id
     };
-    let stream_url = app.http_url(&format!("/api/v1/conversations/{conversation_id}/stream"));
     let client = reqwest::Client::new();
-    let first = client
-        .get(&stream_url)
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let first = open_stream(&app, &key, &conversation_id, None).await;
     assert_eq!(first.status(), 200);
     // A burst from the customer while the subscriber reads, then it drops mid-burst.
     let burst = tokio::spawn(async move {
@@ -661,13 +661,7 @@ async fn subscriber_catches_up(backend: Backend) {
     // Reconnect where it left off, as an EventSource does with Last-Event-ID.
     let stored = events_once_delivered(&app, &conversation_id, 32).await;
     let total = stored.len() as i64;
-    let second = client
-        .get(&stream_url)
-        .bearer_auth(&key)
-        .header("Last-Event-ID", last_seen.to_string())
-        .send()
-        .await
-        .unwrap();
+    let second = open_stream(&app, &key, &conversation_id, Some(last_seen)).await;
     let after = read_sse(second, |events| {
         events.iter().any(|(id, _, _)| *id == total)
     })
@@ -713,12 +707,7 @@ async fn subscriber_catches_up(backend: Backend) {
         )
         .await
         .unwrap();
-    let refused = client
-        .get(&stream_url)
-        .bearer_auth(&weak)
-        .send()
-        .await
-        .unwrap();
+    let refused = open_stream(&app, &weak, &conversation_id, None).await;
     assert_eq!(refused.status(), 403);
 }
 both_backends!(a_subscriber_that_drops_catches_up, subscriber_catches_up);

@@ -286,22 +286,16 @@ async fn http_rejections_are_json(backend: Backend) {
     let key = api_key(&app).await;
     let client = reqwest::Client::new();
 
+    let get = |path: &str| client.get(app.http_url(path)).bearer_auth(&key).send();
+
     // A duplicated query parameter.
-    let response = client
-        .get(app.http_url("/api/v1/tasks?status=open&status=done"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let response = get("/api/v1/tasks?status=open&status=done").await.unwrap();
     let (status, body) = error_code(response).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "invalid_request", "{body}");
 
     // A parameter of the wrong type is named, in the API's words.
-    let response = client
-        .get(app.http_url("/api/v1/conversations/x/events?after=abc"))
-        .bearer_auth(&key)
-        .send()
+    let response = get("/api/v1/conversations/x/events?after=abc")
         .await
         .unwrap();
     let (status, body) = error_code(response).await;

@@ -1,6 +1,6 @@
 //! Web chat through the whole app: session resume with history, several tabs, typing.
 
-use serde_json::json;
+use serde_json::{Value, json};
 use switchboard_webchat::session::IdentityVerifier;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -56,6 +56,24 @@ async fn session_resumes_with_history(backend: Backend) {
 }
 both_backends!(session_resume_with_history, session_resumes_with_history);
 
+/// Open a socket, send `hello` as its first frame, and read what the server answers until it
+/// closes: the frames and the close code.
+async fn refused_hello(url: &str, hello: Value) -> (Vec<Value>, Option<u16>) {
+    use futures::{SinkExt, StreamExt};
+    let mut socket =
+        crate::helpers::open_socket(url, Some(&crate::helpers::same_origin(url))).await;
+    socket.send(Message::text(hello.to_string())).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(Ok(frame)) = socket.next().await {
+        match frame {
+            Message::Text(text) => frames.push(serde_json::from_str::<Value>(&text).unwrap()),
+            Message::Close(close) => return (frames, close.map(|close| u16::from(close.code))),
+            _ => {}
+        }
+    }
+    (frames, None)
+}
+
 async fn protocol_errors_are_answered_and_contained(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut bystander = app.visitor().await;
@@ -90,27 +108,9 @@ async fn protocol_errors_are_answered_and_contained(backend: Backend) {
         .token
         .replace(&bystander.visitor_id, "someone-else");
     let url = app.ws_url();
-    let mut socket =
-        crate::helpers::open_socket(&url, Some(&crate::helpers::same_origin(&url))).await;
-    use futures::{SinkExt, StreamExt};
-    socket
-        .send(Message::text(
-            json!({"type": "hello", "token": forged}).to_string(),
-        ))
-        .await
-        .unwrap();
-    let mut codes = Vec::new();
-    while let Some(Ok(frame)) = socket.next().await {
-        match frame {
-            Message::Text(text) => codes
-                .push(serde_json::from_str::<serde_json::Value>(&text).unwrap()["code"].clone()),
-            Message::Close(Some(close)) => {
-                assert_eq!(u16::from(close.code), 4001);
-                break;
-            }
-            _ => {}
-        }
-    }
+    let (frames, close) = refused_hello(&url, json!({"type": "hello", "token": forged})).await;
+    assert_eq!(close, Some(4001));
+    let codes: Vec<Value> = frames.iter().map(|frame| frame["code"].clone()).collect();
     assert_eq!(codes, [json!("invalid_token")]);
 
     // A hello with a field of the wrong type, or one it does not know, is refused naming it.
@@ -124,23 +124,7 @@ async fn protocol_errors_are_answered_and_contained(backend: Backend) {
             "unknown field `extra`",
         ),
     ] {
-        let mut socket =
-            crate::helpers::open_socket(&url, Some(&crate::helpers::same_origin(&url))).await;
-        socket.send(Message::text(hello.to_string())).await.unwrap();
-        let mut errors = Vec::new();
-        let mut code = None;
-        while let Some(Ok(frame)) = socket.next().await {
-            match frame {
-                Message::Text(text) => {
-                    errors.push(serde_json::from_str::<serde_json::Value>(&text).unwrap())
-                }
-                Message::Close(close) => {
-                    code = close.map(|close| u16::from(close.code));
-                    break;
-                }
-                _ => {}
-            }
-        }
+        let (errors, code) = refused_hello(&url, hello.clone()).await;
         assert_eq!(code, Some(4002), "{hello}");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0]["code"], "bad_frame", "{hello}");
