@@ -21,25 +21,33 @@ impl WorkflowService {
         Ok(order)
     }
 
+    /// A contact the actor may read: it exists and, for a customer, is their own. Any other
+    /// is "not found", so a customer cannot tell another contact's id from a made-up one.
+    pub(super) async fn require_contact(
+        &self,
+        actor: &Actor,
+        contact_id: &str,
+    ) -> Result<(), WorkflowError> {
+        let own = self.reader_contact(actor).await?;
+        let visible = own.as_ref().is_none_or(|own| own == contact_id)
+            && self.store.contact_exists(contact_id).await?;
+        if visible {
+            Ok(())
+        } else {
+            Err(WorkflowError::not_found(
+                "contact_not_found",
+                format!("contact {contact_id}"),
+            ))
+        }
+    }
+
     /// The orders of a contact (through the emails linked to it). Customers: their own.
     pub async fn orders_of_contact(
         &self,
         actor: &Actor,
         contact_id: &str,
     ) -> Result<Vec<Order>, WorkflowError> {
-        let contact = self.reader_contact(actor).await?;
-        if contact.as_ref().is_some_and(|own| own != contact_id) {
-            return Err(WorkflowError::not_found(
-                "contact_not_found",
-                format!("contact {contact_id}"),
-            ));
-        }
-        if !self.store.contact_exists(contact_id).await? {
-            return Err(WorkflowError::not_found(
-                "contact_not_found",
-                format!("contact {contact_id}"),
-            ));
-        }
+        self.require_contact(actor, contact_id).await?;
         let mut orders = Vec::new();
         for email in self.store.contact_emails(contact_id).await? {
             let found = self

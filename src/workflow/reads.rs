@@ -88,6 +88,21 @@ impl WorkflowService {
         Ok(TaskPage { data, next_cursor })
     }
 
+    /// The tasks of one contact, as [`Self::list`] pages them; an unknown contact (or, for a
+    /// customer, anyone else's) is "not found" rather than an empty page.
+    pub async fn contact_tasks(
+        &self,
+        actor: &Actor,
+        contact_id: &str,
+        mut filter: TaskFilter,
+        cursor: Option<&str>,
+        limit: Option<i64>,
+    ) -> Result<TaskPage, WorkflowError> {
+        self.require_contact(actor, contact_id).await?;
+        filter.contact_id = Some(contact_id.to_owned());
+        self.list(actor, filter, cursor, limit).await
+    }
+
     /// A customer's own tasks, newest first (the assistant's "how is my refund?").
     pub async fn tasks_of_customer(
         &self,

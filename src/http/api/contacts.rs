@@ -67,7 +67,8 @@ pub async fn get_order(
         (status = 200, body = TaskPage),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody)
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)
     ),
     security(("api_key" = ["tasks:read"]))
 )]
@@ -81,9 +82,10 @@ pub async fn contact_tasks(
     let limit = parse_limit(params.limit.as_deref())?;
     let page = state
         .workflow
-        .list(
+        .contact_tasks(
             &caller.0,
-            params.filter(Some(id)),
+            &id,
+            params.filter(),
             params.cursor.as_deref(),
             limit,
         )

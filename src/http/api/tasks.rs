@@ -36,12 +36,12 @@ pub struct ListParams {
 }
 
 impl ListParams {
-    pub(super) fn filter(&self, contact_id: Option<String>) -> TaskFilter {
+    pub(super) fn filter(&self) -> TaskFilter {
         TaskFilter {
             status: self.status.clone(),
             kind: self.kind.clone(),
             queue: self.queue.clone(),
-            contact_id,
+            contact_id: None,
             order_id: self.order_id.clone(),
             queues: None,
         }
@@ -145,12 +145,7 @@ pub async fn list_tasks(
     let limit = parse_limit(params.limit.as_deref())?;
     let page = state
         .workflow
-        .list(
-            &caller.0,
-            params.filter(None),
-            params.cursor.as_deref(),
-            limit,
-        )
+        .list(&caller.0, params.filter(), params.cursor.as_deref(), limit)
         .await?;
     Ok(Json(page))
 }

@@ -113,6 +113,11 @@ async fn lists_filter_and_paginate(backend: Backend) {
         )
         .await;
     assert_eq!(count(&theirs), 7);
+    let (status, unknown) = shop
+        .get(&writer, "/api/v1/contacts/no-such-contact/tasks")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown["error"]["code"], "contact_not_found");
     let (status, refused) = shop.get(&writer, "/api/v1/tasks?status=lost").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(refused["error"]["field"], "status");
