@@ -61,6 +61,21 @@ pub fn percentile_ms(histogram: &hdrhistogram::Histogram<u64>, quantile: f64) ->
     histogram.value_at_quantile(quantile) as f64 / 1000.0
 }
 
+/// The CPU time this process has used so far, all threads together (`None` where the platform
+/// has no such clock).
+pub fn process_cpu() -> Option<std::time::Duration> {
+    #[cfg(unix)]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        Some(std::time::Duration::new(
+            now.tv_sec.try_into().ok()?,
+            now.tv_nsec.try_into().ok()?,
+        ))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
 /// Raise the open-files limit to its hard maximum: thousands of sockets need it.
 pub fn raise_fd_limit() -> u64 {
     raise_fd_limit_to(0)

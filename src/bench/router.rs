@@ -458,13 +458,28 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
     if let Some(app) = server.app.take() {
         app.shutdown().await;
     }
+    let cpu = match figures.cpu_us_per_msg {
+        Some(per_msg) => format!(" cpu_us_per_msg={per_msg:.1}"),
+        None => String::new(),
+    };
     let versus = match ceiling {
-        Some(bare) => format!(
-            " baseline_msgs_per_s={:.0} baseline_p99_ms={:.2} share_of_baseline={:.3}",
-            bare.msgs_per_s,
-            bare.p99_ms,
-            msgs_per_s / bare.msgs_per_s.max(f64::MIN_POSITIVE)
-        ),
+        Some(bare) => {
+            // The cost per message as a share too: the bare server's CPU per message over the
+            // router's, which holds whether or not the router filled the cores.
+            let cpu_share = match (bare.cpu_us_per_msg, figures.cpu_us_per_msg) {
+                (Some(bare_cpu), Some(router_cpu)) if router_cpu > 0.0 => format!(
+                    " baseline_cpu_us_per_msg={bare_cpu:.1} cpu_share_of_baseline={:.3}",
+                    bare_cpu / router_cpu
+                ),
+                _ => String::new(),
+            };
+            format!(
+                " baseline_msgs_per_s={:.0} baseline_p99_ms={:.2} share_of_baseline={:.3}{cpu_share}",
+                bare.msgs_per_s,
+                bare.p99_ms,
+                msgs_per_s / bare.msgs_per_s.max(f64::MIN_POSITIVE)
+            )
+        }
         None => String::new(),
     };
     let left_bot = match &script {
@@ -475,7 +490,7 @@ pub async fn run(options: RouterBench, settings: Settings) -> anyhow::Result<()>
         None => String::new(),
     };
     println!(
-        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}{retried}{left_bot}{versus}",
+        "msgs_per_s={msgs_per_s:.0} p50_ms={p50:.2} p90_ms={p90:.2} p99_ms={p99:.2} max_ms={max:.2} visitors={} errors={}{cpu}{retried}{left_bot}{versus}",
         options.visitors, figures.errors
     );
     Ok(())
@@ -490,6 +505,9 @@ pub struct LoadFigures {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub errors: u64,
+    /// This process's CPU time (every thread: the server when it runs in-process, and the
+    /// load generator) over the measured window, per answered message.
+    pub cpu_us_per_msg: Option<f64>,
 }
 
 /// Drive `visitors` web chat visitors against `ws_url` for `seconds` (after a second of
@@ -534,6 +552,12 @@ pub async fn load(
             options.visitors as f64 / options.rate as f64,
         ))
     };
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let start = super::process_cpu();
+        tokio::time::sleep_until(stop_at.into()).await;
+        super::process_cpu()?.checked_sub(start?)
+    });
     let mut tasks = Vec::with_capacity(options.visitors);
     for (visitor, session) in sockets.into_iter().enumerate() {
         let totals = totals.clone();
@@ -569,8 +593,12 @@ pub async fn load(
     for task in tasks {
         let _ = task.await;
     }
+    let cpu = cpu_window.await.ok().flatten();
     let measured = options.seconds as f64;
     let replies = totals.replies.load(Ordering::Relaxed);
+    let cpu_us_per_msg = cpu
+        .filter(|_| replies > 0)
+        .map(|cpu| cpu.as_secs_f64() * 1e6 / replies as f64);
     let latency = totals.latency.lock().await;
     let msgs_per_s = replies as f64 / measured;
     let (p50, p90, p99, max) = (
@@ -587,6 +615,12 @@ pub async fn load(
     println!(
         "latency inbound frame -> reply frame: p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, max {max:.2} ms"
     );
+    if let (Some(cpu), Some(per_msg)) = (cpu, cpu_us_per_msg) {
+        println!(
+            "this process's CPU in the measured window: {:.2} s, {per_msg:.1} us per answered message",
+            cpu.as_secs_f64()
+        );
+    }
     Ok(LoadFigures {
         msgs_per_s,
         p50_ms: p50,
@@ -594,6 +628,7 @@ pub async fn load(
         p99_ms: p99,
         max_ms: max,
         errors: totals.errors.load(Ordering::Relaxed),
+        cpu_us_per_msg,
     })
 }
 

@@ -623,6 +623,11 @@ fn bench_router_sends_customer_messages_through_the_builtin_assistant() {
     let figures = last_line_figures(output);
     assert_eq!(figures["errors"], 0.0, "{figures:?}");
     assert!(figures["msgs_per_s"] > 0.0, "{figures:?}");
+    // What the answers cost: the process's CPU over the window, per answer.
+    assert!(
+        figures.get("cpu_us_per_msg").is_some_and(|cpu| *cpu > 0.0),
+        "{figures:?}"
+    );
     assert!(
         figures["conversations_left_bot"] >= 1.0,
         "asking for a person hands the conversation over: {figures:?}"
