@@ -97,6 +97,15 @@ fn same_token(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// A state-changing request from another site's page: refused whatever it carries.
+fn cross_origin() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "cross_origin",
+        "send requests from this server's own console page",
+    )
+}
+
 /// The person behind a request's session cookie, with the CSRF check for state-changing
 /// methods. `None` without a cookie; an error for a dead session or a missing token.
 pub async fn session_staff(console: &Console, parts: &Parts) -> Result<Option<Staff>, ApiError> {
@@ -114,7 +123,10 @@ pub async fn session_staff(console: &Console, parts: &Parts) -> Result<Option<St
             .get(CSRF_HEADER)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
-        if !same_token(sent, &staff.csrf_token) || !same_origin(&parts.headers) {
+        if !same_origin(&parts.headers) {
+            return Err(cross_origin());
+        }
+        if !same_token(sent, &staff.csrf_token) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "csrf_token_invalid",
@@ -225,11 +237,7 @@ pub(super) async fn login(
     bytes: axum::body::Bytes,
 ) -> std::result::Result<Response, ApiError> {
     if !same_origin(&headers) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross_origin",
-            "sign in from this server's own page",
-        ));
+        return Err(cross_origin());
     }
     let credentials: Credentials = crate::http::api::parse_json(&bytes)?;
     // The client's address as the edge resolved it (the trusted proxy header when configured).

@@ -201,6 +201,8 @@ async fn access_control(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cross_origin", "{body}");
     let response = agent
         .http
         .post(format!(
