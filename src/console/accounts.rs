@@ -140,6 +140,9 @@ pub(super) fn check_password(password: &str) -> Result<(), ConsoleError> {
             format!("must be at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
+    if password.trim().is_empty() {
+        return Err(ConsoleError::invalid("password", "must not be only spaces"));
+    }
     Ok(())
 }
 
@@ -363,6 +366,15 @@ mod tests {
         assert_ne!(hash, hash_password("correct horse battery").unwrap());
         // The dummy hash parses, so an unknown account costs a real verification.
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[test]
+    fn passwords_need_length_and_something_besides_spaces() {
+        assert!(check_password("short").is_err());
+        assert!(check_password("          ").is_err(), "ten spaces");
+        assert!(check_password("\t \n        ").is_err(), "whitespace");
+        assert!(check_password("correct horse battery").is_ok());
+        assert!(check_password("  spaced out  ").is_ok());
     }
 
     #[test]
