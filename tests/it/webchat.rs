@@ -53,6 +53,23 @@ async fn session_resumes_with_history(backend: Backend) {
     assert_eq!(copy["client_id"], "second");
     assert_eq!(resumed.bot_reply().await["text"], "echo: and to Lleida?");
     assert_eq!(second.bot_reply().await["text"], "echo: and to Lleida?");
+
+    // A tab that closes gets the closing handshake answered (RFC 6455: the close frame echoed).
+    use futures::{SinkExt, StreamExt};
+    second.socket.send(Message::Close(None)).await.unwrap();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match second.socket.next().await {
+                Some(Ok(Message::Close(_))) => return Ok(()),
+                Some(Ok(_)) => continue,
+                Some(Err(error)) => return Err(error.to_string()),
+                None => return Err("the stream ended without a close frame".into()),
+            }
+        }
+    })
+    .await
+    .expect("the server answers within 10 s");
+    assert_eq!(answer, Ok(()));
 }
 both_backends!(session_resume_with_history, session_resumes_with_history);
 

@@ -544,7 +544,12 @@ async fn handle_incoming(
     let settings = &state.connector.settings;
     let text = match message {
         Message::Text(text) => text,
-        Message::Close(_) => return false,
+        Message::Close(_) => {
+            // The answering close frame is queued by the socket; send it before the socket
+            // goes, so the browser sees a clean close (1000), not an abnormal one (1006).
+            let _ = futures::SinkExt::flush(socket).await;
+            return false;
+        }
         Message::Ping(_) | Message::Pong(_) => return true,
         Message::Binary(_) => {
             return send_frame(
