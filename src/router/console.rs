@@ -37,8 +37,24 @@ pub enum PostError {
 
 /// The score of a rating button, if `choice_id` is one.
 pub fn rating_choice(choice_id: &str) -> Option<i64> {
-    let score: i64 = choice_id.strip_prefix(RATING_PREFIX)?.parse().ok()?;
-    (1..=5).contains(&score).then_some(score)
+    score(choice_id.strip_prefix(RATING_PREFIX)?)
+}
+
+/// The score of an answer to the rating question: the button pressed, or else a message that
+/// is just the number (channels without buttons, such as email, or a customer who types it):
+/// "4", "4.", "4/5".
+fn rating_answer(choice_id: Option<&str>, text: &str) -> Option<i64> {
+    if let Some(choice_id) = choice_id {
+        return rating_choice(choice_id);
+    }
+    let text = text.trim();
+    let text = text.strip_suffix("/5").unwrap_or(text);
+    score(text.trim_end_matches(['.', '!']))
+}
+
+fn score(digits: &str) -> Option<i64> {
+    let score: i64 = digits.parse().ok()?;
+    (digits.len() == 1 && (1..=5).contains(&score)).then_some(score)
 }
 
 fn text(language: Option<&str>, en: &str, es: &str, ca: &str) -> String {
@@ -155,9 +171,9 @@ impl Router {
         let language = conversation.language.as_deref();
         let question = text(
             language,
-            "How would you rate the help you got? 1 is poor, 5 is excellent.",
-            "¿Cómo valoras la ayuda recibida? 1 es mala, 5 es excelente.",
-            "Com valores l'ajuda que has rebut? 1 és dolenta, 5 és excel·lent.",
+            "How would you rate the help you got? Answer with a number: 1 is poor, 5 is excellent.",
+            "¿Cómo valoras la ayuda recibida? Responde con un número: 1 es mala, 5 es excelente.",
+            "Com valores l'ajuda que has rebut? Respon amb un número: 1 és dolenta, 5 és excel·lent.",
         );
         let choices = (1..=5)
             .map(|score| Choice {
@@ -180,10 +196,13 @@ impl Router {
         event: &InboundEvent,
     ) -> Result<Option<IngestReceipt>, HostError> {
         let key = (event.channel.clone(), event.thread.clone());
-        let score = event
-            .choice
-            .as_ref()
-            .and_then(|choice| rating_choice(&choice.choice_id));
+        let score = rating_answer(
+            event
+                .choice
+                .as_ref()
+                .map(|choice| choice.choice_id.as_str()),
+            &event.text,
+        );
         let comment_for = match score {
             Some(_) => None,
             None => match self.awaiting_comment.get(&key) {
@@ -265,14 +284,37 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use super::rating_choice;
+    use super::{rating_answer, rating_choice};
 
     #[test]
     fn rating_choices() {
         assert_eq!(rating_choice("csat-1"), Some(1));
         assert_eq!(rating_choice("csat-5"), Some(5));
-        for other in ["csat-0", "csat-6", "csat-", "x-3", "csat-3x"] {
+        for other in [
+            "csat-0", "csat-6", "csat-", "x-3", "csat-3x", "csat-+3", "csat-03",
+        ] {
             assert_eq!(rating_choice(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn typed_ratings() {
+        assert_eq!(rating_answer(Some("csat-2"), "2"), Some(2));
+        assert_eq!(rating_answer(Some("other"), "2"), None, "another button");
+        for (text, score) in [("5", 5), (" 4\n", 4), ("3.", 3), ("1!", 1), ("4/5", 4)] {
+            assert_eq!(rating_answer(None, text), Some(score), "{text:?}");
+        }
+        for text in [
+            "0",
+            "6",
+            "10",
+            "+4",
+            "4 stars",
+            "I want 4 lamps",
+            "",
+            "four",
+        ] {
+            assert_eq!(rating_answer(None, text), None, "{text:?}");
         }
     }
 }

@@ -186,18 +186,10 @@ async fn rating_and_reports(backend: Backend) {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(choices, ["csat-1", "csat-2", "csat-3", "csat-4", "csat-5"]);
-    // The customer presses 4, then adds a comment; both stay in the resolved conversation.
-    let frame = json!({"type": "message", "client_id": "r1", "text": "4", "choice_id": "csat-4"});
-    visitor
-        .send_raw(tokio_tungstenite::tungstenite::Message::text(
-            frame.to_string(),
-        ))
-        .await;
-    let ack = visitor
-        .expect("the rating's ack", |frame| {
-            frame["type"] == "ack" && frame["client_id"] == "r1"
-        })
-        .await;
+    // The customer types 4 (as on a channel without buttons; pressing the button sends its
+    // choice id, `rating_answer`'s unit test), then adds a comment; both stay in the resolved
+    // conversation.
+    let ack = visitor.send_and_ack("r1", "4").await;
     assert_eq!(ack["duplicate"], false);
     visitor
         .expect("thanks", |frame| {
