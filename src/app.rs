@@ -238,6 +238,8 @@ impl App {
         ));
 
         let connectors_stop = CancellationToken::new();
+        // Cancelled first at shutdown: no new connections, and no new messages from the channels.
+        let http_stop = CancellationToken::new();
         let mut connector_tasks = Vec::new();
         let mut hosts: Vec<(Arc<Instance>, Arc<dyn ConnectorHost>)> = Vec::new();
         let healthcheck_every =
@@ -256,6 +258,7 @@ impl App {
                 host,
                 settings.supervisor.clone(),
                 connectors_stop.clone(),
+                http_stop.clone(),
             )));
             connector_tasks.push(tokio::spawn(check_health(
                 instance.clone(),
@@ -264,7 +267,6 @@ impl App {
             )));
         }
 
-        let http_stop = CancellationToken::new();
         let state = AppState {
             store: store.clone(),
             metrics: metrics.clone(),

@@ -152,12 +152,16 @@ fn restart_delay(settings: &SupervisorSettings, attempt: u32) -> Duration {
     Duration::from_millis(rand::rng().random_range(capped / 2..=capped))
 }
 
-/// Run `instance` until `stop`, restarting its work when it fails.
+/// Run `instance` until `stop`, restarting its work when it fails. Once `draining` is cancelled
+/// (the app takes no new messages while it finishes its work), a failure ends the instance's
+/// intake instead: the connector fails because the app refused what it brought, which stays on
+/// the platform for the next start. Sending goes on until `stop`.
 pub async fn supervise(
     instance: Arc<Instance>,
     host: Arc<dyn ConnectorHost>,
     settings: SupervisorSettings,
     stop: CancellationToken,
+    draining: CancellationToken,
 ) {
     let status = instance.status.clone();
     let (kind, name) = (instance.kind(), instance.name().to_string());
@@ -177,6 +181,16 @@ pub async fn supervise(
                 tracing::debug!(kind, channel = %name, error = %error, "channel stopped with an error during shutdown");
             }
             status.update(|inner| inner.state = InstanceState::Stopped);
+            return;
+        }
+        if draining.is_cancelled() {
+            let reason = match &result {
+                Ok(()) => "returned".to_string(),
+                Err(error) => error.to_string(),
+            };
+            tracing::info!(kind, channel = %name, reason, "channel stopped taking messages for the shutdown");
+            status.update(|inner| inner.state = InstanceState::Stopped);
+            stop.cancelled().await;
             return;
         }
         let error = match result {
@@ -245,7 +259,85 @@ pub async fn check_health(instance: Arc<Instance>, interval: Duration, stop: Can
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use switchboard_connector::contract::RecordingHost;
+    use switchboard_connector::{Connector, OutboundLimits, OutboundMessage, SendReceipt};
+
     use super::*;
+
+    /// A connector whose every run fails at once, as one does when the app refuses its messages.
+    #[derive(Default)]
+    struct Refused {
+        runs: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Connector for Refused {
+        fn kind(&self) -> &'static str {
+            "refused"
+        }
+
+        fn name(&self) -> &str {
+            "refused-1"
+        }
+
+        async fn run(
+            &self,
+            _host: Arc<dyn ConnectorHost>,
+            _shutdown: CancellationToken,
+        ) -> Result<(), ConnectorError> {
+            self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(ConnectorError::retriable(
+                "update not stored: shutting down",
+            ))
+        }
+
+        async fn send(&self, _message: &OutboundMessage) -> Result<SendReceipt, ConnectorError> {
+            Ok(SendReceipt::default())
+        }
+    }
+
+    async fn runs_within(draining: bool, wait: Duration) -> (usize, InstanceState) {
+        let connector = Arc::new(Refused::default());
+        let instance = Arc::new(Instance::new(connector.clone(), OutboundLimits::default()));
+        let (stop, drain) = (CancellationToken::new(), CancellationToken::new());
+        if draining {
+            drain.cancel();
+        }
+        let settings = SupervisorSettings {
+            restart_base_ms: 2,
+            restart_max_ms: 2,
+            ..SupervisorSettings::default()
+        };
+        let task = tokio::spawn(supervise(
+            instance.clone(),
+            RecordingHost::new("refused-1"),
+            settings,
+            stop.clone(),
+            drain,
+        ));
+        tokio::time::sleep(wait).await;
+        let seen = (
+            connector.runs.load(std::sync::atomic::Ordering::SeqCst),
+            instance.status.state(),
+        );
+        stop.cancel();
+        task.await.unwrap();
+        seen
+    }
+
+    #[tokio::test]
+    async fn a_connector_failing_while_the_app_drains_is_not_restarted() {
+        let wait = Duration::from_millis(300);
+        let (runs, state) = runs_within(false, wait).await;
+        assert!(runs > 2, "restarted while running: {runs} runs");
+        assert_ne!(state, InstanceState::Stopped);
+        let (runs, state) = runs_within(true, wait).await;
+        assert_eq!(runs, 1, "not restarted while draining");
+        assert_eq!(state, InstanceState::Stopped);
+    }
 
     #[test]
     fn restart_delays_grow_exponentially_and_are_capped() {
