@@ -600,6 +600,23 @@ impl Router {
             tracing::error!(channel = %event.channel, error = %error, "inbound message not stored");
             HostError::Unavailable("storage unavailable".into())
         })?;
+        if stored.other_thread {
+            // Not this thread's message: nothing of it is stored, queued or linked, and the
+            // conversation the id belongs to is left alone.
+            tracing::warn!(
+                channel = %event.channel,
+                thread = %event.thread,
+                platform_message_id = %event.platform_message_id,
+                "message dropped: its platform id is already stored for another thread (a reused email Message-ID?)"
+            );
+            self.metrics.inbound_duplicate(&event.channel);
+            return Ok(IngestReceipt {
+                message_id: stored.message_id,
+                conversation_id: stored.conversation_id,
+                seq: stored.seq,
+                duplicate: true,
+            });
+        }
         if stored.reopened {
             self.conversations.remove(&stored.conversation_id);
         }

@@ -51,6 +51,9 @@ pub struct Ingested {
     pub conversation_id: String,
     pub seq: i64,
     pub duplicate: bool,
+    /// A duplicate whose original came on another thread of the channel: the platform reused
+    /// an id (a forged or broken email `Message-ID`), and this message was not stored.
+    pub other_thread: bool,
     /// Whether the owner has taken the message yet (false for a new one, unless recorded only).
     pub handled: bool,
     /// The message reopened a resolved conversation (its state changed).
@@ -270,6 +273,7 @@ impl Store {
                 conversation_id,
                 seq,
                 duplicate: false,
+                other_thread: false,
                 handled: options.record_only,
                 reopened: false,
                 events,
@@ -277,7 +281,7 @@ impl Store {
         }
         // Nothing inserted: a redelivery, or no open conversation on the thread.
         if let Some(existing) = self
-            .existing(&event.channel, &event.platform_message_id)
+            .existing(&event.channel, &event.thread, &event.platform_message_id)
             .await?
         {
             return Ok(existing);
@@ -352,6 +356,7 @@ impl Store {
             conversation_id,
             seq,
             duplicate: false,
+            other_thread: false,
             handled: options.record_only,
             reopened,
             events,
@@ -361,11 +366,13 @@ impl Store {
     pub(in crate::store) async fn existing(
         &self,
         channel: &str,
+        thread: &str,
         platform_message_id: &str,
     ) -> StoreResult<Option<Ingested>> {
         let row = sqlx::query(
-            "SELECT id, conversation_id, seq, handled_at FROM messages \
-             WHERE channel = $1 AND platform_message_id = $2",
+            "SELECT m.id, m.conversation_id, m.seq, m.handled_at, c.thread \
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+             WHERE m.channel = $1 AND m.platform_message_id = $2",
         )
         .bind(channel)
         .bind(platform_message_id)
@@ -377,6 +384,7 @@ impl Store {
             conversation_id: row.try_get("conversation_id")?,
             seq: row.try_get("seq")?,
             duplicate: true,
+            other_thread: row.try_get::<&str, _>("thread")? != thread,
             handled: row.try_get::<Option<i64>, _>("handled_at")?.is_some(),
             reopened: false,
             events: Vec::new(),

@@ -76,6 +76,45 @@ async fn resent_message_is_stored_once(backend: Backend) {
 }
 both_backends!(dedupe_of_a_resent_message, resent_message_is_stored_once);
 
+/// A platform id already stored for one thread, arriving on another (a forged or reused email
+/// `Message-ID`), is told apart from a redelivery: the store says so, and nothing is written.
+async fn reused_platform_id_is_told_apart(backend: Backend) {
+    let database = TestDatabase::new(backend).await;
+    let store = Store::connect(&database.url, 2).await.unwrap();
+    let from = |thread: &str| {
+        InboundEvent::text(
+            "mail",
+            "<first-1@customer.example>",
+            PlatformIdentity::new(thread, false),
+            thread,
+            format!("written by {thread}"),
+        )
+    };
+    let carla = store.ingest(&from("carla"), REOPENING).await.unwrap();
+    assert!(!carla.duplicate && !carla.other_thread);
+    let again = store.ingest(&from("carla"), REOPENING).await.unwrap();
+    assert!(again.duplicate && !again.other_thread, "a redelivery");
+    let mallory = store.ingest(&from("mallory"), REOPENING).await.unwrap();
+    assert!(
+        mallory.duplicate && mallory.other_thread,
+        "another thread's id"
+    );
+    let history = store.history("mail", "carla", 10).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert!(
+        store
+            .history("mail", "mallory", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.close().await;
+}
+both_backends!(
+    a_reused_platform_id_is_told_apart,
+    reused_platform_id_is_told_apart
+);
+
 /// Records, per conversation, the order in which turns ran and whether two ever overlapped.
 #[derive(Default)]
 struct Recorder {

@@ -390,7 +390,7 @@ impl Store {
     ) -> StoreResult<Ingested> {
         self.retrying(StoreError::is_unique_violation, || async {
             if let Some(existing) = self
-                .existing(&event.channel, &event.platform_message_id)
+                .existing(&event.channel, &event.thread, &event.platform_message_id)
                 .await?
             {
                 return Ok(existing);
@@ -476,6 +476,7 @@ impl Store {
             conversation_id: conversation.id.clone(),
             seq: *seq,
             duplicate: false,
+            other_thread: false,
             handled: true,
             reopened: false,
             events: vec![
