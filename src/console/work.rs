@@ -3,6 +3,8 @@
 //! over, assign, transfer, hand back, resolve), replies, notes and labels. Ownership moves go
 //! through [`crate::router::Router::transfer`], the one way to move a conversation's state.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchboard_connector::{AuthorKind, EventKind};
@@ -165,7 +167,7 @@ impl Console {
         ))
     }
 
-    fn owner_name(&self, owner: &str, names: &std::collections::HashMap<String, String>) -> String {
+    fn owner_name(&self, owner: &str, names: &HashMap<String, String>) -> String {
         match Owner::parse(owner) {
             Some(Owner::Agent(id)) => names.get(&id).cloned().unwrap_or(id),
             Some(Owner::Queue(name)) => name,
@@ -173,7 +175,7 @@ impl Console {
         }
     }
 
-    async fn user_names(&self) -> Result<std::collections::HashMap<String, String>, ConsoleError> {
+    async fn user_names(&self) -> Result<HashMap<String, String>, ConsoleError> {
         Ok(self
             .store
             .users()
@@ -186,7 +188,7 @@ impl Console {
     pub(super) fn item_of(
         &self,
         row: QueueRow,
-        names: &std::collections::HashMap<String, String>,
+        names: &HashMap<String, String>,
         now: i64,
     ) -> QueueItem {
         let waiting_since = match row.last_message_author.as_deref() {
@@ -382,6 +384,12 @@ impl Console {
             .collect();
         let canned = self.canned_replies().await?;
         let teams: Vec<String> = self.teams.all().keys().cloned().collect();
+        // Replies of this conversation that could not be delivered, and why.
+        let failed: HashMap<&str, &Value> = events
+            .iter()
+            .filter(|event| event.kind == EventKind::MessageFailed)
+            .filter_map(|event| Some((event.data["message_id"].as_str()?, &event.data["error"])))
+            .collect();
         let history: Vec<Value> = self
             .store
             .contact_history(&conversation.contact_id, 300)
@@ -392,6 +400,19 @@ impl Console {
                     (AuthorKind::Agent, Some(id)) => names.get(id).cloned(),
                     _ => None,
                 };
+                let attachments: Vec<Value> = message
+                    .attachments
+                    .iter()
+                    .enumerate()
+                    .map(|(index, attachment)| {
+                        serde_json::json!({
+                            "name": attachment.name,
+                            "mime_type": attachment.mime_type,
+                            "size_bytes": attachment.size_bytes,
+                            "url": format!("/api/v1/messages/{}/attachments/{index}", message.id),
+                        })
+                    })
+                    .collect();
                 serde_json::json!({
                     "id": message.id,
                     "conversation_id": message.conversation_id,
@@ -401,12 +422,26 @@ impl Console {
                     "author_name": author_name,
                     "text": message.text,
                     "at_ms": message.created_at,
+                    "attachments": attachments,
+                    "failed": failed.get(message.id.as_str()),
                 })
             })
             .collect();
+        // Whether replies on this conversation's thread are given up (the customer blocked
+        // the bot, say), shown where the agent writes them.
+        let unreachable = contact["unreachable"].as_array().and_then(|marks| {
+            marks
+                .iter()
+                .find(|mark| {
+                    mark["channel"] == conversation.channel.as_str()
+                        && mark["thread"] == conversation.thread.as_str()
+                })
+                .cloned()
+        });
         Ok(serde_json::json!({
             "conversation": item,
             "version": conversation.state.version,
+            "unreachable": unreachable,
             "last_event_seq": events.last().map_or(0, |event| event.seq),
             "handoff": handoff,
             "notes": notes,

@@ -6,8 +6,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde_json::Value;
+use switchboard::console::Role;
 use switchboard_connector::{
-    Connector, ConnectorError, InboundEvent, OutboundMessage, PlatformIdentity, SendReceipt,
+    Attachment, Connector, ConnectorError, InboundEvent, OutboundMessage, PlatformIdentity,
+    SendReceipt,
 };
 
 use crate::both_backends;
@@ -75,12 +78,15 @@ async fn failing_send_is_retried(backend: Backend) {
         .await
         .unwrap();
     assert!(!receipt.duplicate);
-    // The broken thread dead-letters without holding up t1.
-    app.app
-        .router
-        .ingest(event("broken", "p2", "hello"))
-        .await
-        .unwrap();
+    // The broken thread dead-letters without holding up t1. Its customer sent a file too.
+    let mut with_file = event("broken", "p2", "hello");
+    with_file.attachments = vec![Attachment {
+        name: "invoice.pdf".into(),
+        mime_type: "application/pdf".into(),
+        size_bytes: Some(1234),
+        platform_file_id: "part-2".into(),
+    }];
+    app.app.router.ingest(with_file).await.unwrap();
 
     let delivered = flaky.clone();
     eventually(20, "the reply to get through", || {
@@ -169,6 +175,38 @@ async fn failing_send_is_retried(backend: Backend) {
         Some("permanent failure: chat not found")
     );
     assert_eq!(app.store().outbox_depth().await.unwrap(), 0);
+
+    // The console shows the agent both: the customer's file, and the reply that never arrived.
+    crate::console::person(&app, "admin@shop.test", Role::Admin, &[], &[]).await;
+    let admin = crate::console::Desk::sign_in(&app, "admin@shop.test").await;
+    let (_, view) = admin
+        .get(&format!(
+            "/console/api/conversations/{}",
+            broken[0].conversation_id
+        ))
+        .await;
+    let history = view["history"].as_array().expect("a history");
+    let asked = history
+        .iter()
+        .find(|m| m["author"] == "customer")
+        .expect("the customer's message");
+    assert_eq!(asked["attachments"][0]["name"], "invoice.pdf", "{view}");
+    assert_eq!(
+        asked["attachments"][0]["url"],
+        format!(
+            "/api/v1/messages/{}/attachments/0",
+            asked["id"].as_str().unwrap()
+        )
+    );
+    assert_eq!(asked["failed"], Value::Null);
+    let answered = history
+        .iter()
+        .find(|m| m["text"] == "echo: hello")
+        .expect("the reply");
+    assert_eq!(
+        answered["failed"], "permanent failure: chat not found",
+        "{view}"
+    );
     // Redelivering the platform's message stores nothing and sends nothing more.
     let again = app
         .app

@@ -95,11 +95,20 @@
     });
   }
 
+  function failedNote(error) {
+    return el('span', { class: 'failed' }, 'Not delivered' + (error ? ': ' + error : ''));
+  }
+
   function messageNode(message) {
     var who = message.author === 'agent' ? (message.author_name || 'agent') : message.author;
+    var files = message.attachments || [];
     return el('li', { class: 'msg', 'data-author': message.author, 'data-id': message.id },
       el('span', { class: 'who' }, who),
-      el('span', { class: 'text' }, message.text),
+      el('span', { class: 'text' }, message.text,
+        files.length ? el('span', { class: 'attachments' }, files.map(function (file) {
+          return el('a', { href: file.url, download: file.name, title: file.mime_type }, file.name);
+        })) : null,
+        message.failed !== undefined && message.failed !== null ? failedNote(message.failed) : null),
       el('time', {}, SB.time(message.at_ms)));
   }
 
@@ -213,6 +222,10 @@
       el('span', { class: 'channel' }, item.channel_kind + ' · ' + item.channel),
       el('span', { class: 'status', id: 'conversation-status' }, statusLabel(item)),
       actions(data)));
+    if (data.unreachable) {
+      pane.appendChild(el('p', { class: 'unreachable', id: 'unreachable', role: 'alert' },
+        'Replies cannot reach the customer on this thread since ' + SB.time(data.unreachable.since_ms) + ': ' + data.unreachable.reason));
+    }
     pane.appendChild(handoffBox(data.handoff));
     pane.appendChild(el('ul', { id: 'history', class: 'history', 'aria-live': 'polite' }));
     pane.appendChild(el('p', { id: 'customer-typing', class: 'typing', hidden: true }, 'The customer is typing…'));
@@ -294,6 +307,11 @@
       list.appendChild(messageNode({ id: data.data.message_id, author: author, author_name: author === 'agent' ? 'agent' : null, text: data.data.text, at_ms: data.created_at_ms }));
       list.scrollTop = list.scrollHeight;
       if (author === 'customer') document.getElementById('customer-typing').hidden = true;
+    });
+    stream.addEventListener('message.failed', function (event) {
+      var data = JSON.parse(event.data);
+      var node = document.querySelector('#history [data-id="' + CSS.escape(data.data.message_id || '') + '"] .text');
+      if (node && !node.querySelector('.failed')) node.appendChild(failedNote(data.data.error));
     });
     stream.addEventListener('typing', function (event) {
       var data = JSON.parse(event.data);

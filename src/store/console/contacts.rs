@@ -4,8 +4,8 @@
 
 use sqlx::Row;
 
-use crate::store::{Store, StoreError, StoreResult, author_of};
-use switchboard_connector::AuthorKind;
+use crate::store::{Store, StoreError, StoreResult, attachments_of, author_of};
+use switchboard_connector::{Attachment, AuthorKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactRow {
@@ -47,6 +47,8 @@ pub struct HistoryMessage {
     pub author_id: Option<String>,
     pub text: String,
     pub created_at: i64,
+    /// Files that came with the message (for email, the raw mail first).
+    pub attachments: Vec<Attachment>,
 }
 
 impl Store {
@@ -164,7 +166,8 @@ impl Store {
     ) -> StoreResult<Vec<HistoryMessage>> {
         let rows = sqlx::query(
             "SELECT m.id, m.conversation_id, c.channel, m.seq, m.author_kind, m.author_id, \
-             m.text, m.created_at FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+             m.text, m.created_at, m.attachments \
+             FROM messages m JOIN conversations c ON c.id = m.conversation_id \
              WHERE c.contact_id = $1 ORDER BY m.created_at DESC, m.seq DESC LIMIT $2",
         )
         .bind(contact_id)
@@ -183,6 +186,7 @@ impl Store {
                     author_id: row.try_get("author_id")?,
                     text: row.try_get("text")?,
                     created_at: row.try_get("created_at")?,
+                    attachments: attachments_of(row.try_get("attachments")?)?,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
