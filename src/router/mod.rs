@@ -251,7 +251,13 @@ impl Router {
                             .map(|reason| crate::assistant::Handoff {
                                 reason: "customer_request".into(),
                                 queue: None,
-                                summary: serde_json::json!({"requested": reason}),
+                                // What the console's handoff box shows, as far as a
+                                // command tells it: no classifier ran.
+                                summary: serde_json::json!({
+                                    "requested": reason,
+                                    "last_message": job.text,
+                                    "language": conversation.language,
+                                }),
                             }),
                         ..Reply::default()
                     },

@@ -694,6 +694,25 @@ async fn command_replayed_after_restart(backend: Backend) {
     );
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(conversation.state.status, Status::Queued);
+    // The handoff package says what the customer wrote, for the agent who takes it.
+    let events = app
+        .store()
+        .conversation_events(&conversation_id)
+        .await
+        .unwrap();
+    let handoff = events
+        .iter()
+        .find(|event| event.kind == EventKind::OwnerChanged)
+        .expect("the handoff");
+    assert_eq!(
+        handoff.data["summary"]["last_message"], "/human",
+        "{:?}",
+        handoff.data
+    );
+    assert_eq!(
+        handoff.data["summary"]["requested"],
+        "customer asked for a person (/human)"
+    );
 }
 both_backends!(
     a_command_pending_at_a_crash_is_still_a_command,
