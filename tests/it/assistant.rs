@@ -418,15 +418,7 @@ async fn hands_over_with_a_summary(backend: Backend) {
     let conversation_id = app.conversation_of(&visitor).await;
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(conversation.state.status.as_str(), "queued");
-    let events = app
-        .store()
-        .conversation_events(&conversation_id)
-        .await
-        .unwrap();
-    let handoff = events
-        .iter()
-        .find(|event| event.data["change"] == "handoff")
-        .expect("a handoff event");
+    let handoff = crate::helpers::handoff_event(app.store(), &conversation_id).await;
     assert_eq!(handoff.data["reason"], "customer_request");
     let summary = &handoff.data["summary"];
     // The request in progress goes with it (its order number was still to come).

@@ -10,7 +10,7 @@ use switchboard::app::{App, AppOptions};
 use switchboard::assistant::Assistant;
 use switchboard::config::Settings;
 use switchboard::store::Store;
-use switchboard_connector::Connector;
+use switchboard_connector::{Connector, EventKind, LiveEvent};
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,6 +396,17 @@ pub async fn next_frame(socket: &mut Socket) -> Option<Next> {
 }
 
 /// Poll `check` until it holds or `seconds` pass.
+/// A conversation's handoff: its `owner.changed` event whose change is `handoff`.
+pub async fn handoff_event(store: &Store, conversation_id: &str) -> LiveEvent {
+    store
+        .conversation_events(conversation_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|event| event.kind == EventKind::OwnerChanged && event.data["change"] == "handoff")
+        .expect("a handoff event")
+}
+
 pub async fn eventually<F, Fut>(seconds: u64, what: &str, check: F)
 where
     F: Fn() -> Fut,

@@ -695,15 +695,7 @@ async fn command_replayed_after_restart(backend: Backend) {
     let conversation = app.store().conversation(&conversation_id).await.unwrap();
     assert_eq!(conversation.state.status, Status::Queued);
     // The handoff package says what the customer wrote, for the agent who takes it.
-    let events = app
-        .store()
-        .conversation_events(&conversation_id)
-        .await
-        .unwrap();
-    let handoff = events
-        .iter()
-        .find(|event| event.kind == EventKind::OwnerChanged)
-        .expect("the handoff");
+    let handoff = crate::helpers::handoff_event(app.store(), &conversation_id).await;
     assert_eq!(
         handoff.data["summary"]["last_message"], "/human",
         "{:?}",

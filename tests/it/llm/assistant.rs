@@ -518,11 +518,7 @@ async fn lookups_feed_the_answer_and_a_handoff_carries_the_models_summary() {
         }
     })
     .await;
-    let events = store.conversation_events(&conversation).await.unwrap();
-    let handoff = events
-        .iter()
-        .find(|event| event.kind.as_str() == "owner.changed")
-        .unwrap();
+    let handoff = crate::helpers::handoff_event(&store, &conversation).await;
     assert_eq!(handoff.data["change"], "handoff");
     let summary = &handoff.data["summary"];
     assert_eq!(
